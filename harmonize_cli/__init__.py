@@ -1,0 +1,23 @@
+"""harmonize: deep image harmonization as a command-line tool and Python library.
+
+Implements "Foreground-aware Semantic Representations for Image Harmonization"
+(Sofiiuk, Popenova, Konushin, WACV 2021) and loads the authors' released
+checkpoints unchanged.
+
+>>> from harmonize_cli import zoo
+>>> model = zoo.create_model("idih")
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "zoo", "Harmonizer"]
+
+
+def __getattr__(name):  # lazy imports keep `harmonize --help` fast
+    import importlib
+
+    if name == "zoo":
+        return importlib.import_module(f"{__name__}.zoo")
+    if name == "Harmonizer":
+        return importlib.import_module(f"{__name__}.harmonizer").Harmonizer
+    raise AttributeError(f"module 'harmonize_cli' has no attribute {name!r}")

@@ -1,0 +1,114 @@
+"""The `harmonize` command: a small click group; each subcommand lives in its own module.
+
+The CLI is a thin layer: every command parses options, calls the Python API and reports.
+Subcommands are imported lazily so that `harmonize --help` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import re
+import sys
+
+import click
+
+from . import __version__, console
+from .errors import HarmonizeError
+
+# name -> "module:attribute" (relative to harmonize_cli.commands)
+COMMANDS = {
+    "zoo": "zoo_cmd:zoo",
+}
+
+_HEADING = re.compile(r"^(Usage:|Options:|Commands:|Examples?:|Arguments:)", re.M)
+
+
+class RichContext(click.Context):
+    """Help text with highlighted section headings when printed to a terminal."""
+
+    def get_help(self) -> str:
+        text = super().get_help()
+        if not sys.stdout.isatty():
+            return text
+        from rich.console import Console
+        from rich.markup import escape
+
+        buffer = io.StringIO()
+        rich_console = Console(file=buffer, force_terminal=True, highlight=False, width=console.out_console.width)
+        rich_console.print(_HEADING.sub(lambda m: f"[bold cyan]{m.group(1)}[/bold cyan]", escape(text)), end="")
+        return buffer.getvalue()
+
+
+class RichCommand(click.Command):
+    context_class = RichContext
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    context_class = RichContext
+    command_class = RichCommand
+
+    def __init__(self, *args, lazy_commands=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy_commands:
+            module_name, attribute = self.lazy_commands[name].split(":")
+            module = importlib.import_module(f"{__package__}.commands.{module_name}")
+            return getattr(module, attribute)
+        return super().get_command(ctx, name)
+
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=COMMANDS,
+    context_settings=CONTEXT_SETTINGS,
+    epilog="Example:\n\n  harmonize apply examples/composites examples/masks -o harmonized/",
+)
+@click.version_option(__version__, "--version", prog_name="harmonize")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (for scripts).")
+@click.option("-v", "--verbose", is_flag=True, help="Print details (devices, files, timings).")
+def cli(quiet: bool, verbose: bool) -> None:
+    """harmonize: make a pasted foreground match its background (deep image harmonization).
+
+    \b
+    Typical use:
+      harmonize apply composites/ masks/ -o out/       harmonize photos
+      harmonize prepare --root iHarmony4               pack the dataset into HDF5
+      harmonize train --arch idih-hrnet-w18s           train with the paper's recipe
+      harmonize eval --weights runs/x/best.pth         the paper's tables
+      harmonize zoo list                               models and pretrained weights
+    """
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose exclude each other.")
+    console.set_verbosity(console.QUIET if quiet else console.VERBOSE if verbose else console.NORMAL)
+
+
+def main(argv=None) -> None:
+    """Entry point of the console script: clear one-line errors and meaningful exit codes."""
+    try:
+        cli.main(args=argv, prog_name="harmonize", standalone_mode=False)
+    except HarmonizeError as exc:
+        console.error(str(exc))
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        console.error("interrupted.")
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.error("interrupted.")
+        sys.exit(130)
+    sys.exit(0)

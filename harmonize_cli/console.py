@@ -1,0 +1,150 @@
+"""One place for terminal output: a rich console on stderr, quiet/verbose levels, progress bars.
+
+Results meant for scripts (tables, JSON) go to stdout through :func:`print_result`; everything
+else (progress, notices, errors) goes to stderr so that ``--quiet`` and pipes stay clean.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+QUIET, NORMAL, VERBOSE = 0, 1, 2
+
+_state = {"level": int(os.environ.get("HARMONIZE_VERBOSITY", NORMAL))}
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+
+def set_verbosity(level: int) -> None:
+    _state["level"] = level
+
+
+def verbosity() -> int:
+    return _state["level"]
+
+
+def is_quiet() -> bool:
+    return _state["level"] <= QUIET
+
+
+def info(message: str) -> None:
+    """A progress or status line (hidden by ``--quiet``)."""
+    if _state["level"] >= NORMAL:
+        err_console.print(message)
+
+
+def debug(message: str) -> None:
+    """A detail line (shown only with ``--verbose``)."""
+    if _state["level"] >= VERBOSE:
+        err_console.print(f"[dim]{message}[/dim]")
+
+
+def warn(message: str) -> None:
+    """A notice the user should read (shown unless ``--quiet``)."""
+    if _state["level"] >= NORMAL:
+        err_console.print(f"[yellow]{message}[/yellow]")
+
+
+def error(message: str) -> None:
+    """An error line (always shown)."""
+    err_console.print(f"[bold red]Error:[/bold red] {message}", soft_wrap=True)
+
+
+def print_result(renderable) -> None:
+    """Primary output (tables, summaries) on stdout; hidden by ``--quiet``."""
+    if _state["level"] >= NORMAL:
+        out_console.print(renderable)
+
+
+class _NullProgress:
+    """Stand-in with the rich Progress interface when output is quiet."""
+
+    def add_task(self, *args, **kwargs):
+        return 0
+
+    def update(self, *args, **kwargs):
+        pass
+
+    def advance(self, *args, **kwargs):
+        pass
+
+    def remove_task(self, *args, **kwargs):
+        pass
+
+
+@contextmanager
+def progress(unit: str = "it", transient: bool = False):
+    """A rich progress bar with count, rate and ETA (nothing at all with ``--quiet``).
+
+    >>> with progress("img") as bar:
+    ...     task = bar.add_task("apply", total=10)
+    ...     bar.advance(task)
+    """
+    if is_quiet():
+        yield _NullProgress()
+        return
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        _RateColumn(unit),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+    ]
+    bar = Progress(*columns, console=err_console, transient=transient, refresh_per_second=4)
+    with bar:
+        yield _ProgressWithStatus(bar)
+
+
+class _RateColumn(TextColumn):
+    def __init__(self, unit: str):
+        super().__init__("")
+        self.unit = unit
+
+    def render(self, task):
+        from rich.text import Text
+
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text(f"- {self.unit}/s", style="progress.data.speed")
+        return Text(f"{speed:.2f} {self.unit}/s", style="progress.data.speed")
+
+
+class _ProgressWithStatus:
+    """Progress wrapper that always provides the ``status`` field used by the columns."""
+
+    def __init__(self, bar: Progress):
+        self._bar = bar
+
+    def add_task(self, description, total=None, status="", **fields):
+        return self._bar.add_task(description, total=total, status=status, **fields)
+
+    def update(self, task, **kwargs):
+        self._bar.update(task, **kwargs)
+
+    def advance(self, task, amount=1):
+        self._bar.advance(task, amount)
+
+    def remove_task(self, task):
+        self._bar.remove_task(task)
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,25 @@
+"""Shared test set-up: every test runs with its own empty HARMONIZE_HOME and no network."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("harmonize_home")
+    monkeypatch.setenv("HARMONIZE_HOME", str(home))
+    monkeypatch.setenv("HARMONIZE_OFFLINE", "1")
+    for variable in ("HARMONIZE_DATA", "HARMONIZE_DEVICE", "HARMONIZE_WEIGHTS_MIRROR"):
+        monkeypatch.delenv(variable, raising=False)
+    return home
+
+
+def pytest_configure(config):
+    os.environ.setdefault("OMP_NUM_THREADS", "2")

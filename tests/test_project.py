@@ -1,0 +1,59 @@
+"""Project-level promises: the README's test command is what CI runs; the CLI shell works."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from harmonize_cli import __version__
+from harmonize_cli.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_quickstart():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quickstart.*?```bash\n(.*?)```", text, re.S).group(1)
+    return [line.strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_readme_has_exactly_two_quickstart_commands_and_ci_runs_the_test_one():
+    commands = _readme_quickstart()
+    assert len(commands) == 2
+    main_job, tests = commands
+    assert main_job.startswith("pip install . && harmonize ")
+    assert "pytest" in tests
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert tests.replace("pip install", "python3 -m pip install -q").replace("python -m pytest", "python3 -m pytest") in ci
+
+
+def test_version_and_help():
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0 and "zoo" in result.output
+    for name in cli.list_commands(None):
+        sub = runner.invoke(cli, [name, "--help"])
+        assert sub.exit_code == 0, (name, sub.output)
+        assert "Example" in sub.output, f"`harmonize {name} --help` shows no example"
+
+
+def test_python_dash_m_is_the_same_program_and_errors_are_one_line():
+    out = subprocess.run([sys.executable, "-m", "harmonize_cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and __version__ in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "harmonize_cli", "zoo", "download"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "Error:" in bad.stderr and "harmonize zoo list" in bad.stderr
+
+
+def test_quiet_and_verbose_exclude_each_other():
+    result = CliRunner().invoke(cli, ["-q", "-v", "zoo", "list"])
+    assert result.exit_code == 2
+
+
+def test_changelog_follows_keep_a_changelog():
+    text = (ROOT / "CHANGELOG.md").read_text()
+    assert "## [Unreleased]" in text and "keepachangelog" in text.lower()

@@ -1,0 +1,1 @@
+"""Network definitions. State-dict layouts follow the reference implementation exactly."""

@@ -1,0 +1,130 @@
+"""The model zoo: one registry shared by ``prepare``, ``train``, ``eval`` and ``apply``.
+
+>>> from harmonize_cli import zoo
+>>> [m["name"] for m in zoo.list_models()][:3]
+['dih', 'dih-512', 'idih']
+>>> model = zoo.create_model("idih-hrnet-w18s")          # or "hrnet18s_idih256"
+>>> zoo.load_weights(model, "hrnet18s_idih256.pth")      # path, URL, name or state dict
+>>> out = model(image, mask)                              # normalised image in, normalised image out
+>>> zoo.detect_arch(torch.load("hrnet18s_idih256.pth"))  # 'idih-hrnet-w18s'
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from .. import console
+from ..errors import WeightsError
+from .checkpoints import checkpoint_metadata, detect_arch, extract_state_dict, read_checkpoint
+from .pretrained import (
+    BACKBONE_WEIGHTS,
+    HARMONIZATION_WEIGHTS,
+    PretrainedWeights,
+    cached,
+    fetch,
+    get_weights,
+    list_weights,
+    weights_for_arch,
+)
+from .registry import ARCHITECTURES, ArchSpec, arch_names, get_arch
+
+__all__ = [
+    "ARCHITECTURES", "ArchSpec", "BACKBONE_WEIGHTS", "HARMONIZATION_WEIGHTS", "PretrainedWeights",
+    "arch_names", "cached", "checkpoint_metadata", "create_model", "detect_arch", "extract_state_dict",
+    "fetch", "get_arch", "get_weights", "list_models", "list_weights", "load_weights", "read_checkpoint",
+    "weights_for_arch",
+]
+
+
+def list_models(include_baselines: bool = True):
+    """Every architecture with its aliases and metadata, as plain dicts."""
+    rows = []
+    for spec in ARCHITECTURES:
+        if not include_baselines and not spec.needs_weights:
+            continue
+        weights = weights_for_arch(spec.name)
+        rows.append({
+            "name": spec.name,
+            "aliases": list(spec.aliases),
+            "family": spec.family,
+            "input_size": spec.input_size,
+            "num_params": spec.num_params,
+            "backbone": spec.backbone,
+            "description": spec.description,
+            "paper": spec.paper,
+            "pretrained": None if weights is None else {
+                "name": weights.name, "url": weights.url, "metrics": weights.metrics,
+                "preprocessing": weights.preprocessing, "cached": cached(weights) is not None,
+            },
+        })
+    return rows
+
+
+def create_model(name: str, *, weights=None, pretrained: bool = False, pretrained_backbone: bool = False,
+                 backbone_weights=None, init: bool = True, device=None, eval_mode: Optional[bool] = None):
+    """Build an architecture by our name or its reference alias.
+
+    ``weights``: a checkpoint to load (path, URL, registry name or state dict).
+    ``pretrained``: load the released reference checkpoint of this architecture (downloaded once).
+    ``pretrained_backbone`` / ``backbone_weights``: load ImageNet weights into the backbone (training).
+    ``init``: apply the reference initialisation to layers that get no weights.
+    The model is put in eval mode when weights are loaded (unless ``eval_mode`` says otherwise).
+    """
+    spec = get_arch(name)
+    model = spec.build()
+    model.arch_name = spec.name
+    model.input_size = spec.input_size
+    if pretrained and weights is None:
+        released = weights_for_arch(spec.name)
+        if released is None:
+            raise WeightsError(f"no released checkpoint for {spec.name}",
+                               "train one with `harmonize train` or pass --weights")
+        weights = released.name
+    if init and spec.needs_weights and weights is None:
+        from ..models.init import init_weights
+
+        init_weights(model)
+    if spec.backbone and (pretrained_backbone or backbone_weights is not None) and weights is None:
+        load_backbone_weights(model, spec, backbone_weights)
+    if weights is not None:
+        load_weights(model, weights)
+    if eval_mode if eval_mode is not None else weights is not None:
+        model.eval()
+    if device is not None:
+        from ..device import resolve_device
+
+        model.to(resolve_device(device))
+    return model
+
+
+def load_backbone_weights(model, spec: ArchSpec, source=None):
+    """Load ImageNet weights into the backbone (classifier heads ignored); returns the tensors loaded."""
+    from ..models.backboned import load_pretrained_backbone
+
+    path = source if source is not None else fetch(spec.backbone)
+    checkpoint, label = read_checkpoint(path)
+    state = extract_state_dict(checkpoint)
+    loaded, skipped = load_pretrained_backbone(model, state)
+    console.info(f"Backbone {spec.backbone}: loaded {loaded} tensors from {label} ({len(skipped)} ignored)")
+    model.backbone_weights = {"source": label, "loaded": loaded, "ignored": len(skipped)}
+    return loaded
+
+
+def load_weights(model, source, strict: bool = True):
+    """Load a checkpoint into ``model``: reference state dicts, our training checkpoints, DDP
+    prefixes, paths, URLs and registry names. A mismatch raises one clear WeightsError."""
+    checkpoint, label = read_checkpoint(source)
+    state = extract_state_dict(checkpoint)
+    model_state = model.state_dict()
+    arch = getattr(model, "arch_name", type(model).__name__)
+    if strict:
+        from .checkpoints import describe_mismatch
+
+        same_keys = set(state) == set(model_state)
+        same_shapes = same_keys and all(tuple(state[k].shape) == tuple(model_state[k].shape) for k in state)
+        if not same_shapes:
+            raise WeightsError(f"{label}: {describe_mismatch(arch, state, model_state)}",
+                               "pick the matching --model, or omit it to detect the architecture")
+    model.load_state_dict(state, strict=strict)
+    model.weights_source = label
+    return model

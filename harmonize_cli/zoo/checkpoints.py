@@ -1,0 +1,145 @@
+"""Reading checkpoints of every kind and matching them to architectures.
+
+Accepted: reference checkpoints (plain state dicts), checkpoints written by ``harmonize train``
+(a dict with ``model`` plus metadata), ``{"state_dict": ...}`` wrappers, DDP ``module.`` prefixes,
+file paths, URLs and registry names of released weights.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Mapping
+
+from ..errors import WeightsError
+
+
+def read_checkpoint(source, map_location="cpu"):
+    """Load a checkpoint from a path, URL, registry name or mapping; returns (object, label)."""
+    import torch
+
+    if isinstance(source, Mapping):
+        return source, "<state dict>"
+    text = str(source)
+    if "://" in text:
+        from .. import config
+        from .download import download_file
+
+        target = config.weights_dir() / "urls" / Path(text.split("?")[0]).name
+        path = target if target.is_file() else download_file(text, target)
+    else:
+        path = Path(text).expanduser()
+        if not path.exists():
+            from . import pretrained
+
+            try:
+                path = pretrained.fetch(text)
+            except Exception:
+                raise WeightsError(f"weights file {text} does not exist",
+                                   "give a path to a .pth file, a URL, or a name from `harmonize zoo list`")
+    try:
+        try:
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # older checkpoints may hold numpy scalars or other objects
+            if "weights_only" not in str(exc) and "Unsupported" not in str(exc):
+                raise
+            obj = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise WeightsError(f"cannot read weights {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                           "the file is truncated or not a PyTorch checkpoint; download it again") from exc
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict",
+                           "save the model with torch.save(model.state_dict(), path)")
+    return obj, str(path)
+
+
+def extract_state_dict(checkpoint: Mapping):
+    """The model's tensors from any supported checkpoint layout, with DDP prefixes removed."""
+    import torch
+
+    state = checkpoint
+    for key in ("model", "state_dict", "model_state_dict", "net"):
+        inner = checkpoint.get(key) if isinstance(checkpoint, Mapping) else None
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            state = inner
+            break
+    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    if not tensors:
+        raise WeightsError("the checkpoint holds no tensors", "is this a model checkpoint?")
+    if all(key.startswith("module.") for key in tensors):
+        tensors = {key[len("module."):]: value for key, value in tensors.items()}
+    return tensors
+
+
+def checkpoint_metadata(checkpoint: Mapping) -> dict:
+    """Metadata stored by ``harmonize train`` (architecture name, epoch, ...), if any."""
+    meta = checkpoint.get("meta") if isinstance(checkpoint, Mapping) else None
+    return dict(meta) if isinstance(meta, Mapping) else {}
+
+
+@functools.lru_cache(maxsize=None)
+def layout_of(arch_name: str):
+    """The (key -> shape) layout of an architecture's state dict, built on the meta device."""
+    import torch
+
+    from .registry import get_arch
+
+    with torch.device("meta"):
+        model = get_arch(arch_name).build()
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _layout(state_dict):
+    return {key: tuple(value.shape) for key, value in state_dict.items()}
+
+
+def rank_architectures(state_dict):
+    """Architectures ordered by how well their layout matches the state dict: (score, name)."""
+    from .registry import ARCHITECTURES
+
+    given = _layout(state_dict)
+    ranked = []
+    for spec in ARCHITECTURES:
+        if not spec.needs_weights:
+            continue
+        expected = layout_of(spec.name)
+        same = sum(1 for key, shape in given.items() if expected.get(key) == shape)
+        score = same / max(len(given), len(expected))
+        ranked.append((score, spec.name))
+    ranked.sort(key=lambda item: -item[0])
+    return ranked
+
+
+def detect_arch(state_dict) -> str:
+    """Our name of the architecture whose layout equals the state dict's; WeightsError if none."""
+    if not isinstance(state_dict, Mapping) or not any(hasattr(v, "shape") for v in state_dict.values()):
+        state_dict, _ = read_checkpoint(state_dict)
+    meta = checkpoint_metadata(state_dict)
+    tensors = extract_state_dict(state_dict)
+    score, name = rank_architectures(tensors)[0]
+    if score == 1.0:
+        return name
+    if meta.get("arch"):
+        return meta["arch"]
+    raise WeightsError(
+        f"the checkpoint matches no architecture exactly (closest: {name}, {score:.0%} of tensors agree)",
+        "pass --model with the architecture it was trained as",
+    )
+
+
+def describe_mismatch(model_arch: str, state_dict, model_state) -> str:
+    expected = {key: tuple(v.shape) for key, v in model_state.items()}
+    given = _layout(state_dict)
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    wrong_shape = [key for key in expected if key in given and given[key] != expected[key]]
+    score, looks_like = rank_architectures(state_dict)[0]
+    parts = [f"the weights do not fit {model_arch}: they look like {looks_like} ({score:.0%} of tensors agree)"]
+    if missing:
+        parts.append(f"{len(missing)} missing keys, first {missing[0]!r}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys, first {unexpected[0]!r}")
+    if wrong_shape:
+        key = wrong_shape[0]
+        parts.append(f"{len(wrong_shape)} shape mismatches, first {key!r} {given[key]} vs {expected[key]}")
+    return "; ".join(parts)

@@ -1,0 +1,78 @@
+"""Downloading files into the cache: atomic (temp file, then rename), verified, with a progress bar."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+from .. import console
+from ..atomic import atomic_path
+from ..errors import DownloadError
+
+CHUNK = 1 << 20
+
+
+def sha256_of(path, chunk_size: int = CHUNK) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_file(url: str, target, sha256: Optional[str] = None, hash_prefix: Optional[str] = None,
+                  timeout: float = 30.0, label: Optional[str] = None) -> Path:
+    """Download ``url`` to ``target`` atomically and verify it.
+
+    A short read (fewer bytes than the server announced), a wrong ``sha256`` or a ``hash_prefix``
+    that does not start the file's sha256 raises :class:`DownloadError`; the target then does not exist.
+    The error names the URL and the path where the file can be placed by hand.
+    """
+    target = Path(target)
+    manual = f"download it by hand from {url} and save it as {target}"
+    try:
+        with atomic_path(target) as tmp:
+            _fetch(url, tmp, timeout, label or target.name)
+            digest = sha256_of(tmp)
+            if sha256 and digest != sha256.lower():
+                raise DownloadError(f"{url}: sha256 {digest[:12]}... differs from the expected {sha256[:12]}...",
+                                    f"the file is damaged or not the one expected; {manual}")
+            if hash_prefix and not digest.startswith(hash_prefix.lower()):
+                raise DownloadError(f"{url}: sha256 {digest[:12]}... does not start with {hash_prefix}",
+                                    f"the file is damaged or not the one expected; {manual}")
+    except DownloadError:
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DownloadError(f"could not download {url}: {reason}", manual) from exc
+    return target
+
+
+def _fetch(url: str, destination: Path, timeout: float, label: str) -> None:
+    if "://" not in url:  # a local file path acts as a mirror too
+        shutil.copyfile(url, destination)
+        return
+    request = urllib.request.Request(url, headers={"User-Agent": "harmonize"})
+    with urllib.request.urlopen(request, timeout=timeout) as response, open(destination, "wb") as out:
+        announced = response.headers.get("Content-Length")
+        total = int(announced) if announced and announced.isdigit() else None
+        received = 0
+        with console.progress("MB") as bar:
+            task = bar.add_task(f"download {label}", total=(total / CHUNK) if total else None)
+            while True:
+                chunk = response.read(CHUNK)
+                if not chunk:
+                    break
+                out.write(chunk)
+                received += len(chunk)
+                bar.advance(task, len(chunk) / CHUNK)
+        out.flush()
+        os.fsync(out.fileno())
+    if total is not None and received != total:
+        raise DownloadError(f"{url}: received {received} of {total} bytes (truncated)",
+                            f"try again, or download it by hand and save it as {destination}")

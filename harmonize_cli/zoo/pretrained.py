@@ -1,0 +1,156 @@
+"""Pretrained weights: the reference checkpoints and the ImageNet backbones, with metadata.
+
+Files are downloaded on first use into ``$HARMONIZE_HOME/weights`` (default
+``~/.cache/harmonize/weights``). ``$HARMONIZE_WEIGHTS_MIRROR`` replaces the host part of every
+URL (a folder or an http(s) base holding the same file names), for air-gapped sites and tests.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .. import config, console
+from ..errors import DownloadError, UsageError
+from .download import download_file
+
+_RELEASE = "https://github.com/saic-vul/image_harmonization/releases/download/v1.0/"
+_IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+_PREPROCESS_256 = {"resize": "fixed256", "input_size": 256, "normalization": _IMAGENET_NORM}
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """A released checkpoint: where it comes from, what it is for, what it scores."""
+
+    name: str
+    filename: str
+    url: str
+    arch: str  # our architecture name
+    kind: str = "harmonization"  # or "backbone"
+    input_size: int = 256
+    sha256: Optional[str] = None
+    hash_prefix: Optional[str] = None
+    preprocessing: dict = field(default_factory=lambda: dict(_PREPROCESS_256))
+    metrics: dict = field(default_factory=dict)  # {"HCOCO": {"MSE":.., "PSNR":..}, ..., "All": {..}}
+    source: str = ""
+    note: str = ""
+
+
+def _metrics(*rows):
+    subsets = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night", "All")
+    return {subset: {"MSE": mse, "PSNR": psnr} for subset, (mse, psnr) in zip(subsets, rows) if mse is not None}
+
+
+_REFERENCE_PAGE = "https://github.com/saic-vul/image_harmonization"
+
+HARMONIZATION_WEIGHTS = [
+    PretrainedWeights("idih256", "idih256.pth", _RELEASE + "idih256.pth", "idih", source=_REFERENCE_PAGE,
+                      metrics=_metrics((19.58, 38.34), (30.84, 36.00), (84.74, 32.58), (50.05, 37.10), (30.70, 36.99))),
+    PretrainedWeights("issam256", "issam256.pth", _RELEASE + "issam256.pth", "is2am", source=_REFERENCE_PAGE,
+                      metrics=_metrics((16.48, 39.16), (22.60, 37.24), (69.67, 33.56), (40.59, 37.72), (24.65, 37.95))),
+    PretrainedWeights("deeplab_idih256", "deeplab_idih256.pth", _RELEASE + "deeplab_idih256.pth", "idih-deeplab-r34",
+                      source=_REFERENCE_PAGE,
+                      metrics=_metrics((17.68, 38.97), (28.13, 36.33), (70.89, 33.25), (56.17, 37.25), (27.37, 37.53))),
+    PretrainedWeights("hrnet18s_idih256", "hrnet18s_idih256.pth", _RELEASE + "hrnet18s_idih256.pth",
+                      "idih-hrnet-w18s", source=_REFERENCE_PAGE,
+                      metrics=_metrics((14.30, 39.52), (22.57, 37.18), (63.03, 33.70), (51.20, 37.69), (22.82, 38.15))),
+    PretrainedWeights("hrnet18_idih256", "hrnet18_idih256.pth", _RELEASE + "hrnet18_idih256.pth", "idih-hrnet-w18",
+                      source=_REFERENCE_PAGE,
+                      metrics=_metrics((13.79, 39.62), (25.44, 36.91), (60.63, 33.88), (44.94, 37.74), (22.99, 38.16))),
+    PretrainedWeights("hrnet18_v2p_idih256", "hrnet18_v2p_idih256.pth", _RELEASE + "hrnet18_v2p_idih256.pth",
+                      "idih-hrnet-w18-v2p", source=_REFERENCE_PAGE,
+                      metrics={"All": {"MSE": 23.10, "PSNR": 38.15}}),
+    PretrainedWeights("hrnet32_idih256", "hrnet32_idih256.pth", _RELEASE + "hrnet32_idih256.pth", "idih-hrnet-w32",
+                      source=_REFERENCE_PAGE,
+                      metrics=_metrics((14.00, 39.71), (23.04, 37.13), (57.55, 34.06), (53.70, 37.70), (22.22, 38.29))),
+]
+
+_HRNET_PAGE = "https://github.com/HRNet/HRNet-Image-Classification"
+_HRNET_NOTE = ("published on OneDrive by the HRNet authors; if the direct download fails, "
+               "fetch it from the project page and place it in the cache")
+
+BACKBONE_WEIGHTS = [
+    PretrainedWeights("hrnetv2-w18-small-v2", "hrnet_w18_small_model_v2.pth",
+                      "https://1drv.ms/u/s!Aus8VCZ_C_33gRmfdPR79WBS61Qn?e=HVZUi8", "hrnetv2-w18-small-v2",
+                      kind="backbone", input_size=224, source=_HRNET_PAGE, note=_HRNET_NOTE,
+                      preprocessing={"normalization": _IMAGENET_NORM},
+                      metrics={"ImageNet": {"top1_error": 24.9, "top5_error": 7.6}}),
+    PretrainedWeights("hrnetv2-w18", "hrnetv2_w18_imagenet_pretrained.pth",
+                      "https://1drv.ms/u/s!Aus8VCZ_C_33cMkPimlmClRvmpw", "hrnetv2-w18",
+                      kind="backbone", input_size=224, source=_HRNET_PAGE, note=_HRNET_NOTE,
+                      preprocessing={"normalization": _IMAGENET_NORM},
+                      metrics={"ImageNet": {"top1_error": 23.2, "top5_error": 6.6}}),
+    PretrainedWeights("hrnetv2-w32", "hrnetv2_w32_imagenet_pretrained.pth",
+                      "https://1drv.ms/u/s!Aus8VCZ_C_33dYBMemi9xOUFR0w", "hrnetv2-w32",
+                      kind="backbone", input_size=224, source=_HRNET_PAGE, note=_HRNET_NOTE,
+                      preprocessing={"normalization": _IMAGENET_NORM},
+                      metrics={"ImageNet": {"top1_error": 21.5, "top5_error": 5.8}}),
+    PretrainedWeights("resnet34", "resnet34-b627a593.pth", "https://download.pytorch.org/models/resnet34-b627a593.pth",
+                      "resnet34", kind="backbone", input_size=224, hash_prefix="b627a593",
+                      source="https://pytorch.org/vision/stable/models/generated/torchvision.models.resnet34.html",
+                      preprocessing={"normalization": _IMAGENET_NORM},
+                      metrics={"ImageNet": {"acc@1": 73.314, "acc@5": 91.42}}),
+]
+
+_ALL = {weights.name: weights for weights in HARMONIZATION_WEIGHTS + BACKBONE_WEIGHTS}
+
+
+def list_weights(kind: Optional[str] = None):
+    return [w for w in _ALL.values() if kind is None or w.kind == kind]
+
+
+def get_weights(name: str) -> PretrainedWeights:
+    key = str(name).strip()
+    if key.endswith(".pth"):
+        key = key[:-4]
+    for weights in _ALL.values():
+        if key in (weights.name, weights.filename, weights.filename[:-4]):
+            return weights
+    raise UsageError(f"unknown pretrained weights {name!r}", f"choose one of: {', '.join(_ALL)}")
+
+
+def weights_for_arch(arch_name: str) -> Optional[PretrainedWeights]:
+    """The released harmonization checkpoint of an architecture, if there is one."""
+    for weights in HARMONIZATION_WEIGHTS:
+        if weights.arch == arch_name:
+            return weights
+    return None
+
+
+def cache_path(weights: PretrainedWeights) -> Path:
+    return config.weights_dir() / weights.filename
+
+
+def cached(weights: PretrainedWeights) -> Optional[Path]:
+    path = cache_path(weights)
+    return path if path.is_file() else None
+
+
+def source_url(weights: PretrainedWeights) -> str:
+    mirror = os.environ.get("HARMONIZE_WEIGHTS_MIRROR")
+    if mirror:
+        return mirror.rstrip("/") + "/" + weights.filename
+    return weights.url
+
+
+def fetch(name, force: bool = False, offline: Optional[bool] = None) -> Path:
+    """Return the local path of pretrained weights, downloading them on first use.
+
+    ``offline`` (default: ``$HARMONIZE_OFFLINE`` set) never touches the network and fails with
+    the URL and the path where the file can be placed by hand.
+    """
+    weights = name if isinstance(name, PretrainedWeights) else get_weights(name)
+    target = cache_path(weights)
+    if target.is_file() and not force:
+        return target
+    url = source_url(weights)
+    if offline is None:
+        offline = bool(os.environ.get("HARMONIZE_OFFLINE"))
+    if offline:
+        raise DownloadError(f"weights {weights.name!r} are not in the cache and downloads are off",
+                            f"download {url} and save it as {target}")
+    console.info(f"Downloading {weights.name} from {url}")
+    return download_file(url, target, sha256=weights.sha256, hash_prefix=weights.hash_prefix, label=weights.filename)

@@ -1,0 +1,182 @@
+"""The architecture registry: every network of the paper under our name and its reference name.
+
+Each :class:`ArchSpec` knows how to build its network with the reference constructor arguments
+(so that the state-dict layout is the reference's) and carries metadata: input size, family,
+parameter count and the paper's published numbers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..errors import UsageError
+
+# Reference base configurations (iharm/mconfigs/base.py), by reference name.
+_DIH = "harmonize_cli.models.dih:DeepImageHarmonization"
+_SSAM = "harmonize_cli.models.ssam:SSAMImageHarmonization"
+_HRNET = "harmonize_cli.models.backboned:HRNetIHModel"
+_DEEPLAB = "harmonize_cli.models.backboned:DeepLabIHModel"
+
+BASE_CONFIGS = {
+    "dih256": ("DeepImageHarmonization", {"depth": 7}),
+    "improved_dih256": ("DeepImageHarmonization", {"depth": 7, "batchnorm_from": 2, "image_fusion": True}),
+    "improved_sedih256": ("DeepImageHarmonization",
+                          {"depth": 7, "batchnorm_from": 2, "image_fusion": True, "attend_from": 5}),
+    "ssam256": ("SSAMImageHarmonization", {"depth": 4, "batchnorm_from": 2, "attend_from": 2}),
+    "improved_ssam256": ("SSAMImageHarmonization",
+                         {"depth": 4, "ch": 32, "image_fusion": True, "attention_mid_k": 0.5,
+                          "batchnorm_from": 2, "attend_from": 2}),
+    "dih512": ("DeepImageHarmonization", {"depth": 8}),
+    "improved_dih512": ("DeepImageHarmonization", {"depth": 8, "batchnorm_from": 2, "image_fusion": True}),
+    "improved_ssam512": ("SSAMImageHarmonization",
+                         {"depth": 6, "ch": 32, "image_fusion": True, "attention_mid_k": 0.5,
+                          "batchnorm_from": 2, "attend_from": 3}),
+    "improved_sedih512": ("DeepImageHarmonization",
+                          {"depth": 8, "batchnorm_from": 2, "image_fusion": True, "attend_from": 6}),
+}
+
+
+def _base(reference_name):
+    model, params = BASE_CONFIGS[reference_name]
+    return {"model": model, "params": dict(params)}
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One architecture of the zoo."""
+
+    name: str
+    builder: str  # "module:Class"
+    params: dict
+    reference_name: Optional[str] = None  # the reference configuration name (an alias)
+    input_size: Optional[int] = 256  # None: any size (baselines)
+    family: str = "idih"
+    backbone: Optional[str] = None  # ImageNet backbone key in BACKBONE_WEIGHTS, if any
+    num_params: Optional[int] = None  # trainable parameters (equal to the reference's)
+    description: str = ""
+    paper: dict = field(default_factory=dict)  # published numbers (paper tables)
+
+    @property
+    def aliases(self):
+        return (self.reference_name,) if self.reference_name else ()
+
+    @property
+    def needs_weights(self) -> bool:
+        return self.family != "baseline"
+
+    def build(self):
+        module_name, class_name = self.builder.split(":")
+        cls = getattr(importlib.import_module(module_name), class_name)
+        return cls(**_deep_copy(self.params))
+
+
+def _deep_copy(value):
+    if isinstance(value, dict):
+        return {key: _deep_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(item) for item in value]
+    return value
+
+
+def _spec(name, reference, builder, params, num_params, **kwargs):
+    return ArchSpec(name=name, reference_name=reference, builder=builder, params=params,
+                    num_params=num_params, **kwargs)
+
+
+# Paper numbers (Table 1: MSE / PSNR, All; Table 2 fMSE All) for rows that match an architecture.
+_PAPER_IDIH = {"All": {"MSE": 30.56, "PSNR": 37.08, "fMSE": 330.45}}
+_PAPER_DIH = {"All": {"MSE": 76.77, "PSNR": 33.41, "fMSE": 773.18}}
+_PAPER_S2AM = {"All": {"MSE": 59.67, "PSNR": 34.35}}
+_PAPER_HRNET18S = {"All": {"MSE": 22.00, "PSNR": 38.31, "fMSE": 252.00}}
+
+ARCHITECTURES = [
+    _spec("dih", "dih256", _DIH, dict(BASE_CONFIGS["dih256"][1]), 8301507, family="dih",
+          description="DIH encoder-decoder without the FC bottleneck", paper=_PAPER_DIH),
+    _spec("dih-512", "dih512", _DIH, dict(BASE_CONFIGS["dih512"][1]), 16693187, family="dih", input_size=512,
+          description="DIH at 512x512"),
+    _spec("idih", "improved_dih256", _DIH, dict(BASE_CONFIGS["improved_dih256"][1]), 8301284,
+          description="iDIH: DIH with image blending", paper=_PAPER_IDIH),
+    _spec("idih-512", "improved_dih512", _DIH, dict(BASE_CONFIGS["improved_dih512"][1]), 16692964,
+          input_size=512, description="iDIH at 512x512"),
+    _spec("isedih", "improved_sedih256", _DIH, dict(BASE_CONFIGS["improved_sedih256"][1]), 8304468,
+          family="isedih", description="iDIH with masked channel attention in the decoder"),
+    _spec("isedih-512", "improved_sedih512", _DIH, dict(BASE_CONFIGS["improved_sedih512"][1]), 16696148,
+          family="isedih", input_size=512, description="iSEDIH at 512x512"),
+    _spec("s2am", "ssam256", _SSAM, dict(BASE_CONFIGS["ssam256"][1]), 9163291, family="s2am",
+          description="S2AM: U-Net with spatial-separated attention", paper=_PAPER_S2AM),
+    _spec("is2am", "improved_ssam256", _SSAM, dict(BASE_CONFIGS["improved_ssam256"][1]), 2185340, family="is2am",
+          description="iS2AM: S2AM with image blending"),
+    _spec("is2am-512", "improved_ssam512", _SSAM, dict(BASE_CONFIGS["improved_ssam512"][1]), 22998164,
+          family="is2am", input_size=512, description="iS2AM at 512x512"),
+    _spec("idih-hrnet-w18s", "hrnet18s_idih256", _HRNET, {"base_config": _base("improved_dih256")}, 12811093,
+          family="idih-hrnet", backbone="hrnetv2-w18-small-v2", paper=_PAPER_HRNET18S,
+          description="iDIH + foreground-aware HRNetV2-W18-small-v2 + OCR"),
+    _spec("idih-hrnet-w18s-v2p", "hrnet18s_v2p_idih256", _HRNET,
+          {"pyramid_channels": 256, "base_config": _base("improved_dih256")}, 18090581,
+          family="idih-hrnet", backbone="hrnetv2-w18-small-v2",
+          description="iDIH + HRNetV2-W18-small-v2, feature pyramid of HRNet outputs"),
+    _spec("idih-hrnet-w18", "hrnet18_idih256", _HRNET,
+          {"small": False, "base_config": _base("improved_dih256")}, 18512633,
+          family="idih-hrnet", backbone="hrnetv2-w18", description="iDIH + foreground-aware HRNetV2-W18 + OCR"),
+    _spec("idih-hrnet-w18-v2p", "hrnet18_v2p_idih256", _HRNET,
+          {"small": False, "pyramid_channels": 256, "base_config": _base("improved_dih256")}, 23792121,
+          family="idih-hrnet", backbone="hrnetv2-w18",
+          description="iDIH + HRNetV2-W18, feature pyramid of HRNet outputs"),
+    _spec("idih-hrnet-w32", "hrnet32_idih256", _HRNET,
+          {"width": 32, "small": False, "base_config": _base("improved_dih256")}, 38497829,
+          family="idih-hrnet", backbone="hrnetv2-w32", description="iDIH + foreground-aware HRNetV2-W32 + OCR"),
+    _spec("idih-deeplab-r34", "deeplab_r34_idih256", _DEEPLAB, {"base_config": _base("improved_dih256")}, 34455813,
+          family="idih-deeplab", backbone="resnet34",
+          description="iDIH + foreground-aware ResNet-34 DeepLabV3+"),
+    _spec("idih-hrnet-w18-512", "hrnet18_idih512", _HRNET,
+          {"small": False, "downsize_hrnet_input": True, "base_config": _base("improved_dih512")}, 26904313,
+          family="idih-hrnet", backbone="hrnetv2-w18", input_size=512,
+          description="iDIH-512 + HRNetV2-W18 (HRNet sees a half-size input)"),
+    _spec("isedih-hrnet-w18-512", "hrnet18_sedih512", _HRNET,
+          {"small": False, "downsize_hrnet_input": True, "base_config": _base("improved_sedih512")}, 26907497,
+          family="isedih-hrnet", backbone="hrnetv2-w18", input_size=512,
+          description="iSEDIH-512 + HRNetV2-W18 (HRNet sees a half-size input)"),
+    # Paper rows without a released reference configuration name (Table 5).
+    _spec("is2am-hrnet-w18s", None, _HRNET, {"base_config": _base("improved_ssam256")}, None,
+          family="is2am-hrnet", backbone="hrnetv2-w18-small-v2",
+          description="iS2AM + foreground-aware HRNetV2-W18-small-v2 + OCR"),
+    _spec("is2am-hrnet-w18", None, _HRNET, {"small": False, "base_config": _base("improved_ssam256")}, None,
+          family="is2am-hrnet", backbone="hrnetv2-w18", description="iS2AM + foreground-aware HRNetV2-W18 + OCR"),
+    _spec("is2am-hrnet-w32", None, _HRNET,
+          {"width": 32, "small": False, "base_config": _base("improved_ssam256")}, None,
+          family="is2am-hrnet", backbone="hrnetv2-w32", description="iS2AM + foreground-aware HRNetV2-W32 + OCR"),
+    _spec("idih-hrnet-w18s-nomask", None, _HRNET, {"mask_fusion": "", "base_config": _base("improved_dih256")},
+          None, family="idih-hrnet", backbone="hrnetv2-w18-small-v2",
+          description="iDIH + HRNetV2-W18-small-v2 whose backbone does not see the mask (ablation)"),
+    # Training-free baselines.
+    ArchSpec(name="composite", builder="harmonize_cli.models.baselines:CompositeBaseline", params={}, input_size=None,
+             family="baseline", num_params=0, description="returns the composite unchanged (lower bound)"),
+    ArchSpec(name="lab-transfer", builder="harmonize_cli.models.baselines:LabTransfer", params={}, input_size=None,
+             family="baseline", num_params=0,
+             description="moves the foreground's Lab mean and std to the background's (no weights)"),
+]
+
+_BY_NAME = {spec.name: spec for spec in ARCHITECTURES}
+_BY_ALIAS = {alias: spec for spec in ARCHITECTURES for alias in spec.aliases}
+
+
+def get_arch(name: str) -> ArchSpec:
+    """Look up an architecture by our name or its reference alias (case-insensitive)."""
+    key = str(name).strip()
+    spec = _BY_NAME.get(key) or _BY_ALIAS.get(key)
+    if spec is None:
+        lowered = key.lower().replace("_", "-")
+        spec = _BY_NAME.get(lowered) or _BY_ALIAS.get(key.lower())
+    if spec is None:
+        choices = list(_BY_NAME) + list(_BY_ALIAS)
+        close = difflib.get_close_matches(key, choices, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "see `harmonize zoo list`"
+        raise UsageError(f"unknown model {name!r}", hint)
+    return spec
+
+
+def arch_names(include_baselines: bool = True):
+    return [spec.name for spec in ARCHITECTURES if include_baselines or spec.needs_weights]

@@ -1,0 +1,78 @@
+"""Weight initialisation used by the reference training recipes.
+
+Every recipe calls the reference's ``XavierGluon(rnd_type='gaussian', magnitude=2.0)`` on the whole
+model (before loading the ImageNet backbone weights):
+
+* normalisation layers (batch / instance / group norm): weight = 1, bias = 0;
+* any other module with a ``weight``: weight ~ N(0, s) with s = sqrt(magnitude / ((fan_in + fan_out) / 2)),
+  where fan_in = size(1) * receptive field and fan_out = size(0) * receptive field; its ``bias`` = 0.
+
+Modules are visited in the same (post-)order as ``nn.Module.apply``, with the same torch RNG calls, so
+the draws are identical to the reference's for the same seed and the same module layout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+_NORM_TYPES = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm,
+)
+
+
+def _is_norm(module):
+    return isinstance(module, _NORM_TYPES) or "BatchNorm" in type(module).__name__
+
+
+def _xavier_scale(tensor, magnitude, factor_type):
+    if tensor.dim() < 2:
+        raise ValueError(f"cannot compute fans for a tensor of shape {tuple(tensor.shape)}")
+    receptive = math.prod(tensor.shape[2:]) if tensor.dim() > 2 else 1
+    fan_in = tensor.shape[1] * receptive
+    fan_out = tensor.shape[0] * receptive
+    factor = {"avg": (fan_in + fan_out) / 2.0, "in": fan_in, "out": fan_out}[factor_type]
+    return math.sqrt(magnitude / factor)
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, magnitude: float = 2.0, rnd_type: str = "gaussian",
+                 factor_type: str = "avg", reinit_fixed_buffers: bool = True) -> nn.Module:
+    """Initialise ``model`` in place like the reference recipes; returns ``model``.
+
+    The reference initialiser touches any module attribute called ``weight`` that is not None, which
+    includes the fixed Gaussian-blur kernel buffer of the S2AM attention block. That is reproduced by
+    default; pass ``reinit_fixed_buffers=False`` to keep such non-parameter ``weight`` buffers intact.
+    """
+    if rnd_type not in ("gaussian", "uniform"):
+        raise ValueError(f"unknown rnd_type {rnd_type!r}")
+    if factor_type not in ("avg", "in", "out"):
+        raise ValueError(f"unknown factor_type {factor_type!r}")
+    visited = set()
+
+    def visit(module):
+        if id(module) in visited:
+            return
+        visited.add(id(module))
+        weight = getattr(module, "weight", None)
+        bias = getattr(module, "bias", None)
+        if _is_norm(module):
+            if weight is not None:
+                weight.fill_(1.0)
+            if bias is not None:
+                bias.zero_()
+            return
+        if isinstance(weight, torch.Tensor) and (reinit_fixed_buffers or isinstance(weight, nn.Parameter)):
+            scale = _xavier_scale(weight, float(magnitude), factor_type)
+            if rnd_type == "gaussian":
+                nn.init.normal_(weight, 0.0, scale)
+            else:
+                nn.init.uniform_(weight, -scale, scale)
+        if isinstance(bias, torch.Tensor):
+            bias.zero_()
+
+    model.apply(visit)
+    return model

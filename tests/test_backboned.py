@@ -1,0 +1,422 @@
+"""Backboned (HRNetV2+OCR / DeepLabV3+) harmonization models: layout, parity and training helpers."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from harmonize_cli.models.backboned import (
+    DeepLabIHModel,
+    HRNetIHModel,
+    load_pretrained_backbone,
+    lr_multipliers,
+    optimizer_param_groups,
+)
+from harmonize_cli.models.dih import DeepImageHarmonization
+from harmonize_cli.models.init import init_weights
+
+BACKBONED_CLASSES = {"HRNetIHModel": HRNetIHModel, "DeepLabIHModel": DeepLabIHModel}
+BACKBONED_CONFIGS = [
+    "hrnet18s_idih256", "hrnet18s_v2p_idih256", "hrnet18_idih256", "hrnet18_v2p_idih256",
+    "hrnet32_idih256", "deeplab_r34_idih256", "hrnet18_idih512", "hrnet18_sedih512",
+]
+
+IDIH256 = {"model": "DeepImageHarmonization", "params": {"depth": 7, "batchnorm_from": 2, "image_fusion": True}}
+ISSAM256 = {"model": "SSAMImageHarmonization",
+            "params": {"depth": 4, "ch": 32, "image_fusion": True, "attention_mid_k": 0.5,
+                       "batchnorm_from": 2, "attend_from": 2}}
+
+# The extra (paper Table 5) configurations registered in the zoo, with their trainable parameter counts.
+EXTRA_CONFIGS = {
+    "issam-hrnet-w18s": (dict(base_config=ISSAM256), 6580461, 64),
+    "issam-hrnet-w18": (dict(base_config=ISSAM256, small=False), 12282001, 64),
+    "issam-hrnet-w32": (dict(base_config=ISSAM256, width=32, small=False), 32267197, 64),
+    "idih-hrnet-w18s-nomask": (dict(base_config=IDIH256, mask_fusion=""), 12810452, 256),
+}
+
+
+def _parity_dir():
+    candidates = [Path(__file__).resolve().parents[2] / "shared" / "parity"]
+    if os.environ.get("HARMONIZE_PARITY_DIR"):
+        candidates.append(Path(os.environ["HARMONIZE_PARITY_DIR"]))
+    for candidate in candidates:
+        if (candidate / "official_state_dicts.json").is_file():
+            return candidate
+    return None
+
+
+PARITY_DIR = _parity_dir()
+needs_parity = pytest.mark.skipif(
+    PARITY_DIR is None,
+    reason="reference parity data not found (../shared/parity next to the checkout, or $HARMONIZE_PARITY_DIR)",
+)
+
+
+@pytest.fixture(scope="module")
+def official():
+    return json.loads((PARITY_DIR / "official_state_dicts.json").read_text())
+
+
+def _build(entry):
+    return BACKBONED_CLASSES[entry["model_class"]](**copy.deepcopy(entry["params"]))
+
+
+def _trainable(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _reference_weights(manifest, seed):
+    """The deterministic weight rule of the parity README; returns (state dict, sha256)."""
+    rng = np.random.default_rng(seed)
+    digest = hashlib.sha256()
+    weights = {}
+    for key, shape, _dtype in manifest:
+        if key.endswith("num_batches_tracked"):
+            array = np.zeros(shape, np.int64)
+        elif key.endswith("running_var"):
+            array = rng.uniform(0.5, 1.5, shape)
+        elif key.endswith("running_mean"):
+            array = rng.normal(0.0, 0.1, shape)
+        elif len(shape) <= 1:
+            if key.endswith("weight") or key.endswith("scale"):
+                array = rng.uniform(0.5, 0.9, shape)
+            else:
+                array = rng.normal(0.0, 0.1, shape)
+        else:
+            array = rng.normal(0.0, 1.0, shape) / np.sqrt(np.prod(shape[1:]))
+        if array.dtype.kind == "f":
+            array = array.astype(np.float32)
+        array = np.ascontiguousarray(array)
+        digest.update(key.encode())
+        digest.update(array.tobytes())
+        weights[key] = torch.from_numpy(array)
+    return weights, digest.hexdigest()
+
+
+def _mask(n, size, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        top, left = torch.randint(0, size // 2, (2,), generator=generator).tolist()
+        mask[i, :, top:top + size // 3, left:left + size // 3] = 1.0
+    return mask
+
+
+# --------------------------------------------------------------------------------------------------
+# reference layouts and parity
+
+
+@needs_parity
+@pytest.mark.parametrize("name", BACKBONED_CONFIGS)
+def test_state_dict_layout_matches_reference(official, name):
+    entry = official[name]
+    model = _build(entry)
+    ours = [[key, list(value.shape), str(value.dtype).replace("torch.", "")]
+            for key, value in model.state_dict().items()]
+    assert ours == entry["state_dict"]
+    assert _trainable(model) == entry["num_params"]
+    # the released layout loads strictly
+    model.load_state_dict({key: torch.zeros(shape, dtype=getattr(torch, dtype))
+                           for key, shape, dtype in entry["state_dict"]}, strict=True)
+
+
+@needs_parity
+def test_base_config_is_not_mutated(official):
+    params = copy.deepcopy(official["hrnet18s_idih256"]["params"])
+    snapshot = copy.deepcopy(params)
+    HRNetIHModel(**params)
+    DeepLabIHModel(**params)
+    assert params == snapshot
+
+
+@needs_parity
+def test_hrnet18s_idih256_fixture_parity():
+    path = PARITY_DIR / "hrnet18s_idih256.npz"
+    if not path.is_file():
+        pytest.skip(f"fixture {path} not found")
+    fixture = np.load(path)
+    manifest = json.loads(str(fixture["manifest"]))
+    weights, digest = _reference_weights(manifest, int(fixture["seed"]))
+    assert digest == str(fixture["weights_sha256"])
+
+    model = HRNetIHModel(IDIH256)
+    model.load_state_dict(weights, strict=True)
+    model.eval()
+    with torch.no_grad():
+        output = model(torch.from_numpy(fixture["image"].astype(np.float32)),
+                       torch.from_numpy(fixture["mask"].astype(np.float32)))
+    max_diff = (output - torch.from_numpy(fixture["expected"])).abs().max().item()
+    assert max_diff <= 5e-4, max_diff
+    assert max_diff <= 1e-5, max_diff  # in practice ~1e-6
+
+
+# --------------------------------------------------------------------------------------------------
+# forward passes of every variant
+
+
+@pytest.mark.parametrize("name", list(EXTRA_CONFIGS))
+def test_extra_configs_forward_backward(name):
+    kwargs, num_params, size = EXTRA_CONFIGS[name]
+    torch.manual_seed(0)
+    model = HRNetIHModel(**copy.deepcopy(kwargs))
+    assert _trainable(model) == num_params
+    assert size % model.size_divisor == 0
+    image = torch.randn(2, 3, size, size)
+    mask = _mask(2, size)
+    output = model(image, mask)
+    assert output.shape == image.shape
+    output.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(image[:1], mask[:1])).all()
+
+
+def test_no_mask_variant_has_no_mask_conv():
+    model = HRNetIHModel(IDIH256, mask_fusion="")
+    assert not hasattr(model, "mask_conv")
+    assert not any(key.startswith("mask_conv") for key in model.state_dict())
+
+
+@pytest.mark.parametrize("kwargs,size", [
+    (dict(base_config=IDIH256, pyramid_channels=256), 256),
+    (dict(base_config=IDIH256, mask_fusion="rgb"), 256),
+    (dict(base_config=ISSAM256, cat_hrnet_outputs=False, mode="catc"), 64),
+    (dict(base_config=ISSAM256, ocr=-1, mode="sum"), 64),
+])
+def test_hrnet_variants_run(kwargs, size):
+    model = HRNetIHModel(**kwargs).eval()
+    with torch.no_grad():
+        output = model(torch.randn(1, 3, size, size), _mask(1, size))
+    assert output.shape == (1, 3, size, size)
+    assert torch.isfinite(output).all()
+
+
+def test_hrnet_downsized_input_runs():
+    base = {"model": "DeepImageHarmonization",
+            "params": {"depth": 8, "batchnorm_from": 2, "image_fusion": True, "attend_from": 6}}
+    model = HRNetIHModel(base, small=True, downsize_hrnet_input=True).eval()
+    assert model.model.encoder.connectors.keys() == {"connector3"}
+    assert model.size_divisor == 256
+    with torch.no_grad():
+        output = model(torch.randn(1, 3, 512, 512), _mask(1, 512))
+    assert output.shape == (1, 3, 512, 512)
+
+
+def test_deeplab_forward_backward():
+    torch.manual_seed(0)
+    model = DeepLabIHModel(IDIH256)
+    image, mask = torch.randn(2, 3, 256, 256), _mask(2, 256)
+    output = model(image, mask)
+    assert output.shape == image.shape
+    output.mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(image, mask)).all()
+
+
+def test_base_model_receives_backbone_features():
+    model = HRNetIHModel(IDIH256)
+    assert isinstance(model.model, DeepImageHarmonization)
+    assert model.backbone.output_channels == [128]
+    assert list(model.model.encoder.connectors.keys()) == ["connector2"]
+    assert HRNetIHModel(IDIH256, pyramid_channels=64).backbone.output_channels == [64] * 4
+    assert HRNetIHModel(IDIH256, cat_hrnet_outputs=False).backbone.output_channels == [18, 36, 72, 144]
+    # class objects are accepted as well as names
+    direct = HRNetIHModel({"model": DeepImageHarmonization, "params": IDIH256["params"]})
+    assert direct.state_dict().keys() == model.state_dict().keys()
+    with pytest.raises(ValueError):
+        HRNetIHModel({"model": "NoSuchModel", "params": {"depth": 4}})
+
+
+# --------------------------------------------------------------------------------------------------
+# training helpers
+
+
+def test_lr_multipliers_hrnet():
+    model = HRNetIHModel(IDIH256, pyramid_channels=32)
+    multipliers = lr_multipliers(model)
+    assert list(multipliers) == [name for name, _ in model.named_parameters()]
+    ocr_heads = ("backbone.hrnet.conv3x3_ocr.", "backbone.hrnet.ocr_distri_head.")
+    for name, mult in multipliers.items():
+        if name.startswith(ocr_heads):
+            assert mult == 1.0, name
+        elif name.startswith("backbone.hrnet."):
+            assert mult == pytest.approx(0.1), name
+        else:  # base model, pyramid, mask fusion conv + scale
+            assert mult == 1.0, name
+    assert multipliers["mask_conv.0.weight"] == 1.0
+    assert multipliers["mask_conv.1.scale"] == 1.0
+    assert multipliers["backbone.downsize.reduce_conv.block.0.weight"] == 1.0
+    assert multipliers["backbone.hrnet.stage4.0.fuse_layers.0.1.0.weight"] == pytest.approx(0.1)
+
+    custom = lr_multipliers(HRNetIHModel(ISSAM256, lr_mult=0.5))
+    assert custom["backbone.hrnet.conv1.weight"] == 0.5
+    assert custom["backbone.hrnet.ocr_distri_head.conv_bn_dropout.0.weight"] == 1.0
+    # without concatenation OCR is unused and keeps the backbone multiplier, as in the reference
+    no_cat = lr_multipliers(HRNetIHModel(ISSAM256, cat_hrnet_outputs=False))
+    assert no_cat["backbone.hrnet.conv3x3_ocr.0.weight"] == pytest.approx(0.1)
+
+
+def test_lr_multipliers_deeplab_and_optimizer_groups():
+    model = DeepLabIHModel(IDIH256)
+    multipliers = lr_multipliers(model)
+    for name, mult in multipliers.items():
+        expected = 0.1 if name.startswith("backbone.deeplab.backbone.") else 1.0
+        assert mult == pytest.approx(expected), name
+    assert multipliers["backbone.deeplab.aspp.project.0.weight"] == 1.0
+
+    groups = optimizer_param_groups(model, lr=1e-3)
+    by_lr = {round(group["lr"], 12): len(group["params"]) for group in groups}
+    n_backbone = sum(1 for name in multipliers if name.startswith("backbone.deeplab.backbone."))
+    assert by_lr == {1e-4: n_backbone, 1e-3: len(multipliers) - n_backbone}
+    torch.optim.Adam(groups, lr=1e-3)  # accepted as-is
+
+    base = DeepImageHarmonization(4)
+    assert set(lr_multipliers(base).values()) == {1.0}
+
+
+def test_init_weights_follows_reference_rule():
+    model = HRNetIHModel(ISSAM256)
+    scale_before = model.mask_conv[1].scale.detach().clone()
+    torch.manual_seed(123)
+    init_weights(model)
+
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            assert torch.all(module.weight == 1) and torch.all(module.bias == 0)
+        elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and module.bias is not None:
+            assert torch.all(module.bias == 0)
+    assert torch.equal(model.mask_conv[1].scale, scale_before)  # ScaleLayer has no `weight`
+
+    conv = model.backbone.hrnet.stage4[0].branches[3][0].conv1  # 144 -> 144, 3x3: 186624 draws
+    fan = 144 * 9
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2.0 / fan), rel=0.02)
+    assert abs(conv.weight.mean().item()) < 1e-3
+
+    # same draws, in the same order, as applying the per-module rule with nn.Module.apply
+    expected = HRNetIHModel(ISSAM256)
+
+    def rule(module):
+        weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(weight)
+            nn.init.zeros_(bias)
+            return
+        if weight is not None:
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(weight)
+            with torch.no_grad():
+                nn.init.normal_(weight, 0.0, math.sqrt(2.0 / ((fan_in + fan_out) / 2.0)))
+        if bias is not None:
+            nn.init.zeros_(bias)
+
+    torch.manual_seed(123)
+    expected.apply(rule)
+    for (name, ours), (_, theirs) in zip(model.state_dict().items(), expected.state_dict().items()):
+        assert torch.equal(ours, theirs), name
+
+
+def test_init_weights_fixed_blur_buffer():
+    model = HRNetIHModel(ISSAM256)
+    key = next(k for k in model.state_dict() if k.endswith("mask_blurring.weight"))
+    kernel = model.state_dict()[key].clone()
+    kept = copy.deepcopy(model)
+    init_weights(kept, reinit_fixed_buffers=False)
+    assert torch.equal(kept.state_dict()[key], kernel)
+    init_weights(model)  # the reference initialiser redraws it (it is called `weight`)
+    assert not torch.equal(model.state_dict()[key], kernel)
+
+
+def _hrnet_classification_checkpoint(model, prefix=""):
+    """HRNet-Image-Classification layout: our HRNet keys (no OCR) + the classification head."""
+    hrnet_keys = {k: v for k, v in model.backbone.hrnet.state_dict().items()
+                  if not k.startswith(("conv3x3_ocr", "ocr_"))}
+    generator = torch.Generator().manual_seed(7)
+    checkpoint = {}
+    for key, value in hrnet_keys.items():
+        if value.is_floating_point():
+            checkpoint[prefix + key] = torch.randn(value.shape, generator=generator)
+        else:
+            checkpoint[prefix + key] = torch.full_like(value, 11)
+    head = {
+        "incre_modules.0.0.conv1.weight": torch.randn(32, 18, 1, 1),
+        "downsamp_modules.0.0.weight": torch.randn(256, 128, 3, 3),
+        "final_layer.0.weight": torch.randn(2048, 1024, 1, 1),
+        "classifier.weight": torch.randn(1000, 2048),
+        "classifier.bias": torch.randn(1000),
+        "last_layer.0.weight": torch.randn(19, 270, 1, 1),
+    }
+    checkpoint.update({prefix + key: value for key, value in head.items()})
+    return checkpoint, len(hrnet_keys), sorted(prefix + key for key in head)
+
+
+@pytest.mark.parametrize("prefix", ["", "model."])
+def test_load_pretrained_hrnet(prefix):
+    model = HRNetIHModel(IDIH256)
+    untouched = {k: v.clone() for k, v in model.state_dict().items()
+                 if not k.startswith("backbone.hrnet.") or "ocr" in k}
+    checkpoint, expected_count, head_keys = _hrnet_classification_checkpoint(model, prefix)
+
+    loaded, skipped = load_pretrained_backbone(model, checkpoint)
+    assert loaded == expected_count
+    assert sorted(skipped) == head_keys
+    state = model.state_dict()
+    for key, value in checkpoint.items():
+        if key not in head_keys:
+            assert torch.equal(state["backbone.hrnet." + key[len(prefix):]], value), key
+    for key, value in untouched.items():
+        assert torch.equal(state[key], value), key
+
+
+def test_load_pretrained_hrnet_errors(tmp_path):
+    model = HRNetIHModel(IDIH256)
+    checkpoint, expected_count, _ = _hrnet_classification_checkpoint(model)
+    path = tmp_path / "hrnet.pth"
+    torch.save({"state_dict": checkpoint}, path)
+    assert load_pretrained_backbone(model, path)[0] == expected_count
+
+    checkpoint["conv1.weight"] = torch.zeros(64, 3, 5, 5)
+    with pytest.raises(ValueError, match="conv1.weight"):
+        load_pretrained_backbone(model, checkpoint)
+    with pytest.raises(TypeError):
+        load_pretrained_backbone(DeepImageHarmonization(4), {})
+
+
+def _torchvision_resnet34_state_dict(model):
+    try:
+        import torchvision
+    except ImportError:  # pragma: no cover - synthetic equivalent
+        own = model.backbone.deeplab.backbone.state_dict()
+        state = {k: torch.randn(v.shape) if v.is_floating_point() else v for k, v in own.items()}
+        state.update({"fc.weight": torch.randn(1000, 512), "fc.bias": torch.randn(1000)})
+        return state
+    torch.manual_seed(3)
+    return torchvision.models.resnet34(weights=None).state_dict()
+
+
+def test_load_pretrained_deeplab_resnet34():
+    model = DeepLabIHModel(IDIH256)
+    untouched = {k: v.clone() for k, v in model.state_dict().items()
+                 if not k.startswith("backbone.deeplab.backbone.")}
+    checkpoint = _torchvision_resnet34_state_dict(model)
+    loaded, skipped = load_pretrained_backbone(model, checkpoint)
+    assert sorted(skipped) == ["fc.bias", "fc.weight"]
+    assert loaded == len(checkpoint) - 2 == len(model.backbone.deeplab.backbone.state_dict())
+    state = model.state_dict()
+    for key, value in checkpoint.items():
+        if not key.startswith("fc."):
+            assert torch.equal(state["backbone.deeplab.backbone." + key], value), key
+    for key, value in untouched.items():
+        assert torch.equal(state[key], value), key

@@ -69,7 +69,7 @@ def generate_weights(manifest, seed):
             array = rng.normal(0.0, 1.0, shape) / np.sqrt(np.prod(shape[1:]))
         if array.dtype.kind == "f":
             array = array.astype(np.float32)
-        array = np.ascontiguousarray(array)
+        array = np.require(array, requirements="C")  # keeps 0-d arrays 0-d
         digest.update(key.encode())
         digest.update(array.tobytes())
         state[key] = torch.from_numpy(array)

@@ -57,3 +57,15 @@ def test_quiet_and_verbose_exclude_each_other():
 def test_changelog_follows_keep_a_changelog():
     text = (ROOT / "CHANGELOG.md").read_text()
     assert "## [Unreleased]" in text and "keepachangelog" in text.lower()
+
+
+def test_models_doc_lists_every_architecture_with_its_parameter_count():
+    sys.path.insert(0, str(ROOT / "tools"))
+    import gen_models_doc
+
+    assert gen_models_doc.main(["--check"]) == 0, "docs/models.md is stale: run python tools/gen_models_doc.py"
+    text = (ROOT / "docs" / "models.md").read_text()
+    from harmonize_cli import zoo
+
+    for spec in zoo.ARCHITECTURES:
+        assert f"| `{spec.name}` |" in text and f"{spec.num_params:,}" in text

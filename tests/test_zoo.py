@@ -185,3 +185,10 @@ def test_truncated_or_foreign_files_are_rejected(tmp_path):
 def test_detect_arch_rejects_unknown_layouts():
     with pytest.raises(WeightsError, match="matches no architecture"):
         zoo.detect_arch({"foo.weight": torch.zeros(3, 3)})
+
+
+def test_one_element_scalar_buffers_from_older_pytorch_are_accepted():
+    state = _idih_state()
+    state = {k: (v.reshape(1) if k.endswith("num_batches_tracked") else v) for k, v in state.items()}
+    model = zoo.create_model("idih", weights=state)
+    assert model.state_dict()["encoder.blocks_connected.block2.block.1.num_batches_tracked"].dim() == 0

@@ -110,12 +110,22 @@ def load_backbone_weights(model, spec: ArchSpec, source=None):
     return loaded
 
 
+def _match_scalar_shapes(state, model_state):
+    """Older PyTorch saved 0-d buffers (``num_batches_tracked``) with shape (1,): accept them."""
+    fixed = dict(state)
+    for key, value in state.items():
+        expected = model_state.get(key)
+        if expected is not None and expected.dim() == 0 and value.shape == (1,):
+            fixed[key] = value.reshape(())
+    return fixed
+
+
 def load_weights(model, source, strict: bool = True):
     """Load a checkpoint into ``model``: reference state dicts, our training checkpoints, DDP
     prefixes, paths, URLs and registry names. A mismatch raises one clear WeightsError."""
     checkpoint, label = read_checkpoint(source)
-    state = extract_state_dict(checkpoint)
     model_state = model.state_dict()
+    state = _match_scalar_shapes(extract_state_dict(checkpoint), model_state)
     arch = getattr(model, "arch_name", type(model).__name__)
     if strict:
         from .checkpoints import describe_mismatch

@@ -1,0 +1,148 @@
+"""Per-image harmonization metrics on the 0..255 scale, exactly as the reference evaluation.
+
+All functions take batched tensors (``N x 3 x H x W`` images on the 0..255 scale, ``N x 1 x H x W``
+masks in [0, 1]) and return one value per image (a float64 tensor of length ``N``). A table cell is
+the mean of these per-image values (see :class:`MetricSums`).
+
+- MSE  = mean over pixels and channels of (pred - target)^2
+- fMSE = sum(mask * (pred - target)^2) / (3 * sum(mask) + 1e-6)
+- PSNR = 10 * log10(peak^2 / (MSE + 1e-6)), where peak is the target's own maximum
+  (the reference's choice) or a fixed value such as 255 (``psnr_peak=255``)
+
+Foreground ratio = (number of mask pixels > 0.5) / (H * W); the ranges of the paper's Table 2
+include both ends, so an image at exactly 5 % or 15 % counts in both neighbouring ranges.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, List, Optional
+
+import torch
+
+EPSILON = 1e-6
+METRIC_NAMES = ("MSE", "fMSE", "PSNR")
+
+# name -> (low, high), both inclusive, in the order of the paper's Table 2.
+FG_RATIO_RANGES: Dict[str, tuple] = {
+    "0-5%": (0.0, 0.05),
+    "5-15%": (0.05, 0.15),
+    "15-100%": (0.15, 1.0),
+    "0-100%": (0.0, 1.0),
+}
+
+
+def _as_batch(tensor: torch.Tensor, channels: Optional[int] = None) -> torch.Tensor:
+    tensor = torch.as_tensor(tensor)
+    if tensor.dim() == 2:  # H x W mask
+        tensor = tensor[None, None]
+    elif tensor.dim() == 3:  # C x H x W single image
+        tensor = tensor[None]
+    if tensor.dim() != 4:
+        raise ValueError(f"expected an N x C x H x W tensor, got shape {tuple(tensor.shape)}")
+    if channels is not None and tensor.shape[1] != channels:
+        raise ValueError(f"expected {channels} channels, got shape {tuple(tensor.shape)}")
+    return tensor.double()
+
+
+def _squared_error(pred, target):
+    pred = _as_batch(pred, 3)
+    target = _as_batch(target, 3)
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    return (pred - target.to(pred.device)) ** 2
+
+
+def mse(pred, target) -> torch.Tensor:
+    """Per-image mean squared error over pixels and channels (0..255 scale)."""
+    return _squared_error(pred, target).mean(dim=(1, 2, 3))
+
+
+def fmse(pred, target, mask) -> torch.Tensor:
+    """Per-image foreground MSE: squared errors weighted by the (soft) mask, per channel and pixel."""
+    squared = _squared_error(pred, target)
+    mask = _as_batch(mask, 1).to(squared.device)
+    if mask.shape[0] != squared.shape[0] or mask.shape[2:] != squared.shape[2:]:
+        raise ValueError(f"mask {tuple(mask.shape)} does not fit images {tuple(squared.shape)}")
+    weighted = (mask * squared).sum(dim=(1, 2, 3))
+    return weighted / (squared.shape[1] * mask.sum(dim=(1, 2, 3)) + EPSILON)
+
+
+def psnr(pred, target, peak: Optional[float] = None) -> torch.Tensor:
+    """Per-image PSNR in dB; ``peak=None`` uses each target's own maximum (the reference's rule)."""
+    target_batch = _as_batch(target, 3)
+    per_image_mse = mse(pred, target_batch)
+    return psnr_from_mse(per_image_mse, target_batch, peak)
+
+
+def psnr_from_mse(per_image_mse: torch.Tensor, target, peak: Optional[float] = None) -> torch.Tensor:
+    if peak is None:
+        peaks = _as_batch(target, 3).amax(dim=(1, 2, 3)).to(per_image_mse.device)
+    else:
+        peaks = torch.full_like(per_image_mse, float(peak))
+    return 10.0 * torch.log10(peaks ** 2 / (per_image_mse + EPSILON))
+
+
+def image_metrics(pred, target, mask, psnr_peak: Optional[float] = None) -> Dict[str, torch.Tensor]:
+    """MSE, fMSE and PSNR of every image of a batch: ``{"MSE": (N,), "fMSE": (N,), "PSNR": (N,)}``."""
+    target_batch = _as_batch(target, 3)
+    per_image_mse = mse(pred, target_batch)
+    return {
+        "MSE": per_image_mse,
+        "fMSE": fmse(pred, target_batch, mask),
+        "PSNR": psnr_from_mse(per_image_mse, target_batch, psnr_peak),
+    }
+
+
+def fg_ratio(mask, threshold: float = 0.5) -> List[float]:
+    """Per-image foreground ratio: pixels with mask > 0.5 over all pixels (Python floats)."""
+    mask = torch.as_tensor(mask)
+    if mask.dim() == 2:
+        mask = mask[None, None]
+    elif mask.dim() == 3:
+        mask = mask[None]
+    counts = (mask > threshold).flatten(1).sum(dim=1).tolist()
+    pixels = mask.shape[-2] * mask.shape[-1]
+    # integer count / integer area in double precision: exactly 5 % and 15 % compare equal to 0.05, 0.15
+    return [int(count) / pixels for count in counts]
+
+
+def fg_ratio_bins(ratio: float) -> List[str]:
+    """The names of every range of :data:`FG_RATIO_RANGES` that holds ``ratio`` (ends inclusive)."""
+    return [name for name, (low, high) in FG_RATIO_RANGES.items() if low <= ratio <= high]
+
+
+class MetricSums:
+    """Running sums of per-image values; ``means()`` gives a table row (None where N is 0)."""
+
+    __slots__ = ("count", "sums", "seconds")
+
+    def __init__(self):
+        self.count = 0
+        self.sums = {name: 0.0 for name in METRIC_NAMES}
+        self.seconds = 0.0
+
+    def add(self, values: Dict[str, float], seconds: float = 0.0) -> None:
+        self.count += 1
+        for name in METRIC_NAMES:
+            self.sums[name] += float(values[name])
+        self.seconds += float(seconds)
+
+    def merge(self, other: "MetricSums") -> None:
+        self.count += other.count
+        for name in METRIC_NAMES:
+            self.sums[name] += other.sums[name]
+        self.seconds += other.seconds
+
+    def means(self, with_time: bool = True) -> dict:
+        row = {"N": self.count}
+        for name in METRIC_NAMES:
+            row[name] = self.sums[name] / self.count if self.count else None
+        if with_time:
+            row["ms_per_image"] = 1000.0 * self.seconds / self.count if self.count else None
+        return row
+
+
+def mean_of(values: Iterable[float]) -> Optional[float]:
+    values = list(values)
+    return math.fsum(values) / len(values) if values else None

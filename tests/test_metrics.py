@@ -1,0 +1,174 @@
+"""Metric formulas on hand-computed arrays, and the foreground-ratio ranges."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from harmonize_cli import metrics
+from harmonize_cli.evaluation import pad_divisor, predict
+
+
+def _images():
+    # one image, 3 x 2 x 2; errors only in the top-left pixel of each channel: 1, 2, 3
+    target = torch.full((1, 3, 2, 2), 100.0)
+    target[0, 0, 1, 1] = 200.0  # the target's own maximum is 200
+    pred = target.clone()
+    pred[0, 0, 0, 0] += 1.0
+    pred[0, 1, 0, 0] += 2.0
+    pred[0, 2, 0, 0] -= 3.0
+    mask = torch.zeros(1, 1, 2, 2)
+    mask[0, 0, 0, 0] = 1.0
+    mask[0, 0, 0, 1] = 0.5
+    return pred, target, mask
+
+
+def test_mse_hand_computed():
+    pred, target, _ = _images()
+    # (1 + 4 + 9) / 12 values
+    assert metrics.mse(pred, target).tolist() == pytest.approx([14.0 / 12.0])
+
+
+def test_fmse_hand_computed_soft_mask():
+    pred, target, mask = _images()
+    # weighted squared error: 1.0 * (1 + 4 + 9) + 0.5 * 0 = 14; denominator 3 * (1 + 0.5) + 1e-6
+    expected = 14.0 / (3 * 1.5 + 1e-6)
+    assert metrics.fmse(pred, target, mask).tolist() == pytest.approx([expected], rel=1e-12)
+
+
+def test_fmse_empty_mask_is_zero_not_nan():
+    pred, target, _ = _images()
+    assert metrics.fmse(pred, target, torch.zeros(1, 1, 2, 2)).tolist() == [0.0]
+
+
+def test_psnr_uses_the_targets_own_maximum_or_a_fixed_peak():
+    pred, target, _ = _images()
+    mse = 14.0 / 12.0
+    assert metrics.psnr(pred, target).tolist() == pytest.approx([10 * math.log10(200.0 ** 2 / (mse + 1e-6))])
+    assert metrics.psnr(pred, target, peak=255).tolist() == pytest.approx([10 * math.log10(255.0 ** 2 / (mse + 1e-6))])
+
+
+def test_identical_images_give_the_epsilon_bounded_psnr():
+    target = torch.full((1, 3, 4, 4), 255.0)
+    assert metrics.psnr(target, target).tolist() == pytest.approx([10 * math.log10(255.0 ** 2 / 1e-6)])
+
+
+def test_batched_values_are_per_image():
+    pred, target, mask = _images()
+    pred2 = torch.cat((pred, target))  # the second image is perfect
+    target2 = torch.cat((target, target))
+    mask2 = torch.cat((mask, mask))
+    values = metrics.image_metrics(pred2, target2, mask2)
+    assert values["MSE"].tolist() == pytest.approx([14.0 / 12.0, 0.0])
+    assert values["fMSE"].tolist()[1] == 0.0
+    assert len(values["PSNR"]) == 2
+
+
+def test_single_image_shapes_are_accepted():
+    pred, target, mask = _images()
+    assert metrics.fmse(pred[0], target[0], mask[0, 0]).tolist() == pytest.approx(
+        metrics.fmse(pred, target, mask).tolist())
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError):
+        metrics.mse(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 3))
+
+
+def _mask_with_ratio(fg_pixels, height=20, width=20):
+    mask = torch.zeros(1, 1, height, width)
+    mask.view(-1)[:fg_pixels] = 1.0
+    return mask
+
+
+def test_fg_ratio_counts_pixels_above_half():
+    mask = torch.tensor([[[[0.5, 0.51], [1.0, 0.0]]]])
+    assert metrics.fg_ratio(mask) == [0.5]
+
+
+@pytest.mark.parametrize("fg_pixels, expected", [
+    (20, ["0-5%", "5-15%", "0-100%"]),      # exactly 5 % of 400 pixels: both neighbouring ranges
+    (60, ["5-15%", "15-100%", "0-100%"]),   # exactly 15 %: both neighbouring ranges
+    (0, ["0-5%", "0-100%"]),
+    (19, ["0-5%", "0-100%"]),
+    (21, ["5-15%", "0-100%"]),
+    (400, ["15-100%", "0-100%"]),
+])
+def test_fg_ratio_ranges_include_both_ends(fg_pixels, expected):
+    (ratio,) = metrics.fg_ratio(_mask_with_ratio(fg_pixels))
+    assert metrics.fg_ratio_bins(ratio) == expected
+
+
+def test_fifteen_percent_of_a_100x100_mask():
+    (ratio,) = metrics.fg_ratio(_mask_with_ratio(1500, 100, 100))
+    assert ratio == 0.15
+    assert "5-15%" in metrics.fg_ratio_bins(ratio) and "15-100%" in metrics.fg_ratio_bins(ratio)
+
+
+def test_metric_sums_means_and_empty_rows():
+    sums = metrics.MetricSums()
+    assert sums.means() == {"N": 0, "MSE": None, "fMSE": None, "PSNR": None, "ms_per_image": None}
+    sums.add({"MSE": 1.0, "fMSE": 2.0, "PSNR": 30.0}, seconds=0.01)
+    sums.add({"MSE": 3.0, "fMSE": 4.0, "PSNR": 40.0}, seconds=0.03)
+    row = sums.means()
+    assert row["N"] == 2 and row["MSE"] == 2.0 and row["fMSE"] == 3.0 and row["PSNR"] == 35.0
+    assert row["ms_per_image"] == pytest.approx(20.0)
+
+
+class _Identity(torch.nn.Module):
+    def forward(self, image, mask):
+        return image
+
+
+class _Depth(_Identity):
+    depth = 3  # the reference pads to 2 ** (depth + 1) = 16
+
+
+def test_predict_denormalises_clamps_and_does_not_round():
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    pixels = torch.tensor([0.0, 12.3, 254.6, 300.0]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
+    image = (pixels / 255.0 - mean) / std
+    out = predict(_Identity(), image, torch.zeros(1, 1, 2, 2))
+    assert out[0, :, 0, 1].tolist() == pytest.approx([12.3] * 3, abs=1e-3)
+    assert out[0, :, 1, 1].tolist() == [255.0] * 3
+
+
+def test_predict_pads_with_black_and_crops_back():
+    seen = {}
+
+    class Probe(_Depth):
+        def forward(self, image, mask):
+            seen["shape"] = tuple(image.shape)
+            seen["corner"] = image[0, :, 0, 0].clone()
+            seen["mask_corner"] = float(mask[0, 0, 0, 0])
+            return image
+
+    model = Probe()
+    assert pad_divisor(model) == 16
+    image = torch.zeros(1, 3, 10, 20)
+    out = predict(model, image, torch.ones(1, 1, 10, 20), divisor=pad_divisor(model))
+    assert seen["shape"] == (1, 3, 16, 32)
+    # padding is black in pixel space (0 before normalisation), the mask's padding is 0
+    black = -torch.tensor((0.485, 0.456, 0.406)) / torch.tensor((0.229, 0.224, 0.225))
+    assert seen["corner"].tolist() == pytest.approx(black.tolist())
+    assert seen["mask_corner"] == 0.0
+    assert out.shape == (1, 3, 10, 20)
+
+
+def test_flip_tta_averages_with_the_flipped_prediction():
+    class LeftRight(torch.nn.Module):
+        def forward(self, image, mask):  # adds a horizontal ramp: not flip-equivariant
+            ramp = torch.linspace(0, 1, image.shape[-1]).view(1, 1, 1, -1)
+            return image + ramp
+
+    image = torch.zeros(1, 3, 2, 5)
+    mask = torch.zeros(1, 1, 2, 5)
+    plain = predict(LeftRight(), image, mask)
+    averaged = predict(LeftRight(), image, mask, flip_tta=True)
+    # average of the ramp and its mirror is the constant 0.5 everywhere
+    expected = predict(_Identity(), image + 0.5, mask)
+    assert torch.allclose(averaged, expected, atol=1e-4)
+    assert not torch.allclose(plain, averaged)

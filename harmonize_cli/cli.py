@@ -19,6 +19,7 @@ from .errors import HarmonizeError
 # name -> "module:attribute" (relative to harmonize_cli.commands)
 COMMANDS = {
     "zoo": "zoo_cmd:zoo",
+    "prepare": "prepare:prepare",
 }
 
 _HEADING = re.compile(r"^(Usage:|Options:|Commands:|Examples?:|Arguments:)", re.M)

@@ -45,7 +45,7 @@ def _match_subsets(available, subsets, where):
             raise DatasetError(f"subset {name!r} is not in {where}", f"available: {', '.join(available)}")
         if match not in chosen:
             chosen.append(match)
-    return chosen
+    return [name for name in available if name in chosen]
 
 
 # ============================================================================ HDF5 source

@@ -208,7 +208,7 @@ def resolve_subsets(root, subsets=None) -> list[str]:
             raise DatasetError(f"subset folder not found: {path}", hint)
         if match not in chosen:
             chosen.append(match)
-    return chosen
+    return [name for name in available if name in chosen]  # canonical order, whatever was typed
 
 
 def scan(root, subsets=None, splits=SPLITS) -> list[SampleRef]:

@@ -490,14 +490,101 @@ def open_test_set(source, *, resize: str = "fixed256", subsets: Optional[Sequenc
 
 
 def check_test_set(dataset, source, subsets=None) -> None:
+    """Errors for a test split without images and for a requested subset without test images;
+    a notice for subsets of the data that have no test images and for unreadable samples."""
     counts: Dict[str, int] = {}
     for subset, _ in getattr(dataset, "records", []):
         counts[subset] = counts.get(subset, 0) + 1
     if len(dataset) == 0:
         raise UsageError(f"{source} has no test images",
                          "evaluation needs the <Subset>_test.txt lists (or a packed file with a test split)")
-    names = list(subsets or getattr(dataset, "subset_names", None) or counts)
-    empty = [name for name in names if counts.get(name, 0) == 0]
-    if empty and counts:
-        raise UsageError(f"subset {', '.join(empty)} of {source} has no test images",
-                         f"subsets with test images: {', '.join(n for n in counts if counts[n])}")
+    if subsets:
+        empty = [name for name in subsets if not any(name.lower() == have.lower() for have in counts)]
+        if empty:
+            raise UsageError(f"subset {', '.join(empty)} of {source} has no test images",
+                             f"subsets with test images: {', '.join(counts)}")
+    else:
+        available = getattr(getattr(dataset, "_source", None), "subsets", None) or []
+        empty = [name for name in available if name not in counts]
+        if empty:
+            console.warn(f"subset {', '.join(empty)} of {source} has no test images; "
+                         "\"All\" covers the other subsets only.")
+    missing = int(getattr(dataset, "missing", 0) or 0)
+    if missing:
+        console.warn(f"{missing} test sample(s) of {source} left out: a composite, mask or real image is missing.")
+
+
+# -------------------------------------------------------------------------------------- models
+def load_models(names: Sequence[str] = (), weights: Sequence[str] = ()):
+    """Build the models named by ``--model`` and ``--weights``; returns ``[(label, model, weights)]``.
+
+    - ``--model`` alone: baselines need no weights; a network gets its released checkpoint.
+    - ``--weights`` alone: the architecture of each checkpoint is detected.
+    - both: baselines stand alone and each network ``--model`` takes one ``--weights``, in order;
+      a checkpoint of another architecture than its ``--model`` is an error naming both.
+    """
+    from . import zoo
+    from .errors import WeightsError
+
+    names, weights = list(names), [str(w) for w in weights]
+    specs = [zoo.get_arch(name) for name in names]  # unknown names: UsageError with suggestions
+    networks = [spec for spec in specs if spec.needs_weights]
+    pairs = []
+    if not weights:
+        for spec in specs:
+            if not spec.needs_weights:
+                pairs.append((spec, None))
+                continue
+            released = zoo.weights_for_arch(spec.name)
+            if released is None:
+                raise UsageError(f"{spec.name} has no released weights",
+                                 f"pass --weights FILE.pth trained as {spec.name}")
+            pairs.append((spec, released.name))
+    elif not networks:
+        pairs = [(spec, None) for spec in specs] + [(None, path) for path in weights]
+    elif len(networks) == len(weights):
+        queue = list(weights)
+        pairs = [(spec, queue.pop(0) if spec.needs_weights else None) for spec in specs]
+    else:
+        raise UsageError(f"{len(networks)} network --model and {len(weights)} --weights do not pair up",
+                         "give one --weights per --model that needs weights (baselines need none), "
+                         "or omit --model to detect each checkpoint's architecture")
+
+    loaded = []
+    for spec, source in pairs:
+        if source is None:
+            loaded.append((spec.name, zoo.create_model(spec.name), None))
+            continue
+        checkpoint, where = zoo.read_checkpoint(source)  # unreadable: WeightsError
+        state = zoo.extract_state_dict(checkpoint)
+        if spec is None:
+            arch = zoo.detect_arch(checkpoint)
+        else:
+            arch = spec.name
+            if not _fits(arch, state):
+                from .zoo.checkpoints import rank_architectures
+
+                score, looks_like = rank_architectures(state)[0]
+                kind = looks_like if score == 1.0 else f"no known architecture (closest {looks_like}, {score:.0%})"
+                raise WeightsError(f"--weights {source} is a checkpoint of {kind}, but --model is {arch}",
+                                   f"drop --model to evaluate it as {looks_like}, or pass weights of {arch}")
+        model = zoo.create_model(arch, init=False)
+        zoo.load_weights(model, state)
+        model.weights_source = source
+        model.eval()
+        label = arch if spec is not None and source == getattr(zoo.weights_for_arch(arch), "name", None) \
+            else f"{arch} ({Path(source).name})"
+        loaded.append((label, model, where if Path(str(source)).exists() else source))
+    seen: Dict[str, int] = {}
+    unique = []
+    for label, model, source in loaded:
+        seen[label] = seen.get(label, 0) + 1
+        unique.append((label if seen[label] == 1 else f"{label} #{seen[label]}", model, source))
+    return unique
+
+
+def _fits(arch: str, state) -> bool:
+    from .zoo.checkpoints import layout_of
+
+    expected = layout_of(arch)
+    return len(expected) == len(state) and all(expected.get(key) == tuple(value.shape) for key, value in state.items())

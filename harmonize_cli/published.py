@@ -5,7 +5,7 @@ the iHarmony4 dataset page (the unchanged composite) and the reference repositor
 released checkpoints (also kept with the weights in :mod:`harmonize_cli.zoo`). All use the
 reference protocol: Fixed256 resize, PSNR peak = each target's own maximum.
 
-``PUBLISHED[key]`` = ``{"label", "arch", "source", "by_subset": {subset: {"MSE", "PSNR"[, "fMSE"]}},
+``PUBLISHED[key]`` = ``{"label", "arch", "source", "tag", "by_subset": {subset: {"MSE", "PSNR"[, "fMSE"]}},
 "by_fg_ratio": {range: {"MSE", "fMSE"}}}``; ``arch`` is our architecture name or None.
 """
 
@@ -30,6 +30,10 @@ def _table2(*cells):
     return {name: {"MSE": mse, "fMSE": value} for name, (mse, value) in zip(FG_RANGES, cells)}
 
 
+def _tag(source: str) -> str:
+    return "released" if source == RELEASED else "iHarmony4" if source == DATASET_PAGE else "paper"
+
+
 def _entry(label, arch, source, by_subset, by_fg_ratio=None, fmse_all=None):
     by_subset = {subset: dict(row) for subset, row in by_subset.items()}
     by_fg_ratio = by_fg_ratio or {}
@@ -37,12 +41,13 @@ def _entry(label, arch, source, by_subset, by_fg_ratio=None, fmse_all=None):
         fmse_all = by_fg_ratio["0-100%"]["fMSE"]
     if fmse_all is not None and "All" in by_subset:
         by_subset["All"]["fMSE"] = fmse_all
-    return {"label": label, "arch": arch, "source": source, "by_subset": by_subset, "by_fg_ratio": by_fg_ratio}
+    return {"label": label, "arch": arch, "source": source, "tag": _tag(source), "by_subset": by_subset,
+            "by_fg_ratio": by_fg_ratio}
 
 
 PUBLISHED: Dict[str, dict] = {
     "composite": _entry(
-        "Composite (unchanged)", "composite", DATASET_PAGE,
+        "Composite", "composite", DATASET_PAGE,
         _table1((69.37, 33.94), (345.54, 28.16), (264.35, 28.32), (109.65, 34.01), (172.47, 31.63)),
         fmse_all=1387.30),
     "dih": _entry(
@@ -74,7 +79,7 @@ def _released_entries() -> Dict[str, dict]:
 
     entries = {}
     for weights in HARMONIZATION_WEIGHTS:
-        entries[weights.name] = _entry(f"{weights.name} (released)", weights.arch, RELEASED,
+        entries[weights.name] = _entry(weights.name, weights.arch, RELEASED,
                                        {subset: dict(row) for subset, row in weights.metrics.items()})
     return entries
 

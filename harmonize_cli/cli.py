@@ -19,11 +19,8 @@ from .errors import HarmonizeError
 # name -> "module:attribute" (relative to harmonize_cli.commands)
 COMMANDS = {
     "zoo": "zoo_cmd:zoo",
-    "apply": "apply:apply",
     "eval": "eval_cmd:eval_cmd",
     "prepare": "prepare:prepare",
-    "train": "train:train",
-    "export": "export:export",
 }
 
 _HEADING = re.compile(r"^(Usage:|Options:|Commands:|Examples?:|Arguments:)", re.M)

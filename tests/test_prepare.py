@@ -371,3 +371,15 @@ def test_terminated_prepare_removes_its_temporary_file(mini, tmp_path):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 130
     assert not out.exists() and not list(tmp_path.glob(".*.part"))
+
+
+def test_not_enough_disk_space_fails_before_writing(mini, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(DatasetError, match="not enough disk space.*GiB needed") as info:
+        pack_dataset(mini, output=tmp_path / "big.h5", workers=0)
+    assert "--storage encoded" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

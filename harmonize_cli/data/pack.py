@@ -467,6 +467,8 @@ def pack_dataset(
                 "formats": [probed[p][1] for p in paths],
             }
 
+        _check_disk_space(output, plan, storage)
+
         # ---------------------------------------------------------------- pass 2: pack
         import h5py
 
@@ -601,6 +603,41 @@ def pack_dataset(
     report.bytes_on_disk = output.stat().st_size
     _write_report(report, report_path, started)
     return report
+
+
+def estimate_bytes(plan, storage) -> int:
+    """Expected size of the output: pixel heaps (masks compress ~50x) and/or encoded bytes."""
+    total = 0
+    if storage in ("pixels", "both"):
+        total += plan["composite"]["total"] + plan["real"]["total"] + plan["mask"]["total"] // 20
+    if storage in ("encoded", "both"):
+        for kind in KINDS:
+            info = plan[kind]
+            for path, original, stored in zip(info["paths"], info["original"], info["stored"]):
+                state = imageio.file_state(path)
+                size = state[0] if state else 0
+                shrink = (stored[0] * stored[1]) / max(1, original[0] * original[1])
+                total += int(size * min(1.0, shrink))
+    return total
+
+
+def _check_disk_space(output: Path, plan, storage) -> None:
+    import shutil
+
+    need = estimate_bytes(plan, storage)
+    try:
+        free = shutil.disk_usage(output.parent).free
+    except OSError:
+        return
+    if need > free * 0.98:
+        gib = 1 << 30
+        hint = "free some space or choose another disk with -o"
+        if storage != "encoded":
+            hint += "; --storage encoded is about as large as the source images (and slower to read)"
+        raise DatasetError(
+            f"not enough disk space for {output}: about {need / gib:.1f} GiB needed, {free / gib:.1f} GiB free",
+            hint,
+        )
 
 
 def _fail_strict(report, problems, report_path, started):

@@ -4,10 +4,11 @@ Builds a synthetic dataset in iHarmony4 layout with realistic image sizes (half 
 HCOCO, half 1024x768 like HFlickr / resized HAdobe5k; photo-like JPEGs), packs it with
 ``harmonize prepare``'s API (``--storage pixels`` and ``encoded``), and measures samples/s of
 the training pipeline (read/decode, RandomResizedCrop 256 + flip, normalise, batches of 16
-through a torch DataLoader) from each source at 1 and 2 workers.
+through a torch DataLoader) from each source at 1 and 2 workers, and in the main process
+(0 workers: the pipeline alone, without the DataLoader's inter-process transfer).
 
-    python benchmarks/data_throughput.py                      # 192 composites, 1 and 2 workers
-    python benchmarks/data_throughput.py --samples 400 --workers 1,2,4 --batches 40
+    python benchmarks/data_throughput.py                      # 192 composites; 0 (in-process), 1, 2 workers
+    python benchmarks/data_throughput.py --samples 400 --workers 1,2,4 --batches 20 --repeat 5
 
 Figures are with a warm page cache (the files were just written); see docs/benchmarks.md.
 """
@@ -110,12 +111,16 @@ def tree_size(root: Path) -> int:
 
 
 # ---------------------------------------------------------------------------- measurement
-def measure(source, workers: int, batches: int, batch_size: int, crop: int, warmup: int = 2) -> float:
-    """Samples/s of the training loader (after ``warmup`` batches per worker)."""
+def measure(source, workers: int, batches: int, batch_size: int, crop: int, repeat: int = 3, warmup: int = 2) -> float:
+    """Samples/s of the training loader: the best of ``repeat`` rounds of ``batches`` batches.
+
+    The best round is reported (as ``timeit`` does) because other load on the machine only
+    ever slows a round down. Worker start-up and the first batches are not timed.
+    """
     dataset = HarmonizationDataset(source, "train", transform=train_transform(crop))
     generator = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
     if workers == 0:
-        threads = torch.get_num_threads()
         torch.set_num_threads(1)  # what a DataLoader worker uses
     try:
         loader = DataLoader(
@@ -128,31 +133,33 @@ def measure(source, workers: int, batches: int, batch_size: int, crop: int, warm
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
         )
-        needed = batches + warmup * max(1, workers)
-        done = 0
-        start = None
-        counted = 0
-        while done < needed:
-            for batch in loader:
-                done += 1
-                if done == warmup * max(1, workers):
-                    start = time.perf_counter()
-                elif start is not None:
-                    counted += batch["image"].shape[0]
-                if done >= needed:
-                    break
-        elapsed = time.perf_counter() - start
+
+        def batches_forever():
+            while True:
+                yield from loader
+
+        stream = batches_forever()
+        for _ in range(warmup * max(1, workers)):
+            next(stream)
+        best = 0.0
+        for _ in range(repeat):
+            start = time.perf_counter()
+            counted = sum(next(stream)["image"].shape[0] for _ in range(batches))
+            best = max(best, counted / (time.perf_counter() - start))
+        del stream, loader
     finally:
-        if workers == 0:
-            torch.set_num_threads(threads)
-    return counted / elapsed
+        torch.set_num_threads(threads)
+    return best
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=192, help="composites in the synthetic dataset (default 192)")
-    parser.add_argument("--workers", default="1,2", help="DataLoader worker counts to measure (default 1,2)")
-    parser.add_argument("--batches", type=int, default=24, help="timed batches per measurement (default 24)")
+    parser.add_argument(
+        "--workers", default="0,1,2", help="DataLoader worker counts (0: in the main process, one thread; default 0,1,2)"
+    )
+    parser.add_argument("--batches", type=int, default=10, help="timed batches per round (default 10)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed rounds per measurement; the best counts (default 3)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--storages", default="pixels,encoded", help="HDF5 storages to compare (default pixels,encoded)")
@@ -184,7 +191,7 @@ def main(argv=None) -> int:
         for storage in storages:
             out = work / f"packed-{storage}.h5"
             t = time.perf_counter()
-            report = pack_dataset(root, output=out, storage=storage, workers=min(8, os.cpu_count() or 1))
+            report = pack_dataset(root, output=out, storage=storage, workers=min(8, os.cpu_count() or 1), force=True)
             seconds = time.perf_counter() - t
             results["sizes"][f"hdf5-{storage}"] = report.bytes_on_disk
             results.setdefault("pack_seconds", {})[storage] = round(seconds, 2)
@@ -194,7 +201,7 @@ def main(argv=None) -> int:
 
         for name, source in sources.items():
             for count in workers:
-                rate = measure(source, count, args.batches, args.batch_size, args.crop)
+                rate = measure(source, count, args.batches, args.batch_size, args.crop, args.repeat)
                 results["rates"].setdefault(name, {})[count] = rate
                 print(f"{name:>14} workers={count}: {rate:7.1f} samples/s ({rate / max(1, count):6.1f} per worker)")
     finally:
@@ -202,7 +209,9 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     print()
-    header = "| source | size on disk | " + " | ".join(f"{w} worker{'s' if w != 1 else ''}" for w in workers) + " |"
+    header = "| source | size on disk | " + " | ".join(
+        "in-process" if w == 0 else f"{w} worker{'s' if w != 1 else ''}" for w in workers
+    ) + " |"
     print(header)
     print("|" + " --- |" * (2 + len(workers)))
     for name, by_workers in results["rates"].items():

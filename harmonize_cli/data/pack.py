@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import time
 from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, field
@@ -163,8 +164,10 @@ class _Runner:
         if self.workers > 1:
             import multiprocessing
 
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else None)
+            # fork is cheap and safe here (the pool starts before the output file is opened);
+            # elsewhere (macOS, Windows) fork is unsafe or missing: spawn
+            method = "fork" if sys.platform.startswith("linux") else "spawn"
+            context = multiprocessing.get_context(method)
             self.pool = context.Pool(self.workers, initializer=_init_worker)
 
     def map(self, function, chunks, *args):

@@ -349,8 +349,9 @@ def _groups(samples, batch_size):
 
 
 def _stack(group, key, device):
-    tensors = [torch.as_tensor(sample[key]) for sample in group]
-    return torch.stack(tensors).to(device, dtype=torch.float32, non_blocking=True)
+    # copy each (pinned, on CUDA) sample to the device asynchronously, then stack there
+    tensors = [torch.as_tensor(sample[key]).to(device, non_blocking=True) for sample in group]
+    return torch.stack(tensors).float()
 
 
 def _evaluate_group(prepared, group, device, mean, std, flip_tta, psnr_peak, save_root, writer, pending):
@@ -558,14 +559,19 @@ def load_models(names: Sequence[str] = (), weights: Sequence[str] = ()):
         checkpoint, where = zoo.read_checkpoint(source)  # unreadable: WeightsError
         state = zoo.extract_state_dict(checkpoint)
         if spec is None:
-            arch = zoo.detect_arch(checkpoint)
+            arch = _detect(checkpoint, state)
         else:
             arch = spec.name
             if not _fits(arch, state):
-                from .zoo.checkpoints import rank_architectures
+                looks_like = next((other.name for other in zoo.ARCHITECTURES
+                                   if other.needs_weights and _fits(other.name, state)), None)
+                if looks_like is not None:
+                    kind = looks_like
+                else:
+                    from .zoo.checkpoints import rank_architectures
 
-                score, looks_like = rank_architectures(state)[0]
-                kind = looks_like if score == 1.0 else f"no known architecture (closest {looks_like}, {score:.0%})"
+                    score, looks_like = rank_architectures(state)[0]
+                    kind = f"no known architecture (closest {looks_like}, {score:.0%})"
                 raise WeightsError(f"--weights {source} is a checkpoint of {kind}, but --model is {arch}",
                                    f"drop --model to evaluate it as {looks_like}, or pass weights of {arch}")
         model = zoo.create_model(arch, init=False)
@@ -581,6 +587,17 @@ def load_models(names: Sequence[str] = (), weights: Sequence[str] = ()):
         seen[label] = seen.get(label, 0) + 1
         unique.append((label if seen[label] == 1 else f"{label} #{seen[label]}", model, source))
     return unique
+
+
+def _detect(checkpoint, state) -> str:
+    """The first architecture in registry order whose layout equals the checkpoint's (what
+    ``zoo.detect_arch`` returns for an exact match, without building every architecture)."""
+    from . import zoo
+
+    for spec in zoo.ARCHITECTURES:
+        if spec.needs_weights and _fits(spec.name, state):
+            return spec.name
+    return zoo.detect_arch(checkpoint)  # no exact match: its metadata, or its clear error
 
 
 def _fits(arch: str, state) -> bool:

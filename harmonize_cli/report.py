@@ -43,9 +43,13 @@ def _pair(row: Optional[dict], first: str, second: str) -> str:
 def _heading(result) -> str:
     """The model's name and weights."""
     label = result.label or result.model
-    if result.weights and str(result.weights) not in label:
+    if result.weights and str(result.weights) not in label and _basename(result.weights) not in label:
         return f"{label}, weights {result.weights}"
     return label
+
+
+def _basename(path) -> str:
+    return str(path).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
 
 
 def _settings(result) -> str:

@@ -42,7 +42,6 @@ from .metrics import FG_RATIO_RANGES, METRIC_NAMES, MetricSums, fg_ratio, fg_rat
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RESIZE_CHOICES = ("fixed256", "limit1024", "none")
 PIXELS_PER_IMAGE_AT_256 = 256 * 256
 
 

@@ -15,8 +15,7 @@ include both ends, so an image at exactly 5 % or 15 % counts in both neighbourin
 
 from __future__ import annotations
 
-import math
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -141,8 +140,3 @@ class MetricSums:
         if with_time:
             row["ms_per_image"] = 1000.0 * self.seconds / self.count if self.count else None
         return row
-
-
-def mean_of(values: Iterable[float]) -> Optional[float]:
-    values = list(values)
-    return math.fsum(values) / len(values) if values else None

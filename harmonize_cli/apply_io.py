@@ -1,0 +1,373 @@
+"""Reading composites and masks, writing results: every format, mode and bit depth `apply` accepts.
+
+Composites come out as 8-bit RGB plus, when the file has one, an 8-bit alpha channel; EXIF
+orientation is applied. Masks come out as float32 arrays in [0, 1]. Results are written
+atomically (a temporary file beside the target, then a rename), with the input's ICC profile and
+EXIF (orientation reset, since the pixels are already upright).
+
+>>> image = read_image("composite.jpg")          # ImageData: .rgb, .alpha, .gray, .format, ...
+>>> mask = read_mask("mask.png")                 # float32 H x W in [0, 1]
+>>> write_image("out.png", result, like=image)   # atomic
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import HarmonizeError
+
+# suffix -> Pillow format name
+IMAGE_EXTENSIONS = {
+    ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF", ".tiff": "TIFF",
+}
+OUTPUT_EXTENSIONS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
+LOSSLESS_FORMATS = {"PNG", "BMP", "TIFF"}  # plus WebP written with quality 100
+_HAS_ALPHA = {"PNG", "WEBP", "TIFF", "BMP"}
+_ORIENTATION = 0x0112
+
+# Large but legitimate photos (panoramas, scans) must not trip Pillow's decompression-bomb guard.
+_MAX_PIXELS = 400_000_000
+
+
+class InputError(HarmonizeError, ValueError):
+    """An input image or mask that cannot be used (corrupt, unsupported, mismatched)."""
+
+
+def is_image_file(path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+@dataclass
+class ImageData:
+    """A decoded composite: upright 8-bit RGB pixels plus what is needed to write it back alike."""
+
+    rgb: np.ndarray  # H x W x 3 uint8
+    alpha: Optional[np.ndarray] = None  # H x W uint8, or None
+    gray: bool = False  # the source had one colour channel
+    format: Optional[str] = None  # Pillow format of the source file
+    mode: str = "RGB"  # Pillow mode of the source
+    bit_depth: int = 8
+    icc_profile: Optional[bytes] = None
+    exif: Optional[bytes] = None  # with the orientation tag removed
+
+    @property
+    def size(self):
+        """(width, height), like Pillow."""
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+# --------------------------------------------------------------------------------------- decoding
+
+def _open(path):
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, _MAX_PIXELS)
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncated-file and EXIF warnings become errors below
+            image = Image.open(path)
+            image.load()
+            fmt = image.format
+            upright = ImageOps.exif_transpose(image)
+            upright.format = fmt
+        return upright
+    except UnidentifiedImageError as exc:
+        raise InputError(f"{path}: not an image Pillow can read") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InputError(f"{path}: cannot decode ({str(exc).splitlines()[0][:160] or type(exc).__name__})") from exc
+
+
+def _scale_to_uint8(array: np.ndarray, bit_depth: Optional[int] = None) -> np.ndarray:
+    """Any integer or float pixel array to uint8 (16-bit: round(x / 257); float: [0, 1])."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating):
+        return np.round(np.clip(np.nan_to_num(array.astype(np.float32)), 0.0, 1.0) * 255.0).astype(np.uint8)
+    if bit_depth is None:
+        bit_depth = 8 if array.size == 0 or array.max() <= 255 else 16
+    if bit_depth <= 8:
+        return np.clip(array, 0, 255).astype(np.uint8)
+    return np.round(np.clip(array, 0, 65535).astype(np.float32) / 257.0).astype(np.uint8)
+
+
+def _pil_to_arrays(image):
+    """(rgb uint8 H x W x 3, alpha uint8 H x W or None, gray, bit depth) of a Pillow image."""
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(image)
+        depth = 16 if (mode != "I" or (values.size and values.max() > 255)) else 8
+        gray = _scale_to_uint8(values.astype(np.int64), depth)
+        return np.repeat(gray[..., None], 3, axis=2), None, True, depth
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float32)
+        peak = float(values.max()) if values.size else 0.0
+        scale = 1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else 65535.0
+        gray = _scale_to_uint8(values / scale)
+        return np.repeat(gray[..., None], 3, axis=2), None, True, 32
+    if mode in ("1", "L"):
+        gray = np.asarray(image.convert("L"))
+        return np.repeat(gray[..., None], 3, axis=2), None, True, 8
+    if mode in ("LA", "La"):
+        values = np.asarray(image.convert("LA"))
+        return np.repeat(values[..., :1], 3, axis=2), np.ascontiguousarray(values[..., 1]), True, 8
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+        mode = image.mode
+    if mode in ("RGBA", "RGBa"):
+        values = np.asarray(image.convert("RGBA"))
+        return np.ascontiguousarray(values[..., :3]), np.ascontiguousarray(values[..., 3]), False, 8
+    return np.asarray(image.convert("RGB")), None, False, 8
+
+
+def read_image(path) -> ImageData:
+    """Decode a composite: EXIF orientation applied; any mode and bit depth to 8-bit RGB (+ alpha)."""
+    image = _open(path)
+    source_mode = image.mode
+    rgb, alpha, gray, depth = _pil_to_arrays(image)
+    exif = None
+    try:
+        exif_data = image.getexif()
+        if len(exif_data):
+            exif_data.pop(_ORIENTATION, None)
+            exif = exif_data.tobytes()
+    except Exception:  # unreadable EXIF is dropped, not fatal
+        exif = None
+    return ImageData(rgb=np.ascontiguousarray(rgb), alpha=alpha, gray=gray, format=image.format, mode=source_mode,
+                     bit_depth=depth, icc_profile=image.info.get("icc_profile"), exif=exif)
+
+
+def image_to_arrays(image):
+    """A numpy array or Pillow image to (rgb uint8 H x W x 3, alpha or None, gray).
+
+    Arrays: H x W (gray), H x W x 1, H x W x 2 (gray + alpha), H x W x 3 (RGB), H x W x 4 (RGBA);
+    uint8, uint16 (16-bit), bool, or float in [0, 1]. Pillow images: any mode, taken as they are
+    (no EXIF rotation; :func:`read_image` applies it for files).
+    """
+    if isinstance(image, (str, Path)):
+        data = read_image(image)
+        return data.rgb, data.alpha, data.gray
+    if isinstance(image, ImageData):
+        return image.rgb, image.alpha, image.gray
+    if hasattr(image, "mode") and hasattr(image, "getbands"):
+        rgb, alpha, gray, _ = _pil_to_arrays(image)
+        return np.ascontiguousarray(rgb), alpha, gray
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 2, 3, 4):
+        raise InputError(f"image array has shape {array.shape}",
+                         "pass H x W x C (channels last), e.g. tensor.permute(1, 2, 0).numpy()")
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise InputError(f"image array has shape {array.shape}", "expected H x W, H x W x 3 or H x W x 4")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError("image is empty")
+    depth = None
+    if np.issubdtype(array.dtype, np.integer) and array.dtype != np.uint8:
+        depth = 16 if array.dtype.itemsize >= 2 and array.size and array.max() > 255 else 8
+    pixels = _scale_to_uint8(array, depth)
+    channels = pixels.shape[2]
+    if channels <= 2:
+        rgb = np.repeat(pixels[..., :1], 3, axis=2)
+        alpha = np.ascontiguousarray(pixels[..., 1]) if channels == 2 else None
+        return rgb, alpha, True
+    alpha = np.ascontiguousarray(pixels[..., 3]) if channels == 4 else None
+    return np.ascontiguousarray(pixels[..., :3]), alpha, False
+
+
+def _normalise_mask(values: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:
+    """Integer or float mask values to float32 in [0, 1]; 0/1 integer masks are recognised."""
+    if values.dtype == bool:
+        return values.astype(np.float32)
+    if np.issubdtype(values.dtype, np.floating):
+        return np.clip(np.nan_to_num(values.astype(np.float32)), 0.0, 1.0)
+    peak = int(values.max()) if values.size else 0
+    if peak <= 1:
+        return values.astype(np.float32)
+    if peak <= 255 and not (sixteen_bit or values.dtype == np.uint16):
+        return values.astype(np.float32) / 255.0
+    return np.clip(values.astype(np.float32) / 65535.0, 0.0, 1.0)
+
+
+def _pick_mask_channel(values: np.ndarray) -> np.ndarray:
+    """H x W x C mask array -> H x W: 1 channel as is; 2 or 4 channels: alpha unless it is constant
+    (then the first channel); 3 channels: the first channel."""
+    if values.ndim == 2:
+        return values
+    channels = values.shape[2]
+    if channels in (2, 4):
+        alpha = values[..., channels - 1]
+        if alpha.size and alpha.min() != alpha.max():
+            return alpha
+    return values[..., 0]
+
+
+def mask_to_array(mask) -> np.ndarray:
+    """A mask (path, numpy array or Pillow image) as float32 H x W in [0, 1].
+
+    Accepted: L, 1, RGB (first channel), RGBA / LA (alpha; the first channel when the alpha is
+    constant), P, 16-bit and float masks; 0/1 and 0/255 values; soft values are kept.
+    """
+    if isinstance(mask, (str, Path)):
+        return read_mask(mask)
+    if hasattr(mask, "mode") and hasattr(mask, "getbands"):
+        return _pil_mask(mask)
+    values = np.asarray(mask)
+    if values.ndim == 3 and values.shape[2] == 1:
+        values = values[..., 0]
+    if values.ndim not in (2, 3) or (values.ndim == 3 and values.shape[2] not in (2, 3, 4)):
+        raise InputError(f"mask array has shape {values.shape}", "expected H x W (or H x W x C)")
+    return np.ascontiguousarray(_normalise_mask(_pick_mask_channel(values)))
+
+
+def _pil_mask(image) -> np.ndarray:
+    mode = image.mode
+    if mode == "1":
+        return np.asarray(image, dtype=np.float32)
+    if mode in ("P", "PA"):
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image)
+        if mode == "F":
+            peak = float(values.max()) if values.size else 0.0
+            values = values / (1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else 65535.0)
+        return np.ascontiguousarray(_normalise_mask(values, sixteen_bit=mode.startswith("I;16")))
+    if mode in ("LA", "La"):
+        values = np.asarray(image.convert("LA"))
+    elif mode in ("RGBA", "RGBa"):
+        values = np.asarray(image.convert("RGBA"))
+    else:
+        values = np.asarray(image.convert("RGB"))
+    return np.ascontiguousarray(_normalise_mask(_pick_mask_channel(values)))
+
+
+def read_mask(path) -> np.ndarray:
+    """Decode a mask file (EXIF orientation applied) to float32 H x W in [0, 1]."""
+    return _pil_mask(_open(path))
+
+
+# --------------------------------------------------------------------------------------- encoding
+
+def output_suffix(input_path, ext: str = "same") -> str:
+    """The output file suffix for ``--ext`` (``same`` keeps the input's suffix)."""
+    if ext in (None, "same"):
+        return Path(input_path).suffix
+    try:
+        return OUTPUT_EXTENSIONS[ext.lower().lstrip(".")]
+    except KeyError:
+        raise InputError(f"unknown output format {ext!r}", "use same, png, jpg or webp") from None
+
+
+def format_for(path) -> str:
+    suffix = Path(path).suffix.lower()
+    try:
+        return IMAGE_EXTENSIONS[suffix]
+    except KeyError:
+        raise InputError(f"{path}: unknown image suffix {suffix!r}") from None
+
+
+def is_lossless(fmt: str, quality: int) -> bool:
+    return fmt in LOSSLESS_FORMATS or (fmt == "WEBP" and quality >= 100)
+
+
+def to_pil(rgb: np.ndarray, alpha: Optional[np.ndarray] = None, gray: bool = False, fmt: str = "PNG"):
+    """Arrays to a Pillow image in a mode the format can store (alpha dropped for JPEG)."""
+    from PIL import Image
+
+    keep_alpha = alpha is not None and fmt in _HAS_ALPHA
+    if gray:
+        image = Image.fromarray(np.ascontiguousarray(rgb)).convert("L")  # exact for gray pixels
+        if keep_alpha:
+            if fmt in ("PNG", "TIFF"):
+                return Image.merge("LA", (image, Image.fromarray(alpha)))
+            image = image.convert("RGB")
+        else:
+            return image
+    else:
+        image = Image.fromarray(np.ascontiguousarray(rgb))
+    if keep_alpha:
+        image = image.convert("RGB")
+        image.putalpha(Image.fromarray(alpha))
+    return image
+
+
+def encode_image(rgb, alpha=None, *, gray=False, fmt="PNG", quality=95, icc_profile=None, exif=None,
+                 png_compress_level=3) -> bytes:
+    """Encode a result to bytes in ``fmt`` (JPEG/WebP at ``quality``; WebP lossless at 100)."""
+    image = to_pil(rgb, alpha, gray, fmt)
+    options = {}
+    if icc_profile and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        options["icc_profile"] = icc_profile
+    if exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        options["exif"] = exif
+    if fmt == "JPEG":
+        options.update(quality=int(quality), subsampling=0 if quality >= 90 else 2, optimize=False)
+    elif fmt == "WEBP":
+        options.update(quality=int(min(quality, 100)), lossless=quality >= 100, method=4)
+        if quality >= 100:
+            options["exact"] = True  # keep the colour of transparent pixels too
+    elif fmt == "PNG":
+        options.update(compress_level=png_compress_level)
+    elif fmt == "TIFF":
+        options.update(compression="tiff_lzw")
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=fmt, **options)
+    except (OSError, ValueError, TypeError):
+        if "exif" not in options and "icc_profile" not in options:
+            raise
+        options.pop("exif", None)  # a malformed EXIF block must not cost the result
+        options.pop("icc_profile", None)
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def write_bytes_atomic(target, data: bytes) -> None:
+    """Write ``data`` to ``target`` through a temporary file and a rename (no partial files)."""
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+
+def write_image(target, rgb, alpha=None, *, like: Optional[ImageData] = None, gray=None, quality=95,
+                fmt=None) -> Path:
+    """Write a result atomically; the format comes from ``fmt`` or the target's suffix.
+
+    ``like``: the decoded input, whose gray-ness, ICC profile and EXIF are carried over.
+    """
+    target = Path(target)
+    fmt = fmt or format_for(target)
+    if gray is None:
+        gray = bool(like.gray) if like is not None else False
+    data = encode_image(rgb, alpha, gray=gray, fmt=fmt, quality=quality,
+                        icc_profile=like.icc_profile if like is not None else None,
+                        exif=like.exif if like is not None else None)
+    write_bytes_atomic(target, data)
+    return target
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarray:
+    """Two H x W x 3 images next to each other with a white gap (for ``--comparison``)."""
+    height = max(left.shape[0], right.shape[0])
+    canvas = np.full((height, left.shape[1] + gap + right.shape[1], 3), 255, dtype=np.uint8)
+    canvas[:left.shape[0], :left.shape[1]] = left
+    canvas[:right.shape[0], left.shape[1] + gap:] = right
+    return canvas

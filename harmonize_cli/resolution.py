@@ -1,0 +1,272 @@
+"""From a network that works at 256 x 256 to a harmonized photo of any size.
+
+Three strategies (``--resolution``):
+
+``fixed``
+    The reference behaviour: the composite is resized to the network's training size, harmonized,
+    and the prediction is resized back; the foreground of the result is that upsampled prediction
+    (blurry on large photos), the background is the input's.
+``native``
+    The full-size composite, padded to the network's size divisor, goes through the network.
+    Memory and time grow with the photo; the network sees objects at scales it was not trained on.
+``auto`` (default)
+    The network runs at its training size, as in ``fixed``; the *correction* it made is then
+    carried to the full-resolution pixels in two parts: (1) a smooth colour mapping (a quadratic
+    polynomial in RGB) fitted, by weighted least squares inside the mask, from the low-resolution
+    input to the prediction, applied to every full-resolution foreground pixel; (2) what that
+    mapping does not explain (spatially varying changes) as a low-resolution residual, upsampled
+    with normalised (mask-weighted) bilinear interpolation so that background values do not leak
+    into the foreground edge. The full-resolution texture is kept; memory stays bounded because
+    the full-resolution work is done in strips inside the mask's bounding box.
+
+In every strategy the result is ``input + mask * (harmonized - input)`` with the full-resolution
+(soft) mask, and pixels where the mask is 0 are copied from the input bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+STRATEGIES = ("auto", "fixed", "native")
+
+# Pixels processed at once at full resolution (bounds working memory to ~100 MB per strip).
+STRIP_PIXELS = 1 << 20
+
+
+def check_strategy(name: str) -> str:
+    from .errors import UsageError
+
+    key = str(name or "auto").strip().lower()
+    if key not in STRATEGIES:
+        raise UsageError(f"unknown resolution strategy {name!r}", "use auto, fixed or native")
+    return key
+
+
+def mask_bbox(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) of the pixels where ``mask > 0``; None when the mask is empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+# ------------------------------------------------------------------------------ low-res views
+
+def resize_rgb(rgb: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Antialiased bilinear resize of uint8 H x W x 3 to ``size`` = (height, width), float32 [0, 1]
+    channels-first (3 x h x w)."""
+    from PIL import Image
+
+    height, width = size
+    small = Image.fromarray(rgb).resize((width, height), Image.BILINEAR, reducing_gap=3.0)
+    return np.asarray(small, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Antialiased bilinear resize of a float mask to (height, width), values kept in [0, 1]."""
+    from PIL import Image
+
+    height, width = size
+    small = Image.fromarray(mask.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR,
+                                                                       reducing_gap=3.0)
+    return np.clip(np.asarray(small, dtype=np.float32), 0.0, 1.0)
+
+
+# -------------------------------------------------------------------------- full-res sampling
+
+def _axis_weights(out_size: int, in_size: int, start: int, stop: int):
+    """Source indices and weights of bilinear interpolation (align_corners=False, as
+    ``torch.nn.functional.interpolate``) for output positions ``start:stop``."""
+    positions = (torch.arange(start, stop, dtype=torch.float64) + 0.5) * (in_size / out_size) - 0.5
+    positions = positions.clamp(0, in_size - 1)
+    low = positions.floor().long()
+    high = (low + 1).clamp(max=in_size - 1)
+    weight = (positions - low.double()).float()
+    return low, high, weight
+
+
+def upsample_window(low_res: torch.Tensor, out_size: Tuple[int, int], rows: Tuple[int, int],
+                    cols: Tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of ``low_res`` (C x h x w) to ``out_size`` (H, W), computing only the
+    window ``rows`` x ``cols``; identical to ``F.interpolate(..., mode="bilinear")`` cropped."""
+    channels, in_h, in_w = low_res.shape
+    y_low, y_high, y_weight = _axis_weights(out_size[0], in_h, *rows)
+    x_low, x_high, x_weight = _axis_weights(out_size[1], in_w, *cols)
+    top = low_res[:, y_low, :]
+    bottom = low_res[:, y_high, :]
+    vertical = top + (bottom - top) * y_weight.view(1, -1, 1)
+    left = vertical[:, :, x_low]
+    right = vertical[:, :, x_high]
+    return left + (right - left) * x_weight.view(1, 1, -1)
+
+
+def _strips(bbox, width_pixels: int):
+    y0, y1, _, _ = bbox
+    step = max(1, STRIP_PIXELS // max(1, width_pixels))
+    for top in range(y0, y1, step):
+        yield top, min(y1, top + step)
+
+
+def _blend_into(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, bottom: int, x0: int, x1: int,
+                harmonized: torch.Tensor) -> None:
+    """out[top:bottom, x0:x1] = input + mask * (harmonized - input), rounded; mask == 0 kept exact.
+
+    ``harmonized`` is 3 x h x w in [0, 1] (float)."""
+    source = torch.from_numpy(np.ascontiguousarray(rgb[top:bottom, x0:x1])).float()
+    weight = torch.from_numpy(np.ascontiguousarray(mask[top:bottom, x0:x1])).float().unsqueeze(-1)
+    target = harmonized.permute(1, 2, 0).clamp(0.0, 1.0) * 255.0
+    mixed = (source + weight * (target - source)).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    keep = (mask[top:bottom, x0:x1] <= 0)[..., None]
+    out[top:bottom, x0:x1] = np.where(keep, rgb[top:bottom, x0:x1], mixed)
+
+
+# --------------------------------------------------------------------------- colour mapping
+
+def _features(pixels: torch.Tensor, degree: int) -> torch.Tensor:
+    """N x 3 colours -> N x k polynomial features (degree 1: r g b 1; degree 2 adds squares and
+    products)."""
+    ones = torch.ones_like(pixels[:, :1])
+    if degree == 1:
+        return torch.cat((pixels, ones), dim=1)
+    r, g, b = pixels[:, 0:1], pixels[:, 1:2], pixels[:, 2:3]
+    return torch.cat((pixels, r * r, g * g, b * b, r * g, r * b, g * b, ones), dim=1)
+
+
+@dataclass
+class ColourMap:
+    """A polynomial colour mapping in RGB fitted inside the mask: ``apply`` maps N x 3 colours."""
+
+    coefficients: torch.Tensor  # k x 3
+    degree: int
+    low: torch.Tensor  # per-channel range of the colours it was fitted on (extrapolation guard)
+    high: torch.Tensor
+    linear: torch.Tensor  # 4 x 3 affine fit, used beyond the fitted range
+
+    def apply(self, pixels: torch.Tensor) -> torch.Tensor:
+        inside = torch.maximum(torch.minimum(pixels, self.high), self.low)
+        mapped = _features(inside, self.degree) @ self.coefficients
+        overflow = pixels - inside  # colours outside the fitted range continue linearly
+        return mapped + overflow @ self.linear[:3]
+
+
+def _weighted_ridge(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, prior: torch.Tensor,
+                    strength: float) -> torch.Tensor:
+    weighted = features * weights[:, None]
+    gram = features.T @ weighted
+    total = float(weights.sum())
+    lam = strength * max(total, 1.0)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype)
+    rhs = weighted.T @ targets + lam * prior
+    return torch.linalg.solve(gram + lam * eye, rhs)
+
+
+def fit_colour_map(source: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, degree: int = 2,
+                   ridge: float = 1e-4) -> ColourMap:
+    """Weighted least-squares fit of ``target ~ poly(source)`` (N x 3 each), regularised towards
+    the identity so that a tiny or flat foreground gives a gentle mapping (degree 0: identity)."""
+    source = source.double()
+    target = target.double()
+    weights = weights.double()
+    linear_prior = torch.cat((torch.eye(3, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64)))
+    if degree == 0:  # the identity: only the residual carries the correction
+        identity = linear_prior.float()
+        return ColourMap(identity, 1, torch.zeros(3), torch.ones(3), identity)
+    linear = _weighted_ridge(_features(source, 1), target, weights, linear_prior, ridge)
+    if degree == 1:
+        coefficients = linear
+    else:
+        prior = torch.zeros(10, 3, dtype=torch.float64)
+        prior[:3] = torch.eye(3, dtype=torch.float64)
+        coefficients = _weighted_ridge(_features(source, 2), target, weights, prior, ridge)
+    used = weights > 1e-3
+    if used.any():
+        low, high = source[used].amin(dim=0), source[used].amax(dim=0)
+    else:
+        low, high = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    return ColourMap(coefficients.float(), degree, low.float(), high.float(), linear.float())
+
+
+# ------------------------------------------------------------------------------- strategies
+
+def compose_fixed(rgb: np.ndarray, mask: np.ndarray, prediction: np.ndarray, bbox=None) -> np.ndarray:
+    """``fixed``: the low-resolution prediction (3 x h x w, [0, 1]) upsampled bilinearly to the
+    input size and blended into the input with the full-resolution mask."""
+    out = rgb.copy()
+    bbox = bbox if bbox is not None else mask_bbox(mask)
+    if bbox is None:
+        return out
+    height, width = mask.shape
+    low = torch.from_numpy(np.ascontiguousarray(prediction, dtype=np.float32))
+    _, _, x0, x1 = bbox
+    for top, bottom in _strips(bbox, x1 - x0):
+        harmonized = upsample_window(low, (height, width), (top, bottom), (x0, x1))
+        _blend_into(out, rgb, mask, top, bottom, x0, x1, harmonized)
+    return out
+
+
+def compose_native(rgb: np.ndarray, mask: np.ndarray, prediction: np.ndarray, bbox=None) -> np.ndarray:
+    """``native``: the full-size prediction (3 x H x W, [0, 1]) blended into the input."""
+    out = rgb.copy()
+    bbox = bbox if bbox is not None else mask_bbox(mask)
+    if bbox is None:
+        return out
+    full = torch.from_numpy(np.ascontiguousarray(prediction, dtype=np.float32))
+    _, _, x0, x1 = bbox
+    for top, bottom in _strips(bbox, x1 - x0):
+        _blend_into(out, rgb, mask, top, bottom, x0, x1, full[:, top:bottom, x0:x1])
+    return out
+
+
+@dataclass
+class Correction:
+    """What ``auto`` carries from low to full resolution."""
+
+    colour_map: ColourMap
+    residual_numerator: torch.Tensor  # 3 x h x w: (prediction - mapped input) * weight
+    residual_weight: torch.Tensor  # 1 x h x w
+
+
+def fit_correction(low_input: np.ndarray, prediction: np.ndarray, low_mask: np.ndarray, degree: int = 2,
+                   residual: bool = True) -> Correction:
+    """Fit the ``auto`` correction from the network's view: input, prediction (3 x h x w in
+    [0, 1]) and mask (h x w)."""
+    source = torch.from_numpy(np.ascontiguousarray(low_input, dtype=np.float32))
+    target = torch.from_numpy(np.ascontiguousarray(prediction, dtype=np.float32))
+    weight = torch.from_numpy(np.ascontiguousarray(low_mask, dtype=np.float32))
+    pixels_in = source.reshape(3, -1).T
+    pixels_out = target.reshape(3, -1).T
+    flat_weight = weight.reshape(-1)
+    colour_map = fit_colour_map(pixels_in, pixels_out, flat_weight, degree=degree)
+    if residual:
+        leftover = (pixels_out - colour_map.apply(pixels_in)).T.reshape(source.shape)
+        numerator = leftover * weight.unsqueeze(0)
+    else:
+        numerator = torch.zeros_like(source)
+    return Correction(colour_map, numerator, weight.unsqueeze(0).clone())
+
+
+def compose_auto(rgb: np.ndarray, mask: np.ndarray, correction: Correction, bbox=None) -> np.ndarray:
+    """``auto``: the colour mapping applied to every full-resolution foreground pixel, plus the
+    upsampled (mask-normalised) low-resolution residual, blended into the input."""
+    out = rgb.copy()
+    bbox = bbox if bbox is not None else mask_bbox(mask)
+    if bbox is None:
+        return out
+    height, width = mask.shape
+    _, _, x0, x1 = bbox
+    has_residual = bool(correction.residual_numerator.abs().max() > 0)
+    for top, bottom in _strips(bbox, x1 - x0):
+        source = torch.from_numpy(np.ascontiguousarray(rgb[top:bottom, x0:x1])).float().div_(255.0)
+        strip_h, strip_w = source.shape[:2]
+        mapped = correction.colour_map.apply(source.reshape(-1, 3)).T.reshape(3, strip_h, strip_w)
+        if has_residual:
+            numerator = upsample_window(correction.residual_numerator, (height, width), (top, bottom), (x0, x1))
+            denominator = upsample_window(correction.residual_weight, (height, width), (top, bottom), (x0, x1))
+            mapped += numerator / denominator.clamp_min(1e-4) * (denominator > 1e-4)
+        _blend_into(out, rgb, mask, top, bottom, x0, x1, mapped)
+    return out

@@ -19,6 +19,7 @@ from .errors import HarmonizeError
 # name -> "module:attribute" (relative to harmonize_cli.commands)
 COMMANDS = {
     "zoo": "zoo_cmd:zoo",
+    "apply": "apply:apply",
     "eval": "eval_cmd:eval_cmd",
     "prepare": "prepare:prepare",
 }

@@ -555,15 +555,17 @@ def load_models(names: Sequence[str] = (), weights: Sequence[str] = ()):
         if source is None:
             loaded.append((spec.name, zoo.create_model(spec.name), None))
             continue
+        from .zoo.checkpoints import fits
+
         checkpoint, where = zoo.read_checkpoint(source)  # unreadable: WeightsError
         state = zoo.extract_state_dict(checkpoint)
         if spec is None:
-            arch = _detect(checkpoint, state)
+            arch = zoo.detect_arch(checkpoint)
         else:
             arch = spec.name
-            if not _fits(arch, state):
+            if not fits(arch, state):
                 looks_like = next((other.name for other in zoo.ARCHITECTURES
-                                   if other.needs_weights and _fits(other.name, state)), None)
+                                   if other.needs_weights and fits(other.name, state)), None)
                 if looks_like is not None:
                     kind = looks_like
                 else:
@@ -586,21 +588,3 @@ def load_models(names: Sequence[str] = (), weights: Sequence[str] = ()):
         seen[label] = seen.get(label, 0) + 1
         unique.append((label if seen[label] == 1 else f"{label} #{seen[label]}", model, source))
     return unique
-
-
-def _detect(checkpoint, state) -> str:
-    """The first architecture in registry order whose layout equals the checkpoint's (what
-    ``zoo.detect_arch`` returns for an exact match, without building every architecture)."""
-    from . import zoo
-
-    for spec in zoo.ARCHITECTURES:
-        if spec.needs_weights and _fits(spec.name, state):
-            return spec.name
-    return zoo.detect_arch(checkpoint)  # no exact match: its metadata, or its clear error
-
-
-def _fits(arch: str, state) -> bool:
-    from .zoo.checkpoints import layout_of
-
-    expected = layout_of(arch)
-    return len(expected) == len(state) and all(expected.get(key) == tuple(value.shape) for key, value in state.items())

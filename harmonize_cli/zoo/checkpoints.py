@@ -110,17 +110,33 @@ def rank_architectures(state_dict):
     return ranked
 
 
+def fits(arch_name: str, state_dict) -> bool:
+    """True when the state dict has exactly the architecture's keys and shapes."""
+    expected = layout_of(arch_name)
+    return len(expected) == len(state_dict) and all(
+        expected.get(key) == tuple(value.shape) for key, value in state_dict.items()
+    )
+
+
 def detect_arch(state_dict) -> str:
-    """Our name of the architecture whose layout equals the state dict's; WeightsError if none."""
+    """Our name of the architecture whose layout equals the state dict's; WeightsError if none.
+
+    Accepts a state dict, any checkpoint layout that :func:`extract_state_dict` reads, or a path,
+    URL or registry name. Architectures are tried in registry order and the first exact match
+    wins, so only the layouts up to it are built.
+    """
+    from .registry import ARCHITECTURES
+
     if not isinstance(state_dict, Mapping) or not any(hasattr(v, "shape") for v in state_dict.values()):
         state_dict, _ = read_checkpoint(state_dict)
     meta = checkpoint_metadata(state_dict)
     tensors = extract_state_dict(state_dict)
-    score, name = rank_architectures(tensors)[0]
-    if score == 1.0:
-        return name
+    for spec in ARCHITECTURES:
+        if spec.needs_weights and fits(spec.name, tensors):
+            return spec.name
     if meta.get("arch"):
         return meta["arch"]
+    score, name = rank_architectures(tensors)[0]
     raise WeightsError(
         f"the checkpoint matches no architecture exactly (closest: {name}, {score:.0%} of tensors agree)",
         "pass --model with the architecture it was trained as",

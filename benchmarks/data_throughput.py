@@ -111,13 +111,15 @@ def tree_size(root: Path) -> int:
 
 
 # ---------------------------------------------------------------------------- measurement
-def measure(source, workers: int, batches: int, batch_size: int, crop: int, repeat: int = 3, warmup: int = 2) -> float:
+def measure(
+    source, workers: int, batches: int, batch_size: int, crop: int, repeat: int = 3, warmup: int = 2, uint8=False
+) -> float:
     """Samples/s of the training loader: the best of ``repeat`` rounds of ``batches`` batches.
 
     The best round is reported (as ``timeit`` does) because other load on the machine only
     ever slows a round down. Worker start-up and the first batches are not timed.
     """
-    dataset = HarmonizationDataset(source, "train", transform=train_transform(crop))
+    dataset = HarmonizationDataset(source, "train", transform=train_transform(crop), uint8_images=uint8)
     generator = torch.Generator().manual_seed(0)
     threads = torch.get_num_threads()
     if workers == 0:
@@ -163,6 +165,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--storages", default="pixels,encoded", help="HDF5 storages to compare (default pixels,encoded)")
+    parser.add_argument(
+        "--uint8",
+        action="store_true",
+        help="also measure hdf5-pixels with uint8_images=True (normalisation left to the GPU)",
+    )
     parser.add_argument("--dir", type=Path, default=None, help="work folder to keep (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args(argv)
@@ -199,9 +206,12 @@ def main(argv=None) -> int:
                   f"({report.bytes_on_disk / folder_bytes:.2f}x the folder) in {seconds:.1f} s")
             sources[f"hdf5-{storage}"] = out
 
+        if "hdf5-pixels" in sources and args.uint8:
+            sources["hdf5-pixels, uint8 batches"] = sources["hdf5-pixels"]
         for name, source in sources.items():
             for count in workers:
-                rate = measure(source, count, args.batches, args.batch_size, args.crop, args.repeat)
+                uint8 = name.endswith("uint8 batches")
+                rate = measure(source, count, args.batches, args.batch_size, args.crop, args.repeat, uint8=uint8)
                 results["rates"].setdefault(name, {})[count] = rate
                 print(f"{name:>14} workers={count}: {rate:7.1f} samples/s ({rate / max(1, count):6.1f} per worker)")
     finally:
@@ -215,7 +225,7 @@ def main(argv=None) -> int:
     print(header)
     print("|" + " --- |" * (2 + len(workers)))
     for name, by_workers in results["rates"].items():
-        size = results["sizes"].get(name, 0) / 2**20
+        size = results["sizes"].get(name.split(",")[0], 0) / 2**20
         cells = " | ".join(f"{by_workers[w]:.0f}" for w in workers)
         print(f"| {name} | {size:.0f} MB | {cells} |")
     folder = results["rates"].get("folder", {})

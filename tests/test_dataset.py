@@ -288,3 +288,14 @@ def test_distributed_sampler_splits_the_dataset(h5):
         for batch in loader:
             indices += batch["index"].tolist()
     assert sorted(set(indices)) == list(range(len(ds)))
+
+
+def test_uint8_images_are_the_unnormalised_pixels(h5):
+    plain = HarmonizationDataset(h5, "test", transform=eval_transform("fixed256"), keep_raw=True)
+    small = HarmonizationDataset(h5, "test", transform=eval_transform("fixed256"), uint8_images=True)
+    a, b = plain[2], small[2]
+    assert b["image"].dtype == torch.uint8 and b["target"].dtype == torch.uint8
+    assert torch.equal(b["image"].float(), a["image_255"]) and torch.equal(b["mask"], a["mask"])
+    from harmonize_cli.data import normalize
+
+    assert torch.allclose(normalize(b["target"].float()), a["target"], atol=1e-6)

@@ -27,7 +27,7 @@ import torch
 from . import imageio, layout
 from .layout import DatasetError
 from .pack import FORMAT, FORMAT_VERSION, KINDS
-from .transforms import NoResize, SampleReader, normalize
+from .transforms import _SCALE, _SHIFT, NoResize, SampleReader, Transform, normalize
 
 __all__ = ["HarmonizationDataset", "open_source"]
 
@@ -277,6 +277,10 @@ class HarmonizationDataset(torch.utils.data.Dataset):
             after resizing, before normalisation).
         max_side: for folder sources only: cap the long side like ``prepare`` (default 1024,
             0 = native). A packed file already carries its own cap.
+        uint8_images: return ``image`` and ``target`` as uint8 0..255 tensors, not normalised
+            (lossless: resized images are rounded anyway). A quarter of the bytes to move
+            from DataLoader workers; normalise on the device with
+            ``harmonize_cli.data.normalize(batch["image"].float())``.
 
     Each sample is a dict: ``image`` and ``target`` (``3xHxW`` float32, ImageNet-normalised
     composite and real image), ``mask`` (``1xHxW`` float32 in [0, 1]), ``subset``, ``name``
@@ -292,6 +296,7 @@ class HarmonizationDataset(torch.utils.data.Dataset):
         keep_background_prob=None,
         keep_raw=False,
         max_side=1024,
+        uint8_images=False,
     ):
         if split not in layout.SPLITS:
             raise DatasetError(f"unknown split {split!r}", "use 'train' or 'test'")
@@ -304,10 +309,12 @@ class HarmonizationDataset(torch.utils.data.Dataset):
             )
         self.transform = transform if transform is not None else NoResize()
         self._pass_kbp = _accepts_keep_background(self.transform)
+        self._owns_outputs = isinstance(self.transform, Transform)
         if keep_background_prob is None:
             keep_background_prob = 0.05 if split == "train" else -1.0
         self.keep_background_prob = float(keep_background_prob)
         self.keep_raw = bool(keep_raw)
+        self.uint8_images = bool(uint8_images)
         self.records = list(zip(self._source.sample_subset.tolist(), self._source.sample_name.tolist()))
         present = set(self._source.sample_subset.tolist())
         self.subset_names = [name for name in self._source.subsets if name in present]
@@ -364,9 +371,15 @@ class HarmonizationDataset(torch.utils.data.Dataset):
         else:
             out = self.transform(reader)
         subset, name = self.records[index]
+        if self.uint8_images:
+            image, target = out["image"].to(torch.uint8), out["target"].to(torch.uint8)
+        elif self.keep_raw or not self._owns_outputs:
+            image, target = normalize(out["image"]), normalize(out["target"])
+        else:  # our transforms return fresh tensors: normalise in place, no new allocation
+            image, target = _normalize_(out["image"]), _normalize_(out["target"])
         sample = {
-            "image": normalize(out["image"]),
-            "target": normalize(out["target"]),
+            "image": image,
+            "target": target,
             "mask": out["mask"],
             "subset": subset,
             "name": name,
@@ -380,6 +393,12 @@ class HarmonizationDataset(torch.utils.data.Dataset):
     def close(self):
         """Close this process's file handle (it reopens on the next access)."""
         self._source.close()
+
+
+def _normalize_(image_255: torch.Tensor) -> torch.Tensor:
+    if image_255.dtype != torch.float32 or not image_255.is_contiguous():
+        return normalize(image_255)
+    return image_255.mul_(_SCALE).add_(_SHIFT)
 
 
 def _accepts_keep_background(transform) -> bool:

@@ -44,7 +44,6 @@ DEFAULT_NAME = "iharmony4.h5"
 STORAGES = ("pixels", "encoded", "both")
 KINDS = ("composite", "real", "mask")
 
-_MASK_CHUNK = 1 << 18  # bytes per chunk of the gzip-compressed mask heap
 _ENCODED_CHUNK = 1 << 20
 
 
@@ -176,7 +175,7 @@ class _Runner:
                 yield function(chunk, *args)
             return
         window = deque()
-        limit = 3 * self.workers
+        limit = 2 * self.workers  # bounds the decoded pixels waiting for the writer
         for chunk in chunks:
             window.append(self.pool.apply_async(function, (chunk, *args)))
             if len(window) >= limit:
@@ -479,7 +478,7 @@ def pack_dataset(
         store_encoded = storage in ("encoded", "both")
         decode_errors = {}  # (kind, row) -> reason
         fg_ratio = np.zeros(len(tables["mask"]), dtype=np.float32)
-        with h5py.File(tmp, "w", rdcc_nbytes=64 << 20) as handle:
+        with h5py.File(tmp, "w") as handle:
             handle.attrs["format"] = FORMAT
             handle.attrs["format_version"] = FORMAT_VERSION
             handle.attrs["complete"] = False
@@ -488,17 +487,9 @@ def pack_dataset(
                 group = handle.create_group(kind)
                 info = plan[kind]
                 if store_pixels:
-                    if kind == "mask":
-                        heaps[kind] = group.create_dataset(
-                            "pixels",
-                            shape=(info["total"],),
-                            dtype=np.uint8,
-                            chunks=(max(1, min(_MASK_CHUNK, info["total"])),),
-                            compression="gzip",
-                            compression_opts=1,
-                        )
-                    else:
-                        heaps[kind] = group.create_dataset("pixels", shape=(info["total"],), dtype=np.uint8)
+                    # contiguous and uncompressed, so readers can memory-map it: gzip would
+                    # shrink masks ~50x but costs ~0.6 ms per training sample (20 %)
+                    heaps[kind] = group.create_dataset("pixels", shape=(info["total"],), dtype=np.uint8)
                 if store_encoded:
                     encoded[kind] = {
                         "data": group.create_dataset(
@@ -515,8 +506,9 @@ def pack_dataset(
                 info = plan[kind]
                 for row, path in enumerate(info["paths"]):
                     items.append((kind, row, path, tuple(info["original"][row]), tuple(info["stored"][row])))
-            # Chunks of roughly equal pixel volume keep the workers evenly busy.
-            chunk_size = max(1, min(16, len(items) // (4 * max(1, workers)) or 1))
+            # Small chunks keep the workers evenly busy and the memory in flight bounded
+            # (at most 2 x workers chunks of 8 decoded images).
+            chunk_size = max(1, min(8, len(items) // (4 * max(1, workers))))
             done = 0
             progress("pack", 0, len(items))
             for results in runner.map(_pack_chunk, _chunks(items, chunk_size), store_pixels, store_encoded):
@@ -609,10 +601,10 @@ def pack_dataset(
 
 
 def estimate_bytes(plan, storage) -> int:
-    """Expected size of the output: pixel heaps (masks compress ~50x) and/or encoded bytes."""
+    """Expected size of the output: pixel heaps and/or encoded bytes."""
     total = 0
     if storage in ("pixels", "both"):
-        total += plan["composite"]["total"] + plan["real"]["total"] + plan["mask"]["total"] // 20
+        total += plan["composite"]["total"] + plan["real"]["total"] + plan["mask"]["total"]
     if storage in ("encoded", "both"):
         for kind in KINDS:
             info = plan[kind]

@@ -78,8 +78,8 @@ class ArrayReader(SampleReader):
 
 
 # ---------------------------------------------------------------------------- resizing
-def _to_chw_float(array) -> torch.Tensor:
-    """``H x W (x C)`` numpy/tensor -> ``1 x C x H x W`` float32 tensor."""
+def _to_chw_float(array, copy=True) -> torch.Tensor:
+    """``H x W (x C)`` numpy/tensor -> ``1 x C x H x W`` float32 tensor (new memory if ``copy``)."""
     if isinstance(array, np.ndarray):
         if not (array.flags.c_contiguous and array.flags.writeable):
             array = np.array(array, order="C")  # one copy of just this region
@@ -88,7 +88,8 @@ def _to_chw_float(array) -> torch.Tensor:
         tensor = array
     if tensor.ndim == 2:
         tensor = tensor.unsqueeze(-1)
-    return tensor.permute(2, 0, 1).unsqueeze(0).to(torch.float32)
+    # a new tensor by default: callers may modify the result in place
+    return tensor.permute(2, 0, 1).unsqueeze(0).to(torch.float32, copy=copy)
 
 
 def resize_linear(array, size) -> torch.Tensor:
@@ -100,11 +101,11 @@ def resize_linear(array, size) -> torch.Tensor:
     to the last pixel above; two-tap linear weights; *no* antialiasing when shrinking. The
     result is not rounded (see :func:`round_pixels`).
     """
-    tensor = _to_chw_float(array)
     height, width = int(size[0]), int(size[1])
-    if tuple(tensor.shape[-2:]) != (height, width):
-        tensor = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
-    return tensor[0]
+    if tuple(array.shape[:2]) == (height, width):
+        return _to_chw_float(array)[0]
+    tensor = _to_chw_float(array, copy=False)  # interpolate writes new memory anyway
+    return F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False, antialias=False)[0]
 
 
 def resize_linear_uint8(array, size) -> torch.Tensor:
@@ -145,10 +146,9 @@ def _resize_triple(reader, box, size):
 
 
 def _resize_mask(region, size) -> torch.Tensor:
-    mask = _to_chw_float(region)[0].mul_(1.0 / 255.0)
-    if size is not None and tuple(mask.shape[-2:]) != tuple(size):
-        mask = resize_linear(mask.permute(1, 2, 0), size)
-    return mask
+    if size is None or tuple(region.shape[:2]) == tuple(size):
+        return _to_chw_float(region)[0].mul_(1.0 / 255.0)
+    return resize_linear(region, size).mul_(1.0 / 255.0)  # linear: scaling after resizing is the same
 
 
 _MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)

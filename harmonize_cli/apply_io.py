@@ -201,8 +201,8 @@ def _normalise_mask(values: np.ndarray, sixteen_bit: bool = False) -> np.ndarray
     if peak <= 1:
         return values.astype(np.float32)
     if peak <= 255 and not (sixteen_bit or values.dtype == np.uint16):
-        return values.astype(np.float32) / 255.0
-    return np.clip(values.astype(np.float32) / 65535.0, 0.0, 1.0)
+        return np.divide(values, np.float32(255.0), dtype=np.float32)  # one pass
+    return np.clip(np.divide(values, np.float32(65535.0), dtype=np.float32), 0.0, 1.0)
 
 
 def _pick_mask_channel(values: np.ndarray) -> np.ndarray:

@@ -79,30 +79,28 @@ def resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 
 # -------------------------------------------------------------------------- full-res sampling
 
-def _axis_weights(out_size: int, in_size: int, start: int, stop: int):
-    """Source indices and weights of bilinear interpolation (align_corners=False, as
-    ``torch.nn.functional.interpolate``) for output positions ``start:stop``."""
-    positions = (torch.arange(start, stop, dtype=torch.float64) + 0.5) * (in_size / out_size) - 0.5
-    positions = positions.clamp(0, in_size - 1)
-    low = positions.floor().long()
-    high = (low + 1).clamp(max=in_size - 1)
-    weight = (positions - low.double()).float()
-    return low, high, weight
+class Upsampler:
+    """Bilinear upsampling of a small C x h x w map to (H, W), one strip of rows at a time.
 
+    The vertical pass is done once for the whole height (C x H x w, small); each strip then only
+    needs the horizontal pass. Equal to ``F.interpolate(mode="bilinear", align_corners=False)``.
+    """
 
-def upsample_window(low_res: torch.Tensor, out_size: Tuple[int, int], rows: Tuple[int, int],
-                    cols: Tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of ``low_res`` (C x h x w) to ``out_size`` (H, W), computing only the
-    window ``rows`` x ``cols``; identical to ``F.interpolate(..., mode="bilinear")`` cropped."""
-    channels, in_h, in_w = low_res.shape
-    y_low, y_high, y_weight = _axis_weights(out_size[0], in_h, *rows)
-    x_low, x_high, x_weight = _axis_weights(out_size[1], in_w, *cols)
-    top = low_res[:, y_low, :]
-    bottom = low_res[:, y_high, :]
-    vertical = top + (bottom - top) * y_weight.view(1, -1, 1)
-    left = vertical[:, :, x_low]
-    right = vertical[:, :, x_high]
-    return left + (right - left) * x_weight.view(1, 1, -1)
+    def __init__(self, low_res: torch.Tensor, out_size: Tuple[int, int]):
+        import torch.nn.functional as F
+
+        self.out_size = out_size
+        channels, _, width = low_res.shape
+        self.vertical = F.interpolate(low_res[None].float(), size=(out_size[0], width), mode="bilinear",
+                                      align_corners=False)[0]
+
+    def window(self, rows: Tuple[int, int], cols: Tuple[int, int]) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        channels, _, width = self.vertical.shape
+        band = self.vertical[:, rows[0]:rows[1], :].reshape(1, -1, width)
+        wide = F.interpolate(band, size=self.out_size[1], mode="linear", align_corners=False)
+        return wide.view(channels, rows[1] - rows[0], self.out_size[1])[:, :, cols[0]:cols[1]]
 
 
 def _strips(bbox, width_pixels: int):
@@ -113,15 +111,19 @@ def _strips(bbox, width_pixels: int):
 
 
 def _blend_into(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, bottom: int, x0: int, x1: int,
-                harmonized: torch.Tensor) -> None:
-    """out[top:bottom, x0:x1] = input + mask * (harmonized - input), rounded; mask == 0 kept exact.
+                harmonized: torch.Tensor, source: Optional[torch.Tensor] = None) -> None:
+    """out[top:bottom, x0:x1] = input + mask * (harmonized - input), rounded; where the mask is 0
+    the input is copied bit for bit.
 
-    ``harmonized`` is 3 x h x w in [0, 1] (float)."""
-    source = torch.from_numpy(np.ascontiguousarray(rgb[top:bottom, x0:x1])).float()
-    weight = torch.from_numpy(np.ascontiguousarray(mask[top:bottom, x0:x1])).float().unsqueeze(-1)
-    target = harmonized.permute(1, 2, 0).clamp(0.0, 1.0) * 255.0
-    mixed = (source + weight * (target - source)).round_().clamp_(0, 255).to(torch.uint8).numpy()
-    keep = (mask[top:bottom, x0:x1] <= 0)[..., None]
+    ``harmonized``: h x w x 3 float in [0, 1] (modified in place); ``source``: the strip of the
+    input as h x w x 3 float in [0, 255], if already converted."""
+    if source is None:
+        source = torch.from_numpy(np.ascontiguousarray(rgb[top:bottom, x0:x1])).float()
+    strip_mask = np.ascontiguousarray(mask[top:bottom, x0:x1])
+    weight = torch.from_numpy(strip_mask).float().unsqueeze(-1)
+    target = torch.nan_to_num_(harmonized, nan=0.0).clamp_(0.0, 1.0).mul_(255.0)
+    mixed = target.sub_(source).mul_(weight).add_(source).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    keep = (strip_mask <= 0)[..., None]
     out[top:bottom, x0:x1] = np.where(keep, rgb[top:bottom, x0:x1], mixed)
 
 
@@ -148,10 +150,23 @@ class ColourMap:
     linear: torch.Tensor  # 4 x 3 affine fit, used beyond the fitted range
 
     def apply(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Map N x 3 colours (float, [0, 1])."""
         inside = torch.maximum(torch.minimum(pixels, self.high), self.low)
-        mapped = _features(inside, self.degree) @ self.coefficients
+        if self.degree == 1:
+            mapped = torch.addmm(self.coefficients[3], inside, self.coefficients[:3])
+        else:
+            features = torch.empty((pixels.shape[0], 9), dtype=pixels.dtype)
+            features[:, 0:3] = inside
+            torch.mul(inside, inside, out=features[:, 3:6])
+            torch.mul(inside[:, 0:2], inside[:, 1:3], out=features[:, 6:8])  # rg, gb
+            torch.mul(inside[:, 0], inside[:, 2], out=features[:, 8])  # rb
+            mapped = torch.addmm(self.coefficients[9], features, self.coefficients[_FEATURE_ORDER])
         overflow = pixels - inside  # colours outside the fitted range continue linearly
-        return mapped + overflow @ self.linear[:3]
+        return mapped.addmm_(overflow, self.linear[:3])
+
+
+# rows of the degree-2 coefficients (r g b r2 g2 b2 rg rb gb 1) in the order ``apply`` builds them
+_FEATURE_ORDER = [0, 1, 2, 3, 4, 5, 6, 8, 7]
 
 
 def _weighted_ridge(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, prior: torch.Tensor,
@@ -200,11 +215,10 @@ def compose_fixed(rgb: np.ndarray, mask: np.ndarray, prediction: np.ndarray, bbo
     bbox = bbox if bbox is not None else mask_bbox(mask)
     if bbox is None:
         return out
-    height, width = mask.shape
-    low = torch.from_numpy(np.ascontiguousarray(prediction, dtype=np.float32))
+    upsampler = Upsampler(torch.from_numpy(np.ascontiguousarray(prediction, dtype=np.float32)), mask.shape)
     _, _, x0, x1 = bbox
     for top, bottom in _strips(bbox, x1 - x0):
-        harmonized = upsample_window(low, (height, width), (top, bottom), (x0, x1))
+        harmonized = upsampler.window((top, bottom), (x0, x1)).permute(1, 2, 0).contiguous()
         _blend_into(out, rgb, mask, top, bottom, x0, x1, harmonized)
     return out
 
@@ -218,7 +232,7 @@ def compose_native(rgb: np.ndarray, mask: np.ndarray, prediction: np.ndarray, bb
     full = torch.from_numpy(np.ascontiguousarray(prediction, dtype=np.float32))
     _, _, x0, x1 = bbox
     for top, bottom in _strips(bbox, x1 - x0):
-        _blend_into(out, rgb, mask, top, bottom, x0, x1, full[:, top:bottom, x0:x1])
+        _blend_into(out, rgb, mask, top, bottom, x0, x1, full[:, top:bottom, x0:x1].permute(1, 2, 0).contiguous())
     return out
 
 
@@ -257,16 +271,19 @@ def compose_auto(rgb: np.ndarray, mask: np.ndarray, correction: Correction, bbox
     bbox = bbox if bbox is not None else mask_bbox(mask)
     if bbox is None:
         return out
-    height, width = mask.shape
     _, _, x0, x1 = bbox
-    has_residual = bool(correction.residual_numerator.abs().max() > 0)
+    upsampler = None
+    if bool(correction.residual_numerator.abs().max() > 0):
+        stacked = torch.cat((correction.residual_numerator, correction.residual_weight))
+        upsampler = Upsampler(stacked, mask.shape)
     for top, bottom in _strips(bbox, x1 - x0):
-        source = torch.from_numpy(np.ascontiguousarray(rgb[top:bottom, x0:x1])).float().div_(255.0)
+        source = torch.from_numpy(np.ascontiguousarray(rgb[top:bottom, x0:x1])).float()
         strip_h, strip_w = source.shape[:2]
-        mapped = correction.colour_map.apply(source.reshape(-1, 3)).T.reshape(3, strip_h, strip_w)
-        if has_residual:
-            numerator = upsample_window(correction.residual_numerator, (height, width), (top, bottom), (x0, x1))
-            denominator = upsample_window(correction.residual_weight, (height, width), (top, bottom), (x0, x1))
-            mapped += numerator / denominator.clamp_min(1e-4) * (denominator > 1e-4)
-        _blend_into(out, rgb, mask, top, bottom, x0, x1, mapped)
+        mapped = correction.colour_map.apply(source.view(-1, 3) / 255.0).view(strip_h, strip_w, 3)
+        if upsampler is not None:
+            window = upsampler.window((top, bottom), (x0, x1))
+            numerator, denominator = window[:3], window[3:]
+            residual = numerator.div_(denominator.clamp_min(1e-4)).mul_(denominator > 1e-4)
+            mapped += residual.permute(1, 2, 0)
+        _blend_into(out, rgb, mask, top, bottom, x0, x1, mapped, source)
     return out

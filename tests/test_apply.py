@@ -204,11 +204,15 @@ def test_mask_modes(tmp_path, capsys, kind):
 
 def test_exif_orientation_is_applied(tmp_path, capsys):
     stored = photo(40, 56)  # stored landscape, displayed portrait (orientation 6: rotate 90 degrees)
+    from PIL import ImageCms
+
     exif = Image.Exif()
     exif[0x0112] = 6
+    exif[0x013B] = "A. Photographer"  # Artist: metadata is carried over
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     (tmp_path / "c").mkdir()
     (tmp_path / "m").mkdir()
-    Image.fromarray(stored).save(tmp_path / "c" / "rot.jpg", exif=exif, quality=95)
+    Image.fromarray(stored).save(tmp_path / "c" / "rot.jpg", exif=exif, quality=95, icc_profile=icc)
     upright = read_image(tmp_path / "c" / "rot.jpg")
     assert upright.size == (40, 56)
     Image.fromarray(box_mask(56, 40)).save(tmp_path / "m" / "rot.png")
@@ -216,6 +220,7 @@ def test_exif_orientation_is_applied(tmp_path, capsys):
     assert code == 0, err
     result = Image.open(tmp_path / "out" / "rot.jpg")
     assert result.size == (40, 56) and result.getexif().get(0x0112) in (None, 1)
+    assert result.getexif().get(0x013B) == "A. Photographer" and result.info.get("icc_profile") == icc
 
 
 def test_problems_are_reported_and_the_rest_is_done(tmp_path, capsys):
@@ -334,7 +339,7 @@ def test_ctrl_c_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
     leftovers = [p.name for p in (tmp_path / "out").iterdir()]
     assert not [name for name in leftovers if name.endswith(".part")]
     statuses = {entry["status"] for entry in report(tmp_path / "out")["files"]}
-    assert "interrupted" in statuses and report(tmp_path / "out")["summary"]["interrupted"] is True
+    assert "interrupted" in statuses and report(tmp_path / "out")["summary"]["stopped"] is True
     for name in leftovers:
         if name.endswith(".png"):
             assert Image.open(tmp_path / "out" / name).size == (56, 40)  # complete files only

@@ -21,7 +21,7 @@ from harmonize_cli.resolution import (
     fit_correction,
     resize_mask,
     resize_rgb,
-    upsample_window,
+    Upsampler,
 )
 
 
@@ -215,20 +215,24 @@ def test_auto_reproduces_a_global_colour_change_at_full_resolution():
     assert errors["auto", 0.03] < errors["fixed", 0.03] / 2
 
 
-def test_upsample_window_matches_interpolate():
+def test_upsampler_windows_match_interpolate():
     low = torch.rand(3, 7, 9)
     full = F.interpolate(low[None], size=(40, 50), mode="bilinear", align_corners=False)[0]
-    window = upsample_window(low, (40, 50), (5, 31), (3, 47))
+    window = Upsampler(low, (40, 50)).window((5, 31), (3, 47))
     assert torch.allclose(window, full[:, 5:31, 3:47], atol=1e-5)
 
 
-def test_colour_map_recovers_an_affine_change():
+def test_colour_map_recovers_affine_and_quadratic_changes():
     rng = np.random.default_rng(0)
     source = torch.from_numpy(rng.random((500, 3)).astype(np.float32))
     matrix = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.8, 0.1], [0.05, 0.0, 1.1]])
     target = source @ matrix + torch.tensor([0.02, -0.03, 0.01])
-    colour_map = fit_colour_map(source, target, torch.ones(500))
-    assert torch.allclose(colour_map.apply(source), target, atol=2e-3)
+    for degree in (1, 2):
+        colour_map = fit_colour_map(source, target, torch.ones(500), degree=degree)
+        assert torch.allclose(colour_map.apply(source), target, atol=2e-3)
+    curved = torch.stack([source[:, 0] ** 2, source[:, 1] * source[:, 2], 0.5 + 0.1 * source[:, 0] * source[:, 2]], 1)
+    colour_map = fit_colour_map(source, curved, torch.ones(500), degree=2, ridge=1e-7)
+    assert torch.allclose(colour_map.apply(source), curved, atol=2e-3)
 
 
 def test_auto_correction_residual_is_carried_where_the_map_cannot():

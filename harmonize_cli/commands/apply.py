@@ -116,7 +116,8 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
     def load(entry):
         from ..apply_io import read_image, read_mask
 
-        return read_image(entry.composite), read_mask(entry.mask), None
+        decoded = read_image(entry.composite)
+        return decoded, read_mask(entry.mask), decoded  # the context keeps ICC profile and EXIF
 
     def save(entry, result, job):
         from ..apply_io import side_by_side, write_image
@@ -255,7 +256,7 @@ def _write_report(out: Path, entries, info, options, elapsed, interrupted) -> No
         "network_size": info["network_size"],
         "notice": info["notice"],
         "options": options,
-        "summary": {**counts, "total": len(entries), "seconds": round(elapsed, 3), "interrupted": interrupted},
+        "summary": {**counts, "total": len(entries), "seconds": round(elapsed, 3), "stopped": interrupted},
         "files": [entry.as_dict() for entry in entries],
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -269,8 +269,9 @@ def _resolve_workers(workers) -> int:
 class _Problems:
     """Problems keyed by (file, reason), each remembering the samples it removed."""
 
-    def __init__(self):
+    def __init__(self, subsets=()):
         self._by_key: OrderedDict = OrderedDict()
+        self._subsets = list(subsets)
 
     def add(self, file, reason, ref):
         key = (str(file), reason)
@@ -284,7 +285,14 @@ class _Problems:
         return len(self._by_key)
 
     def list(self):
-        return list(self._by_key.values())
+        """Sorted by subset (in the dataset's order), split and file."""
+        order = {name: i for i, name in enumerate(self._subsets)}
+        for problem in self._by_key.values():
+            order.setdefault(problem.subset, len(order))
+        splits = {name: i for i, name in enumerate(layout.SPLITS)}
+        return sorted(
+            self._by_key.values(), key=lambda p: (order[p.subset], splits.get(p.split, len(splits)), p.file)
+        )
 
 
 def _size_problem(ref, sizes):
@@ -395,7 +403,7 @@ def pack_dataset(
     for part in _remove_stale_parts(output):
         notice(f"removed {part.name}, left by an interrupted run")
 
-    problems = _Problems()
+    problems = _Problems(chosen)
     workers = _resolve_workers(workers)
     runner = _Runner(workers)
     ok = False

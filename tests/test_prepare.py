@@ -310,48 +310,53 @@ def test_exception_mid_way_leaves_nothing(mini, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-_SLOW_PREPARE = """
-import sys, time
+_STUCK_PREPARE = """
+import os, sys, time
+from pathlib import Path
 import harmonize_cli.data.pack as pack
 original = pack._pack_chunk
-def slow(items, *args):
-    time.sleep(0.15)
+calls = []
+def stuck(items, *args):
+    calls.append(1)
+    if len(calls) == 3:  # two chunks written: mid-way through the packing pass
+        Path(os.environ["MIDWAY"]).write_text("now")
+        while True:
+            time.sleep(0.05)
     return original(items, *args)
-pack._pack_chunk = slow
+pack._pack_chunk = stuck
 from harmonize_cli.cli import main
 main(sys.argv[1:])
 """
 
 
-def _start_slow_prepare(root, out):
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def _start_stuck_prepare(root, out, marker):
+    env = dict(os.environ, MIDWAY=str(marker))
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
     return subprocess.Popen(
-        [sys.executable, "-c", _SLOW_PREPARE, "-q", "prepare", "--root", str(root), "-o", str(out), "--workers", "0"],
+        [sys.executable, "-c", _STUCK_PREPARE, "-q", "prepare", "--root", str(root), "-o", str(out), "--workers", "0"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
 
 
-def _wait_for_part(directory: Path, process, timeout=20.0):
+def _wait_for(marker: Path, process, timeout=40.0):
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        parts = list(directory.glob(".*.part"))
-        if parts and parts[0].stat().st_size > 0:
-            time.sleep(0.3)  # well inside the packing pass
-            return parts[0]
+    while not marker.exists():
         assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "prepare never got mid-way"
         time.sleep(0.02)
-    raise AssertionError("prepare never started writing")
 
 
 @pytest.mark.timeout(60)
 def test_killed_prepare_leaves_nothing_that_reads_as_complete(mini, tmp_path):
     from harmonize_cli.data import HarmonizationDataset
 
-    out = tmp_path / "killed.h5"
-    process = _start_slow_prepare(mini, out)
-    part = _wait_for_part(tmp_path, process)
+    out = tmp_path / "out" / "killed.h5"
+    out.parent.mkdir()
+    process = _start_stuck_prepare(mini, out, tmp_path / "midway")
+    _wait_for(tmp_path / "midway", process)
+    (part,) = out.parent.glob(".*.part")
     process.kill()
     process.wait()
     assert not out.exists()
@@ -365,12 +370,14 @@ def test_killed_prepare_leaves_nothing_that_reads_as_complete(mini, tmp_path):
 
 @pytest.mark.timeout(60)
 def test_terminated_prepare_removes_its_temporary_file(mini, tmp_path):
-    out = tmp_path / "terminated.h5"
-    process = _start_slow_prepare(mini, out)
-    _wait_for_part(tmp_path, process)
+    out = tmp_path / "out" / "terminated.h5"
+    out.parent.mkdir()
+    process = _start_stuck_prepare(mini, out, tmp_path / "midway")
+    _wait_for(tmp_path / "midway", process)
+    assert list(out.parent.glob(".*.part"))
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 130
-    assert not out.exists() and not list(tmp_path.glob(".*.part"))
+    assert sorted(p.name for p in out.parent.iterdir()) == []
 
 
 def test_not_enough_disk_space_fails_before_writing(mini, tmp_path, monkeypatch):

@@ -265,3 +265,37 @@ def test_memory_bound_on_a_large_image():
     assert result.returncode == 0, result.stderr
     peak_kib = int(result.stdout.strip().splitlines()[-1])
     assert peak_kib < 3 * 1024 * 1024, f"peak {peak_kib / 1024:.0f} MiB"
+
+
+def test_process_pipeline_respects_the_pixel_budget_and_reports_every_task():
+    import threading
+
+    h = Harmonizer("lab-transfer", device="cpu", batch_size=2)
+    items = {index: scene(30, 40, seed=index) for index in range(5)}
+    lock, state, results = threading.Lock(), {"in_flight": 0, "peak": 0}, {}
+
+    def load(index):
+        with lock:
+            state["in_flight"] += 1
+            state["peak"] = max(state["peak"], state["in_flight"])
+        if index == 3:
+            with lock:
+                state["in_flight"] -= 1
+            raise ValueError("unreadable")
+        composite, mask, _ = items[index]
+        return composite, mask, None
+
+    def save(index, result, job):
+        results[index] = result
+        with lock:
+            state["in_flight"] -= 1
+
+    outcomes = {}
+    h.process(range(5), load, save, lambda index, error, seconds, job: outcomes.setdefault(index, error),
+              workers=2, pixel_budget=1, size_of=lambda index: 30 * 40)
+    assert sorted(outcomes) == [0, 1, 2, 3, 4]
+    assert isinstance(outcomes[3], ValueError) and all(outcomes[i] is None for i in (0, 1, 2, 4))
+    assert state["peak"] == 1  # a budget below one image admits one image at a time
+    for index in (0, 1, 2, 4):
+        composite, mask, _ = items[index]
+        assert np.array_equal(results[index], h(composite, mask))

@@ -1,0 +1,399 @@
+"""Training configuration: one dataclass whose defaults are the paper's recipe, TOML in and out.
+
+Precedence, lowest first: the dataclass defaults, the reference recipe of the architecture (for the
+fields left unset), ``--config FILE``, then the command-line options. The resolved configuration is
+written to ``RUN/config.toml``; ``harmonize train --config RUN/config.toml`` repeats the run.
+
+The reference recipes (``models/fixed256/*.py`` and ``models/crop512/*.py`` of the authors' code):
+
+=====================================  ======  ==========  =======  ========  ===========
+architectures                          epochs  milestones  loss     A_min     init scale
+=====================================  ======  ==========  =======  ========  ===========
+HRNet / DeepLab backboned, 256         180     160, 175    fn-mse   100       2.0
+HRNet backboned, 512                   180     160, 175    fn-mse   1000      2.0
+iDIH, iSEDIH (256)                     120     105, 115    fn-mse   100       2.0
+iDIH, iSEDIH (512)                     120     105, 115    fn-mse   1000      2.0
+iS2AM (256, 512)                       120     105, 115    fn-mse   1000      1.0
+S2AM                                   120     105, 115    mse      -         2.0
+DIH (256, 512)                         120     none        mse      -         2.0
+=====================================  ======  ==========  =======  ========  ===========
+
+Every recipe uses Adam (betas 0.9 / 0.999, eps 1e-8) at lr 1e-3 with MultiStepLR (gamma 0.1),
+batch 16, RandomResizedCrop (scale 0.5-1) + horizontal flip, the train splits of all four subsets
+(keeping 5 % of the samples whose foreground equals the target), and validates on the test splits
+of HFlickr, Hday2night and HCOCO resized to 256x256.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import UsageError
+
+ALL_SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
+DEFAULT_VAL_SUBSETS = ("HFlickr", "Hday2night", "HCOCO")
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+LOSS_CHOICES = ("fn-mse", "mse")
+VAL_RESIZE_CHOICES = ("fixed256", "limit1024", "none")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The per-architecture part of the reference training recipe."""
+
+    epochs: int
+    milestones: tuple
+    loss: str
+    min_area: float
+    init_magnitude: float = 2.0
+    snapshot_every: int = 10
+
+
+def recipe_for(arch: str) -> Recipe:
+    """The reference recipe of an architecture (by our name or the reference alias)."""
+    from ..zoo import get_arch
+
+    spec = get_arch(arch)
+    large = (spec.input_size or 256) >= 512
+    if spec.backbone:
+        return Recipe(180, (160, 175), "fn-mse", 1000.0 if large else 100.0)
+    if spec.family == "dih":
+        return Recipe(120, (), "mse", 100.0, snapshot_every=5)
+    if spec.family == "s2am":
+        return Recipe(120, (105, 115), "mse", 100.0, snapshot_every=5)
+    if spec.family == "is2am":
+        return Recipe(120, (105, 115), "fn-mse", 1000.0, init_magnitude=1.0)
+    if spec.family in ("idih", "isedih"):
+        return Recipe(120, (105, 115), "fn-mse", 1000.0 if large else 100.0, snapshot_every=5 if large else 10)
+    raise UsageError(f"{spec.name} is not trainable", "pick a network from `harmonize zoo list`")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. ``None`` means "the architecture's recipe value"."""
+
+    # model
+    arch: str = "idih-hrnet-w18s"
+    pretrained_backbone: bool = True
+    backbone_weights: Optional[str] = None
+    init_magnitude: Optional[float] = None
+    # data
+    data: Optional[str] = None
+    train_subsets: list = field(default_factory=lambda: list(ALL_SUBSETS))
+    val_subsets: list = field(default_factory=lambda: list(DEFAULT_VAL_SUBSETS))
+    val_resize: str = "fixed256"
+    crop: Optional[int] = None
+    keep_background_prob: float = 0.05
+    workers: int = 4
+    # optimisation
+    epochs: Optional[int] = None
+    milestones: Optional[list] = None
+    gamma: float = 0.1
+    batch_size: int = 16
+    val_batch_size: Optional[int] = None
+    lr: float = 1e-3
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    loss: Optional[str] = None
+    min_area: Optional[float] = None
+    steps_per_epoch: int = 0  # 0: the whole training set each epoch
+    # run
+    out: Optional[str] = None
+    seed: Optional[int] = None
+    deterministic: bool = False
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    sync_bn: bool = False
+    val_every: int = 1
+    snapshot_every: Optional[int] = None
+    image_every: int = 1000  # steps between PNG grids (0: never)
+    log_every: int = 25  # steps between TensorBoard scalars
+    tensorboard: bool = True
+
+    # ------------------------------------------------------------------ resolution
+    def resolved(self) -> "TrainConfig":
+        """A copy with every recipe field filled in and values checked."""
+        from ..zoo import get_arch
+
+        spec = get_arch(self.arch)
+        if not spec.needs_weights:
+            raise UsageError(f"{spec.name} is a training-free baseline", "pick a network from `harmonize zoo list`")
+        recipe = recipe_for(spec.name)
+        values = dataclasses.asdict(self)
+        values["arch"] = spec.name
+        defaults = {
+            "epochs": recipe.epochs, "milestones": list(recipe.milestones), "loss": recipe.loss,
+            "min_area": recipe.min_area, "init_magnitude": recipe.init_magnitude,
+            "snapshot_every": recipe.snapshot_every, "crop": spec.input_size or 256,
+            "val_batch_size": self.batch_size,
+        }
+        for key, value in defaults.items():
+            if values[key] is None:
+                values[key] = value
+        if not spec.backbone:
+            values["pretrained_backbone"] = False
+            values["backbone_weights"] = None
+        config = TrainConfig(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        def bad(message, hint=None):
+            raise UsageError(message, hint)
+
+        if self.epochs is not None and self.epochs < 1:
+            bad(f"--epochs must be at least 1, got {self.epochs}")
+        if self.milestones is not None:
+            if any(int(m) < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+                bad(f"--milestones must be increasing positive epochs, got {self.milestones}", "e.g. --milestones 160,175")
+        if self.batch_size < 1:
+            bad(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            bad(f"--lr must be a positive number, got {self.lr}")
+        if self.loss is not None and self.loss not in LOSS_CHOICES:
+            bad(f"unknown loss {self.loss!r}", "use fn-mse or mse")
+        if self.amp not in AMP_CHOICES:
+            bad(f"unknown --amp {self.amp!r}", "use auto, bf16, fp16 or off")
+        if self.val_resize not in VAL_RESIZE_CHOICES:
+            bad(f"unknown validation resize {self.val_resize!r}", "use fixed256, limit1024 or none")
+        if self.crop is not None and self.crop < 8:
+            bad(f"--crop must be at least 8, got {self.crop}")
+        if self.workers < 0:
+            bad(f"--workers must be 0 or more, got {self.workers}")
+        for name in ("val_every", "snapshot_every", "image_every", "log_every", "steps_per_epoch"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                bad(f"{name} must be 0 or more, got {value}")
+        unknown = [s for s in list(self.train_subsets) + list(self.val_subsets) if s not in ALL_SUBSETS]
+        if unknown:
+            bad(f"unknown subset(s) {', '.join(unknown)}", f"choose from {', '.join(ALL_SUBSETS)}")
+        if not self.train_subsets:
+            bad("no training subsets", f"choose from {', '.join(ALL_SUBSETS)}")
+        if len(self.betas) != 2:
+            bad(f"betas must hold two numbers, got {self.betas}")
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "configuration") -> "TrainConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        flat = {}
+        for key, value in values.items():
+            if isinstance(value, dict):  # tolerate [sections]
+                flat.update({k.replace("-", "_"): v for k, v in value.items()})
+            else:
+                flat[key.replace("-", "_")] = value
+        unknown = sorted(set(flat) - set(known))
+        if unknown:
+            raise UsageError(f"{source}: unknown setting(s) {', '.join(unknown)}",
+                             f"known settings: {', '.join(known)}")
+        converted = {}
+        for key, value in flat.items():
+            converted[key] = _coerce(known[key], value, source)
+        return cls(**converted)
+
+    def to_toml(self) -> str:
+        return dumps_toml(self.to_dict(), header=_TOML_HEADER)
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "configuration") -> "TrainConfig":
+        try:
+            values = loads_toml(text)
+        except ValueError as exc:
+            raise UsageError(f"{source} is not valid TOML: {exc}") from exc
+        return cls.from_dict(values, source)
+
+    @classmethod
+    def load(cls, path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read configuration {path}: {exc.strerror or exc}") from exc
+        return cls.from_toml(text, str(path))
+
+    def save(self, path) -> None:
+        from ..atomic import atomic_write_text
+
+        atomic_write_text(path, self.to_toml())
+
+    def updated(self, **overrides) -> "TrainConfig":
+        """A copy with the given fields replaced (``None`` values are ignored)."""
+        values = self.to_dict()
+        for key, value in overrides.items():
+            if key not in values:
+                raise TypeError(f"unknown training setting {key!r}")
+            if value is not None:
+                values[key] = value
+        return TrainConfig(**values)
+
+
+def _coerce(spec: dataclasses.Field, value: Any, source: str):
+    """Light type checking for values read from TOML (ints given for floats are accepted)."""
+    default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+    kind = type(default)
+    annotation = str(spec.type)
+    if value is None and annotation.startswith("Optional"):
+        return None
+    try:
+        if isinstance(default, bool) or annotation == "bool":
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if isinstance(default, list) or annotation in ("list", "Optional[list]"):
+            if not isinstance(value, list):
+                raise TypeError
+            return list(value)
+        if "float" in annotation or kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError
+            return float(value)
+        if "int" in annotation or kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError
+            return value
+        if "str" in annotation or kind is str:
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+    except TypeError:
+        raise UsageError(f"{source}: {spec.name} = {value!r} has the wrong type",
+                         f"expected {annotation.replace('Optional[', '').rstrip(']')}") from None
+    return value
+
+
+_TOML_HEADER = (
+    "# harmonize training configuration (repeat the run: harmonize train --config THIS_FILE)\n"
+    "# Settings left out take the architecture's reference recipe.\n"
+)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        text = repr(value)
+        return text if any(c in text for c in ".en") else text + ".0"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    if key and all(c.isalnum() or c in "-_" for c in key):
+        return key
+    return json.dumps(key, ensure_ascii=False)
+
+
+def dumps_toml(values: dict, header: str = "") -> str:
+    """A small TOML writer: scalars, lists and nested tables; ``None`` values are left out."""
+    lines = [header.rstrip("\n")] if header else []
+
+    def write_table(table: dict, prefix: tuple):
+        scalars = [(k, v) for k, v in table.items() if v is not None and not isinstance(v, dict)]
+        tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
+        if prefix:
+            if lines:
+                lines.append("")
+            lines.append("[" + ".".join(_toml_key(p) for p in prefix) + "]")
+        for key, value in scalars:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        for key, value in tables:
+            write_table(value, prefix + (key,))
+
+    write_table(values, ())
+    return "\n".join(lines) + "\n"
+
+
+def loads_toml(text: str) -> dict:
+    """Parse TOML: ``tomllib`` (Python 3.11+), else ``tomli``, else a parser of the subset that
+    :func:`dumps_toml` writes (tables, scalars, one-line arrays). Raises ValueError."""
+    try:
+        import tomllib as toml_reader
+    except ModuleNotFoundError:  # Python < 3.11
+        try:
+            import tomli as toml_reader
+        except ModuleNotFoundError:
+            return _loads_toml_subset(text)
+    try:
+        return toml_reader.loads(text)
+    except toml_reader.TOMLDecodeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _loads_toml_subset(text: str) -> dict:
+    root: dict = {}
+    table = root
+    decoder = json.JSONDecoder()
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            names = line.split("#", 1)[0].strip()
+            if not names.endswith("]"):
+                raise ValueError(f"line {number}: bad table header")
+            table = root
+            for name in names[1:-1].split("."):
+                table = table.setdefault(name.strip().strip('"'), {})
+            continue
+        key, sep, rest = line.partition("=")
+        key = key.strip()
+        if not sep or not (_BARE_KEY.match(key) or (key.startswith('"') and key.endswith('"'))):
+            raise ValueError(f"line {number}: expected key = value")
+        value, end = _toml_scalar(rest.strip(), 0, decoder, number)
+        trailing = rest.strip()[end:].strip()
+        if trailing and not trailing.startswith("#"):
+            raise ValueError(f"line {number}: unexpected text after the value")
+        table[json.loads(key) if key.startswith('"') else key] = value
+    return root
+
+
+def _toml_scalar(text: str, pos: int, decoder, number: int):
+    if text.startswith('"', pos):
+        return decoder.raw_decode(text, pos)
+    if text.startswith("[", pos):
+        items, pos = [], pos + 1
+        while True:
+            while pos < len(text) and text[pos] in " ,":
+                pos += 1
+            if pos >= len(text):
+                raise ValueError(f"line {number}: unterminated array")
+            if text[pos] == "]":
+                return items, pos + 1
+            item, pos = _toml_scalar(text, pos, decoder, number)
+            items.append(item)
+    match = re.compile(r"[^,\]\s#]+").match(text, pos)
+    if not match:
+        raise ValueError(f"line {number}: missing value")
+    token = match.group(0)
+    words = {"true": True, "false": False, "inf": math.inf, "+inf": math.inf, "-inf": -math.inf,
+             "nan": math.nan, "+nan": math.nan, "-nan": math.nan}
+    if token in words:
+        return words[token], match.end()
+    try:
+        return (int(token.replace("_", "")) if re.fullmatch(r"[+-]?[0-9_]+", token)
+                else float(token.replace("_", ""))), match.end()
+    except ValueError:
+        raise ValueError(f"line {number}: cannot read {token!r}") from None

@@ -1,0 +1,346 @@
+"""`harmonize train` / `harmonize export` on a miniature iHarmony4 (CPU, tiny crops, few steps)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from harmonize_cli.training import TrainConfig, recipe_for
+from harmonize_cli.training.checkpoint import load_checkpoint
+from harmonize_cli.training.trainer import Trainer, TrainingError, TrainingInterrupted, train
+from minidata import make_mini_iharmony
+from parity_utils import reference_layouts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# is2am is the cheapest network (2.2 M parameters, size divisor 16): most tests train it at 32 px.
+FAST = {"arch": "is2am", "crop": 32, "batch_size": 4, "workers": 0, "val_resize": "none",
+        "val_subsets": ["Hday2night"], "image_every": 0, "tensorboard": False}
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    return make_mini_iharmony(tmp_path_factory.mktemp("data") / "iHarmony4", n_train=4, n_test=2)
+
+
+def run_cli(*args):
+    from harmonize_cli.cli import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        return exc.code
+    return 0  # pragma: no cover - main always exits
+
+
+def read_metrics(run):
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+def comparable(records):
+    return [{k: r[k] for k in ("epoch", "lr", "train_loss", "val", "steps", "samples", "best")} for r in records]
+
+
+def subprocess_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+# ------------------------------------------------------------------------------ configuration
+def test_defaults_are_the_reference_recipe_and_toml_round_trips(tmp_path):
+    config = TrainConfig(arch="hrnet18s_idih256").resolved()
+    assert config.arch == "idih-hrnet-w18s"
+    assert (config.epochs, config.milestones, config.gamma) == (180, [160, 175], 0.1)
+    assert (config.batch_size, config.lr, config.betas, config.eps) == (16, 1e-3, [0.9, 0.999], 1e-8)
+    assert (config.loss, config.min_area, config.crop, config.init_magnitude) == ("fn-mse", 100.0, 256, 2.0)
+    assert config.pretrained_backbone and config.keep_background_prob == 0.05
+    assert config.train_subsets == ["HCOCO", "HAdobe5k", "HFlickr", "Hday2night"]
+    assert (config.val_subsets, config.val_resize) == (["HFlickr", "Hday2night", "HCOCO"], "fixed256")
+    # the base models' own recipes (models/fixed256/*.py)
+    assert (recipe_for("idih").epochs, recipe_for("idih").milestones) == (120, (105, 115))
+    assert (recipe_for("is2am").min_area, recipe_for("is2am").init_magnitude) == (1000.0, 1.0)
+    assert (recipe_for("dih").loss, recipe_for("dih").milestones) == ("mse", ())
+    assert TrainConfig(arch="idih").resolved().pretrained_backbone is False
+
+    odd = config.updated(out='runs/ä "quoted" \\ path', lr=1e-8, milestones=[], seed=2**40, train_subsets=["HCOCO"])
+    path = tmp_path / "config.toml"
+    odd.save(path)
+    assert TrainConfig.load(path) == odd
+    from harmonize_cli.training.config import _loads_toml_subset, loads_toml
+
+    assert _loads_toml_subset(path.read_text()) == loads_toml(path.read_text())  # Python < 3.11 fallback
+    (tmp_path / "typo.toml").write_text('arch = "idih"\nepoch = 3\n')
+    from harmonize_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown setting.*epoch"):
+        TrainConfig.load(tmp_path / "typo.toml")
+    (tmp_path / "type.toml").write_text('epochs = "three"\n')
+    with pytest.raises(UsageError, match="wrong type"):
+        TrainConfig.load(tmp_path / "type.toml")
+
+
+# ------------------------------------------------------------------------------ one CLI run shared by several tests
+@pytest.fixture(scope="module")
+def cli_run(mini, tmp_path_factory):
+    """`harmonize train --config FILE` + overrides: 3 epochs x 4 steps of iS2AM at 32 px."""
+    folder = tmp_path_factory.mktemp("cli")
+    base = TrainConfig(**{**FAST, "epochs": 3, "batch_size": 8, "image_every": 3, "lr": 2e-3})
+    base.save(folder / "base.toml")
+    run = folder / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HARMONIZE_HOME", str(folder / "home"))
+        code = run_cli("train", "--config", folder / "base.toml", "--data", mini, "--out", run,
+                       "--batch-size", 4, "--seed", 3, "--snapshot-every", 2)
+    assert code == 0
+    return run
+
+
+def test_run_folder_holds_config_metrics_log_images_and_checkpoints(cli_run):
+    files = {p.name for p in cli_run.iterdir()}
+    assert {"config.toml", "metrics.jsonl", "train.log", "last.pth", "best.pth", "epoch_002.pth", "images"} <= files
+    assert not (cli_run / "epoch_003.pth").exists()
+    assert not any(name.endswith(".part") for name in files)
+    config = TrainConfig.load(cli_run / "config.toml")
+    assert (config.epochs, config.lr, config.batch_size, config.seed, config.deterministic) == (3, 2e-3, 4, 3, True)
+
+    records = read_metrics(cli_run)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    for record in records:
+        assert set(record["val"]) == {"MSE", "fMSE", "PSNR"}
+        assert record["lr"] == 2e-3 and record["seconds"] > 0 and record["samples_per_s"] > 0
+        assert record["steps"] == 4 and record["samples"] == 16
+
+    last = load_checkpoint(cli_run / "last.pth")
+    for key in ("model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config", "metrics", "version"):
+        assert key in last
+    assert last["epoch"] == 3 and last["scheduler"]["last_epoch"] == 3
+    assert last["meta"]["arch"] == "is2am" and last["meta"]["epoch"] == 3
+    assert set(last["rng"]) == {"python", "numpy", "torch", "cuda"}
+    best_epoch = min(records, key=lambda r: r["val"]["MSE"])["epoch"]
+    assert load_checkpoint(cli_run / "best.pth")["epoch"] == best_epoch
+
+    from PIL import Image
+
+    grids = sorted((cli_run / "images").glob("*.png"))
+    assert len(grids) == 4  # steps 3, 6, 9, 12
+    assert Image.open(grids[0]).size == (4 * 32, 4 * 32)  # composite | mask | prediction | target, 4 rows
+    log = (cli_run / "train.log").read_text()
+    assert "epoch 3/3" in log and "Adam" in log and "backbone weights: none" in log
+
+
+def test_loss_falls_over_a_few_epochs(cli_run):
+    losses = [r["train_loss"] for r in read_metrics(cli_run)]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_export_writes_a_reference_state_dict_that_loads_strictly(cli_run, tmp_path, capsys):
+    from harmonize_cli import zoo
+
+    out = tmp_path / "model.pth"
+    assert run_cli("export", cli_run / "best.pth", "-o", out) == 0
+    state = torch.load(out, map_location="cpu", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    reference = reference_layouts()["improved_ssam256"]["state_dict"]
+    assert [[k, list(v.shape)] for k, v in state.items()] == [[k, shape] for k, shape, _ in reference]
+    fresh = zoo.create_model("improved_ssam256", init=False)
+    fresh.load_state_dict(state, strict=True)  # what the reference's model.load_state_dict does
+    assert zoo.detect_arch(state) == "is2am"
+    assert run_cli("export", cli_run, "-o", out) == 2  # exists: refuses without --force
+    assert run_cli("export", cli_run, "-o", out, "--force") == 0
+
+
+def test_an_existing_run_folder_is_never_overwritten(cli_run, mini, capsys):
+    before = (cli_run / "last.pth").stat().st_mtime_ns
+    code = run_cli("train", "--arch", "is2am", "--data", mini, "--out", cli_run, "--workers", 0)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--resume" in err and "--overwrite" in err
+    assert (cli_run / "last.pth").stat().st_mtime_ns == before
+
+
+# ------------------------------------------------------------------------------ every family
+# (is2am trains in `cli_run`; the iDIH-based networks need 256 px inputs: depth 7)
+FAMILIES = [
+    ("dih", 256, 2, "bf16"),  # CPU autocast when asked for
+    ("idih", 256, 2, "auto"),
+    ("isedih", 256, 2, "auto"),
+    ("s2am", 16, 2, "fp16"),  # fp16 autocast + GradScaler
+    ("is2am-hrnet-w18s", 64, 2, "auto"),  # HRNet backbone, ImageNet weights from the cache
+    ("idih-deeplab-r34", 256, 2, "auto"),  # DeepLab backbone, --no-pretrained
+]
+
+
+@pytest.mark.parametrize("arch,crop,batch,amp", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_every_architecture_family_trains(arch, crop, batch, amp, mini, tmp_path, isolated_home):
+    from harmonize_cli import zoo
+
+    spec = zoo.get_arch(arch)
+    options = {}
+    if spec.family == "is2am-hrnet":  # a stand-in ImageNet checkpoint in the cache, HRNet-classification names
+        hrnet = zoo.create_model(arch).backbone.hrnet.state_dict()
+        weights = zoo.get_weights(spec.backbone)
+        (isolated_home / "weights").mkdir(parents=True, exist_ok=True)
+        torch.save({f"model.{k}": v for k, v in hrnet.items()}, isolated_home / "weights" / weights.filename)
+    elif spec.backbone:
+        options["pretrained_backbone"] = False
+    run = tmp_path / "run"
+    result = train(TrainConfig(**{**FAST, "arch": arch, "crop": crop, "batch_size": batch, "epochs": 1,
+                                  "steps_per_epoch": 1, "val_every": 0, "seed": 0, "amp": amp}, data=str(mini),
+                               out=str(run),
+                               **options))
+    assert result.epochs_done == 1
+    checkpoint = load_checkpoint(run / "last.pth")
+    assert checkpoint["meta"]["arch"] == spec.name and checkpoint["metrics"][0]["steps"] == 1
+    assert torch.isfinite(torch.tensor(checkpoint["metrics"][0]["train_loss"]))
+    assert (checkpoint["scaler"] is not None) == (amp == "fp16")
+    groups = checkpoint["optimizer"]["param_groups"]
+    if spec.backbone:
+        assert sorted({g["lr_mult"] for g in groups}) == [0.1, 1.0]
+        assert sorted({round(g["lr"], 12) for g in groups}) == [1e-4, 1e-3]
+        used = checkpoint["meta"]["backbone_weights"]
+        if options:
+            assert used["loaded"] == 0 and "scratch" in used["note"]
+        else:
+            assert used["loaded"] > 100 and used["source"].endswith(zoo.get_weights(spec.backbone).filename)
+    else:
+        assert [g["lr_mult"] for g in groups] == [1.0]
+
+
+# ------------------------------------------------------------------------------ resume, signals, NaN
+class _StopAt(Trainer):
+    """Acts as if SIGTERM arrived during the given step (epoch 0-based, step 1-based)."""
+
+    stop_at = (1, 1)
+
+    def on_step_end(self, epoch, step):
+        if (epoch, step) == self.stop_at:
+            self.stop.signum = signal.SIGTERM
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(mini, tmp_path):
+    config = TrainConfig(**{**FAST, "epochs": 2, "steps_per_epoch": 2, "seed": 7, "deterministic": True,
+                            "data": str(mini)})
+    whole = train(config, out=str(tmp_path / "whole"))
+    assert len(whole.metrics) == 2
+
+    for label, stop_at in (("mid-epoch", (1, 1)), ("epoch-end", (0, 2))):
+        run = tmp_path / label
+        trainer = type("StopHere", (_StopAt,), {"stop_at": stop_at})
+        with pytest.raises(TrainingInterrupted) as info:
+            train(config, out=str(run), trainer_cls=trainer)
+        assert info.value.exit_code == 128 + signal.SIGTERM
+        assert f"harmonize train --resume --out {run}" in str(info.value)
+        saved = load_checkpoint(run / "last.pth")
+        assert (saved["epoch"], saved["step"]) == ((1, 1) if label == "mid-epoch" else (1, 0))
+        resumed = train(resume=True, out=str(run))
+        assert comparable(read_metrics(run)) == comparable(read_metrics(tmp_path / "whole")), label
+        final, reference = load_checkpoint(run / "last.pth"), load_checkpoint(tmp_path / "whole" / "last.pth")
+        assert all(torch.equal(final["model"][k], reference["model"][k]) for k in reference["model"]), label
+        assert resumed.epochs_done == 2 and final["scheduler"] == reference["scheduler"]
+
+
+def test_sigterm_leaves_a_resumable_checkpoint(mini, tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "harmonize_cli", "train", "--arch", "is2am", "--crop", 32, "--batch-size", 4,
+               "--workers", 0, "--val-subsets", "none", "--image-every", 0, "--no-tensorboard", "--epochs", 500,
+               "--data", mini, "--out", run, "--seed", 1]
+    process = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=subprocess_env())
+    try:
+        deadline = time.monotonic() + 90
+        while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().strip()):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no epoch finished in time"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM" in err and f"harmonize train --resume --out {run}" in " ".join(err.split())
+    saved = load_checkpoint(run / "last.pth")
+    assert saved["epoch"] >= 1 and saved["optimizer"] and saved["config"]["epochs"] == 500
+    done = saved["epoch"] + 1
+    result = train(resume=True, out=str(run), epochs=done)
+    assert result.epochs_done == done and [r["epoch"] for r in read_metrics(run)] == list(range(1, done + 1))
+
+
+class _NaNAfter(Trainer):
+    calls = 0
+
+    def _loss(self, loss_fn, prediction, target, mask):
+        type(self).calls += 1
+        loss = loss_fn(prediction, target, mask)
+        return loss * float("nan") if type(self).calls >= 3 else loss
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(mini, tmp_path):
+    run = tmp_path / "run"
+    config = TrainConfig(**{**FAST, "epochs": 5, "steps_per_epoch": 2, "val_every": 0, "data": str(mini)})
+    with pytest.raises(TrainingError, match="NaN or infinite at epoch 2, step 1") as info:
+        train(config, out=str(run), trainer_cls=_NaNAfter)
+    assert "last good checkpoint" in str(info.value) and "--lr" in str(info.value)
+    assert load_checkpoint(run / "last.pth")["epoch"] == 1
+    assert len(read_metrics(run)) == 1
+    assert "ERROR" in (run / "train.log").read_text()
+
+
+# ------------------------------------------------------------------------------ checks before training
+def test_problems_fail_before_training_with_the_fix(mini, tmp_path, capsys, isolated_home):
+    from harmonize_cli import config as settings
+
+    out = tmp_path / "run"
+    assert run_cli("train", "--arch", "is2am", "--out", out) == 2  # no dataset known yet
+    assert "harmonize prepare --root" in capsys.readouterr().err and not out.exists()
+
+    assert run_cli("train", "--arch", "is2am", "--data", tmp_path / "nowhere.h5", "--out", out) == 2
+    assert "does not exist" in capsys.readouterr().err and not out.exists()
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert run_cli("train", "--arch", "is2am", "--data", mini, "--out", blocker / "run") == 2
+    assert "cannot write" in capsys.readouterr().err
+
+    assert run_cli("train", "--arch", "idih-hrnet-w18s", "--data", mini, "--out", out) == 2  # offline, empty cache
+    err = " ".join(capsys.readouterr().err.split())
+    assert "harmonize zoo download hrnetv2-w18-small-v2" in err and "--no-pretrained" in err and not out.exists()
+
+    assert run_cli("train", "--resume") == 2
+    assert "--out" in capsys.readouterr().err
+
+    settings.remember_dataset(mini)  # what `harmonize prepare` does: later runs need no --data
+    assert run_cli("train", "--arch", "is2am", "--out", out, "--crop", 32, "--batch-size", 4, "--epochs", 1,
+                   "--steps-per-epoch", 1, "--val-subsets", "none", "--workers", 0, "-q") == 0
+    assert TrainConfig.load(out / "config.toml").data == str(Path(mini).resolve())
+
+
+# ------------------------------------------------------------------------------ torchrun
+def test_torchrun_two_processes_write_one_set_of_outputs(mini, tmp_path):
+    run = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "harmonize_cli", "train", "--arch", "is2am", "--crop", 32, "--batch-size", 4, "--workers", 0,
+               "--epochs", 2, "--steps-per-epoch", 2, "--val-subsets", "Hday2night", "--val-resize", "none",
+               "--image-every", 2, "--no-tensorboard", "--seed", 0, "--data", mini, "--out", run]
+    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=240,
+                          env=subprocess_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in run.iterdir()) == ["best.pth", "config.toml", "images", "last.pth",
+                                                     "metrics.jsonl", "train.log"]
+    records = read_metrics(run)
+    assert [r["epoch"] for r in records] == [1, 2] and all(r["samples"] == 8 for r in records)
+    checkpoint = load_checkpoint(run / "last.pth")
+    assert checkpoint["meta"]["world_size"] == 2 and not any(k.startswith("module.") for k in checkpoint["model"])
+    assert "processes: 2" in (run / "train.log").read_text()
+    assert done.stderr.count("epoch 2/2: train loss") == 1  # rank 0 alone reports

@@ -22,6 +22,8 @@ COMMANDS = {
     "apply": "apply:apply",
     "eval": "eval_cmd:eval_cmd",
     "prepare": "prepare:prepare",
+    "train": "train:train",
+    "export": "export:export",
 }
 
 _HEADING = re.compile(r"^(Usage:|Options:|Commands:|Examples?:|Arguments:)", re.M)

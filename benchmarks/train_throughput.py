@@ -2,7 +2,9 @@
 
 The step is the trainer's: forward under autocast (``--amp``: on CUDA bf16 where supported, else
 fp16 + GradScaler; off on CPU), FN-MSE in float32, backward, Adam with the recipe's parameter
-groups (backbone lr x0.1), channels_last on CUDA. Inputs are random 256 x 256 batches, so data
+groups (backbone lr x0.1), channels_last on CUDA. Each step is timed on its own (the loss is read
+back, so the GPU has finished); the median and the best step are reported (other load on a shared
+machine only ever slows a step down). Inputs are random 256 x 256 batches, so data
 loading is excluded (see ``benchmarks/data_throughput.py`` for that side). Each architecture runs
 in a fresh process so that its peak memory is its own: peak resident memory (CPU) or
 ``torch.cuda.max_memory_allocated`` (GPU).
@@ -75,13 +77,13 @@ def measure(arch: str, batch: int, size: int, steps: int, warmup: int, device_na
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
+    times = []
     for _ in range(steps):
-        loss = step()
-    loss.item()
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        step().item()  # waits for the GPU
+        times.append(time.perf_counter() - started)
+    times.sort()
+    median = times[len(times) // 2]
     if cuda:
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
         peak_kind = "GPU max_memory_allocated"
@@ -93,7 +95,8 @@ def measure(arch: str, batch: int, size: int, steps: int, warmup: int, device_na
         "device": torch.cuda.get_device_name(device) if cuda else f"CPU ({os.cpu_count()} cores, "
                                                                  f"{torch.get_num_threads()} threads)",
         "amp": "off" if amp_dtype is None else str(amp_dtype).replace("torch.", "") + (" + GradScaler" if use_scaler else ""),
-        "compile": compile_model, "seconds_per_step": seconds / steps, "samples_per_s": batch * steps / seconds,
+        "compile": compile_model, "seconds_per_step": median, "best_seconds_per_step": times[0],
+        "samples_per_s": batch / median, "best_samples_per_s": batch / times[0],
         "peak_memory_mib": round(peak_mib, 1), "peak_memory_kind": peak_kind,
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "torch": str(torch.__version__), "python": platform.python_version(),
@@ -132,7 +135,8 @@ def main(argv=None):
             raise SystemExit(f"{arch}: the measurement failed")
         result = json.loads(lines[-1][len("RESULT "):])
         results.append(result)
-        print(f"{arch:18s} {result['samples_per_s']:8.2f} samples/s  {result['seconds_per_step']:7.3f} s/step  "
+        print(f"{arch:18s} {result['samples_per_s']:8.2f} samples/s (best step {result['best_samples_per_s']:.2f})  "
+              f"{result['seconds_per_step']:7.3f} s/step  "
               f"peak {result['peak_memory_mib']:8.1f} MiB ({result['peak_memory_kind']})  "
               f"batch {result['batch']} at {result['size']}, {result['device']}, amp {result['amp']}", flush=True)
     if args.json:

@@ -160,13 +160,22 @@ def test_export_writes_a_reference_state_dict_that_loads_strictly(cli_run, tmp_p
     assert run_cli("export", cli_run, "-o", out, "--force") == 0
 
 
-def test_an_existing_run_folder_is_never_overwritten(cli_run, mini, capsys):
+def test_an_existing_run_folder_is_never_overwritten(cli_run, mini, capsys, tmp_path):
     before = (cli_run / "last.pth").stat().st_mtime_ns
     code = run_cli("train", "--arch", "is2am", "--data", mini, "--out", cli_run, "--workers", 0)
     assert code == 2
     err = capsys.readouterr().err
     assert "already exists" in err and "--resume" in err and "--overwrite" in err
     assert (cli_run / "last.pth").stat().st_mtime_ns == before
+
+    copy = tmp_path / "copy"  # --overwrite starts over: the earlier run's files are gone
+    shutil.copytree(cli_run, copy)
+    (copy / "notes.txt").write_text("mine")
+    assert run_cli("train", "--arch", "is2am", "--data", mini, "--out", copy, "--overwrite", "--crop", 32,
+                   "--batch-size", 4, "--epochs", 1, "--steps-per-epoch", 1, "--val-subsets", "none",
+                   "--workers", 0, "--image-every", 0, "-q") == 0
+    assert [r["epoch"] for r in read_metrics(copy)] == [1] and not (copy / "epoch_002.pth").exists()
+    assert not (copy / "images").exists() and (copy / "notes.txt").read_text() == "mine"
 
 
 # ------------------------------------------------------------------------------ every family
@@ -286,15 +295,39 @@ class _NaNAfter(Trainer):
         return loss * float("nan") if type(self).calls >= 3 else loss
 
 
-def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(mini, tmp_path):
+class _FakeSummaryWriter:
+    scalars: list = []
+
+    def __init__(self, log_dir):
+        self.log_dir = log_dir
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, value, step))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(mini, tmp_path, monkeypatch):
+    import types
+
+    fake = types.ModuleType("torch.utils.tensorboard")  # tensorboard is optional: a stand-in writer
+    fake.SummaryWriter = _FakeSummaryWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
     run = tmp_path / "run"
-    config = TrainConfig(**{**FAST, "epochs": 5, "steps_per_epoch": 2, "val_every": 0, "data": str(mini)})
+    config = TrainConfig(**{**FAST, "epochs": 5, "steps_per_epoch": 2, "val_every": 0, "data": str(mini),
+                            "tensorboard": True, "log_every": 1})
     with pytest.raises(TrainingError, match="NaN or infinite at epoch 2, step 1") as info:
         train(config, out=str(run), trainer_cls=_NaNAfter)
     assert "last good checkpoint" in str(info.value) and "--lr" in str(info.value)
     assert load_checkpoint(run / "last.pth")["epoch"] == 1
     assert len(read_metrics(run)) == 1
     assert "ERROR" in (run / "train.log").read_text()
+    tags = [tag for tag, _, _ in _FakeSummaryWriter.scalars]
+    assert tags.count("train/loss") == 2 and "epoch/train_loss" in tags  # the NaN step is not logged
 
 
 # ------------------------------------------------------------------------------ checks before training
@@ -327,20 +360,40 @@ def test_problems_fail_before_training_with_the_fix(mini, tmp_path, capsys, isol
 
 
 # ------------------------------------------------------------------------------ torchrun
-def test_torchrun_two_processes_write_one_set_of_outputs(mini, tmp_path):
+def test_torchrun_two_processes_write_one_set_of_outputs_and_resume_after_sigterm(mini, tmp_path):
     run = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "harmonize_cli", "train", "--arch", "is2am", "--crop", 32, "--batch-size", 4, "--workers", 0,
-               "--epochs", 2, "--steps-per-epoch", 2, "--val-subsets", "Hday2night", "--val-resize", "none",
-               "--image-every", 2, "--no-tensorboard", "--seed", 0, "--data", mini, "--out", run]
-    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=240,
-                          env=subprocess_env())
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                "-m", "harmonize_cli", "train"]
+    options = ["--arch", "is2am", "--crop", 32, "--batch-size", 4, "--workers", 0, "--val-subsets", "Hday2night",
+               "--val-resize", "none", "--image-every", 3, "--no-tensorboard", "--seed", 0, "--data", mini,
+               "--out", run]
+    first = subprocess.Popen([str(c) for c in torchrun + options + ["--epochs", 100]], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().strip()):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "no epoch finished in time"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGTERM)  # torchrun passes it on to both processes
+        _, err = first.communicate(timeout=90)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert err.count("saved a resumable checkpoint") == 1, err[-3000:]  # rank 0 alone reports and saves
+    saved = load_checkpoint(run / "last.pth")
+    assert saved["meta"]["world_size"] == 2 and not any(k.startswith("module.") for k in saved["model"])
+    if saved["step"]:  # stopped inside an epoch: both processes' random streams are kept
+        assert len(saved["rng_per_rank"]) == 2
+
+    epochs = saved["epoch"] + 1
+    done = subprocess.run([str(c) for c in torchrun + options + ["--resume", "--epochs", epochs]],
+                          capture_output=True, text=True, timeout=240, env=subprocess_env())
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in run.iterdir()) == ["best.pth", "config.toml", "images", "last.pth",
                                                      "metrics.jsonl", "train.log"]
     records = read_metrics(run)
-    assert [r["epoch"] for r in records] == [1, 2] and all(r["samples"] == 8 for r in records)
-    checkpoint = load_checkpoint(run / "last.pth")
-    assert checkpoint["meta"]["world_size"] == 2 and not any(k.startswith("module.") for k in checkpoint["model"])
+    assert [r["epoch"] for r in records] == list(range(1, epochs + 1))
+    assert all(r["samples"] == 16 and r["val"] is not None for r in records)
     assert "processes: 2" in (run / "train.log").read_text()
-    assert done.stderr.count("epoch 2/2: train loss") == 1  # rank 0 alone reports
+    assert done.stderr.count(f"epoch {epochs}/{epochs}: train loss") == 1  # rank 0 alone reports

@@ -10,6 +10,7 @@ A checkpoint is a plain dict (loadable with ``torch.load(..., weights_only=True)
     step        optimisation steps already done in the next epoch (> 0 after an interruption)
     partial     running totals of that unfinished epoch (loss sum, samples, seconds)
     rng         python / numpy / torch / cuda random states
+    rng_per_rank  (interrupted multi-process runs) every process's random states
     config      the resolved TrainConfig as a dict
     metrics     the list of per-epoch records (what metrics.jsonl holds)
     best        {"epoch": .., "MSE": ..} of the best validation so far

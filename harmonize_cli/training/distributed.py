@@ -109,6 +109,15 @@ def broadcast_object(value, src: int = 0):
     return holder[0]
 
 
+def all_gather_object(value) -> list:
+    """``[value of rank 0, value of rank 1, ...]`` on every process (``[value]`` alone)."""
+    if not is_initialized():
+        return [value]
+    gathered = [None] * _dist().get_world_size()
+    _dist().all_gather_object(gathered, value)
+    return gathered
+
+
 def wrap_model(model: torch.nn.Module, env: DistEnv, device: torch.device, sync_bn: bool = False):
     """DistributedDataParallel around ``model`` (already on ``device``); identity for one process."""
     if not env.is_distributed:
@@ -123,7 +132,7 @@ def wrap_model(model: torch.nn.Module, env: DistEnv, device: torch.device, sync_
     from torch.nn.parallel import DistributedDataParallel
 
     kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
-    return DistributedDataParallel(model, broadcast_buffers=True, **kwargs)
+    return DistributedDataParallel(model, **kwargs)  # buffers (BatchNorm statistics) follow rank 0
 
 
 def local_batch_size(global_batch: int, env: DistEnv) -> int:

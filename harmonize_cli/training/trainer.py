@@ -52,6 +52,7 @@ from .checkpoint import (
     build_checkpoint,
     is_resumable,
     load_checkpoint,
+    rng_state,
     set_rng_state,
     unwrap_model,
 )
@@ -417,37 +418,41 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _datasets(self, data: str):
+        """The training set and (rank 0) the validation set: the configured subsets that the data has."""
         from ..data import HarmonizationDataset, eval_transform, train_transform
         from ..errors import HarmonizeError as _Err
 
         config = self.config
+
+        def open_split(split, requested, transform, **options):
+            everything = HarmonizationDataset(data, split=split, transform=transform, **options)
+            chosen, missing = _present(requested, everything.subset_names)
+            if chosen and set(chosen) != set(everything.subset_names):  # opened once when all are wanted
+                return HarmonizationDataset(data, split=split, subsets=chosen, transform=transform,
+                                            **options), missing, everything.subset_names
+            return (everything if chosen else None), missing, everything.subset_names
+
         try:
-            probe = HarmonizationDataset(data, split="train", transform=None)
+            train_set, missing, available = open_split("train", config.train_subsets, train_transform(config.crop),
+                                                       keep_background_prob=config.keep_background_prob)
         except _Err as exc:
             raise UsageError(f"no training data in {data}: {exc.message}",
                              exc.hint or "run `harmonize prepare --root iHarmony4` and pass its output with --data")
-        chosen, missing = _present(config.train_subsets, probe.subset_names)
-        if not chosen:
+        if train_set is None:
             raise UsageError(f"{data} has none of the training subsets {', '.join(config.train_subsets)}",
-                             f"it holds {', '.join(probe.subset_names)}; set train_subsets accordingly")
+                             f"it holds {', '.join(available)}; set train_subsets accordingly")
         if missing and self.is_main:
             console.warn(f"training subsets not in the data, skipped: {', '.join(missing)}")
-        train_set = HarmonizationDataset(data, split="train", subsets=chosen, transform=train_transform(config.crop),
-                                         keep_background_prob=config.keep_background_prob)
         val_set = None
         if self.is_main and config.val_subsets and config.val_every:
             try:
-                val_probe = HarmonizationDataset(data, split="test", transform=None)
-                val_chosen, val_missing = _present(config.val_subsets, val_probe.subset_names)
+                val_set, val_missing, _ = open_split("test", config.val_subsets, eval_transform(config.val_resize),
+                                                     keep_background_prob=-1, keep_raw=True)
             except _Err:
-                val_chosen, val_missing = [], list(config.val_subsets)
+                val_missing = list(config.val_subsets)
             if val_missing:
                 console.warn(f"validation subsets without test images in the data, skipped: {', '.join(val_missing)}")
-            if val_chosen:
-                val_set = HarmonizationDataset(data, split="test", subsets=val_chosen,
-                                               transform=eval_transform(config.val_resize), keep_background_prob=-1,
-                                               keep_raw=True)
-            else:
+            if val_set is None:
                 console.warn("no validation data: best.pth follows the lowest training loss")
         return train_set, val_set
 
@@ -712,7 +717,11 @@ class Trainer:
         self.best = checkpoint.get("best")
         epoch, step = int(checkpoint["epoch"]), int(checkpoint.get("step") or 0)
         if step:
-            set_rng_state((checkpoint.get("rng") or {}) if self.env.world_size == 1 else None)
+            per_rank = checkpoint.get("rng_per_rank") or []
+            if self.env.world_size == 1:
+                set_rng_state(checkpoint.get("rng"))
+            elif len(per_rank) == self.env.world_size:
+                set_rng_state(per_rank[self.env.rank])
         if epoch >= self.config.epochs and self.is_main:
             console.warn(f"the run already finished {epoch} epochs; raise --epochs to train longer")
         return epoch, step, dict(checkpoint.get("partial") or {})
@@ -793,8 +802,14 @@ class Trainer:
         signum = self.stop.signum or signal.SIGTERM
         name = signal.Signals(signum).name
         path = saver.last
-        if self.is_main and not already_saved:
-            saver.save_interrupted(self._checkpoint(raw_model, optimizer, scheduler, scaler, epoch, step, partial))
+        if not already_saved:
+            # every process's random state, so that a resumed epoch continues each stream (dropout)
+            per_rank = distributed.all_gather_object(rng_state()) if self.env.is_distributed else None
+            if self.is_main:
+                checkpoint = self._checkpoint(raw_model, optimizer, scheduler, scaler, epoch, step, partial)
+                if per_rank is not None:
+                    checkpoint["rng_per_rank"] = per_rank
+                saver.save_interrupted(checkpoint)
         distributed.barrier()
         where = f"epoch {epoch + 1}, step {step}" if step else f"the end of epoch {epoch}"
         message = f"stopped by {name} at {where}; saved a resumable checkpoint {path}"

@@ -1,15 +1,13 @@
-"""Backboned (HRNetV2+OCR / DeepLabV3+) harmonization models: layout, parity and training helpers."""
+"""Backboned (HRNetV2+OCR / DeepLabV3+) harmonization models: variants and training helpers.
+
+Reference layouts, parameter counts and the forward-pass fixtures of every configuration are
+checked in test_zoo.py."""
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
-import os
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -23,12 +21,7 @@ from harmonize_cli.models.backboned import (
 )
 from harmonize_cli.models.dih import DeepImageHarmonization
 from harmonize_cli.models.init import init_weights
-
-BACKBONED_CLASSES = {"HRNetIHModel": HRNetIHModel, "DeepLabIHModel": DeepLabIHModel}
-BACKBONED_CONFIGS = [
-    "hrnet18s_idih256", "hrnet18s_v2p_idih256", "hrnet18_idih256", "hrnet18_v2p_idih256",
-    "hrnet32_idih256", "deeplab_r34_idih256", "hrnet18_idih512", "hrnet18_sedih512",
-]
+from parity_utils import reference_layouts
 
 IDIH256 = {"model": "DeepImageHarmonization", "params": {"depth": 7, "batchnorm_from": 2, "image_fusion": True}}
 ISSAM256 = {"model": "SSAMImageHarmonization",
@@ -44,62 +37,13 @@ EXTRA_CONFIGS = {
 }
 
 
-def _parity_dir():
-    candidates = [Path(__file__).resolve().parents[2] / "shared" / "parity"]
-    if os.environ.get("HARMONIZE_PARITY_DIR"):
-        candidates.append(Path(os.environ["HARMONIZE_PARITY_DIR"]))
-    for candidate in candidates:
-        if (candidate / "official_state_dicts.json").is_file():
-            return candidate
-    return None
-
-
-PARITY_DIR = _parity_dir()
-needs_parity = pytest.mark.skipif(
-    PARITY_DIR is None,
-    reason="reference parity data not found (../shared/parity next to the checkout, or $HARMONIZE_PARITY_DIR)",
-)
-
-
 @pytest.fixture(scope="module")
 def official():
-    return json.loads((PARITY_DIR / "official_state_dicts.json").read_text())
-
-
-def _build(entry):
-    return BACKBONED_CLASSES[entry["model_class"]](**copy.deepcopy(entry["params"]))
+    return reference_layouts()
 
 
 def _trainable(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _reference_weights(manifest, seed):
-    """The deterministic weight rule of the parity README; returns (state dict, sha256)."""
-    rng = np.random.default_rng(seed)
-    digest = hashlib.sha256()
-    weights = {}
-    for key, shape, _dtype in manifest:
-        if key.endswith("num_batches_tracked"):
-            array = np.zeros(shape, np.int64)
-        elif key.endswith("running_var"):
-            array = rng.uniform(0.5, 1.5, shape)
-        elif key.endswith("running_mean"):
-            array = rng.normal(0.0, 0.1, shape)
-        elif len(shape) <= 1:
-            if key.endswith("weight") or key.endswith("scale"):
-                array = rng.uniform(0.5, 0.9, shape)
-            else:
-                array = rng.normal(0.0, 0.1, shape)
-        else:
-            array = rng.normal(0.0, 1.0, shape) / np.sqrt(np.prod(shape[1:]))
-        if array.dtype.kind == "f":
-            array = array.astype(np.float32)
-        array = np.ascontiguousarray(array)
-        digest.update(key.encode())
-        digest.update(array.tobytes())
-        weights[key] = torch.from_numpy(array)
-    return weights, digest.hexdigest()
 
 
 def _mask(n, size, seed=0):
@@ -115,48 +59,12 @@ def _mask(n, size, seed=0):
 # reference layouts and parity
 
 
-@needs_parity
-@pytest.mark.parametrize("name", BACKBONED_CONFIGS)
-def test_state_dict_layout_matches_reference(official, name):
-    entry = official[name]
-    model = _build(entry)
-    ours = [[key, list(value.shape), str(value.dtype).replace("torch.", "")]
-            for key, value in model.state_dict().items()]
-    assert ours == entry["state_dict"]
-    assert _trainable(model) == entry["num_params"]
-    # the released layout loads strictly
-    model.load_state_dict({key: torch.zeros(shape, dtype=getattr(torch, dtype))
-                           for key, shape, dtype in entry["state_dict"]}, strict=True)
-
-
-@needs_parity
 def test_base_config_is_not_mutated(official):
     params = copy.deepcopy(official["hrnet18s_idih256"]["params"])
     snapshot = copy.deepcopy(params)
     HRNetIHModel(**params)
     DeepLabIHModel(**params)
     assert params == snapshot
-
-
-@needs_parity
-def test_hrnet18s_idih256_fixture_parity():
-    path = PARITY_DIR / "hrnet18s_idih256.npz"
-    if not path.is_file():
-        pytest.skip(f"fixture {path} not found")
-    fixture = np.load(path)
-    manifest = json.loads(str(fixture["manifest"]))
-    weights, digest = _reference_weights(manifest, int(fixture["seed"]))
-    assert digest == str(fixture["weights_sha256"])
-
-    model = HRNetIHModel(IDIH256)
-    model.load_state_dict(weights, strict=True)
-    model.eval()
-    with torch.no_grad():
-        output = model(torch.from_numpy(fixture["image"].astype(np.float32)),
-                       torch.from_numpy(fixture["mask"].astype(np.float32)))
-    max_diff = (output - torch.from_numpy(fixture["expected"])).abs().max().item()
-    assert max_diff <= 5e-4, max_diff
-    assert max_diff <= 1e-5, max_diff  # in practice ~1e-6
 
 
 # --------------------------------------------------------------------------------------------------

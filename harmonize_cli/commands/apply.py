@@ -68,8 +68,8 @@ class Entry:
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
               help="Output folder (results keep the composites' relative paths and stems).")
 @click.option("--model", default="auto", show_default=True,
-              help="Architecture (see `harmonize zoo list`), or auto: the best cached checkpoint, "
-                   "the architecture of --weights, else the training-free lab-transfer.")
+              help="Architecture (see `harmonize zoo list`), or auto: that of --weights, else the best "
+                   "released checkpoint in the cache, else the training-free lab-transfer.")
 @click.option("--weights", default=None, help="Checkpoint file, URL or released name; alone, its architecture is detected.")
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
@@ -140,18 +140,18 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
 
     interrupted = False
     try:
-        with console.progress("img") as bar:
-            task = bar.add_task("Harmonizing", total=len(todo))
+        if todo:
+            with console.progress("img") as bar:
+                task = bar.add_task("Harmonizing", total=len(todo))
 
-            def on_result(entry, error, seconds, job):
-                entry.seconds = seconds
-                if error is None:
-                    entry.status = "done"
-                else:
-                    entry.status, entry.reason = "failed", _reason(error)
-                bar.advance(task)
+                def on_result(entry, error, seconds, job):
+                    entry.seconds = seconds
+                    if error is None:
+                        entry.status = "done"
+                    else:
+                        entry.status, entry.reason = "failed", _reason(error)
+                    bar.advance(task)
 
-            if todo:
                 harmonizer.process(todo, load, save, on_result, workers=workers or min(4, os.cpu_count() or 1),
                                    size_of=size_of)
     except KeyboardInterrupt:

@@ -67,10 +67,17 @@ def test_defaults_are_the_reference_recipe_and_toml_round_trips(tmp_path):
     assert config.pretrained_backbone and config.keep_background_prob == 0.05
     assert config.train_subsets == ["HCOCO", "HAdobe5k", "HFlickr", "Hday2night"]
     assert (config.val_subsets, config.val_resize) == (["HFlickr", "Hday2night", "HCOCO"], "fixed256")
-    # the base models' own recipes (models/fixed256/*.py)
-    assert (recipe_for("idih").epochs, recipe_for("idih").milestones) == (120, (105, 115))
-    assert (recipe_for("is2am").min_area, recipe_for("is2am").init_magnitude) == (1000.0, 1.0)
-    assert (recipe_for("dih").loss, recipe_for("dih").milestones) == ("mse", ())
+    # the paper's recipe is the default for every network ...
+    for arch in ("idih", "is2am", "dih", "s2am", "idih-512"):
+        paper = TrainConfig(arch=arch).resolved()
+        assert (paper.epochs, paper.milestones, paper.loss, paper.min_area) == (180, [160, 175], "fn-mse", 100.0)
+    # ... and the authors' per-architecture scripts (models/fixed256/*.py) are one option away
+    assert (recipe_for("idih", "reference").epochs, recipe_for("idih", "reference").milestones) == (120, (105, 115))
+    assert (recipe_for("is2am", "reference").min_area, recipe_for("is2am", "reference").init_magnitude) == (1000.0, 1.0)
+    assert (recipe_for("dih", "reference").loss, recipe_for("dih", "reference").milestones) == ("mse", ())
+    reference = TrainConfig(arch="s2am", recipe="reference").resolved()
+    assert (reference.epochs, reference.loss) == (120, "mse")
+    assert TrainConfig(arch="is2am").resolved().init_magnitude == 1.0
     assert TrainConfig(arch="idih").resolved().pretrained_backbone is False
 
     odd = config.updated(out='runs/ä "quoted" \\ path', lr=1e-8, milestones=[], seed=2**40, train_subsets=["HCOCO"])

@@ -47,13 +47,17 @@ def _names(values):
 @click.option("--data", metavar="FILE.h5|DIR",
               help="Packed dataset or iHarmony4 folder (default: $HARMONIZE_DATA, else the one `prepare` packed).")
 @click.option("--out", "-o", metavar="DIR", help="Run folder (default: runs/ARCH-DATE-TIME).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the recipe's: 180 backboned, 120 base).")
+@click.option("--recipe", type=click.Choice(["paper", "reference"]),
+              help="Defaults for the options below: 'paper' (180 epochs, x0.1 at 160,175, FN-MSE A_min 100, for "
+                   "every network) or 'reference' (the authors' per-architecture scripts). [default: paper]")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the recipe's; paper: 180).")
 @click.option("--milestones", metavar="E1,E2",
-              help="MultiStepLR epochs, x0.1 each (default: 160,175 backboned; 105,115 base; 'none' for a constant lr).")
+              help="MultiStepLR epochs, x0.1 each (default: the recipe's; paper: 160,175; 'none' for a constant lr).")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), help="Global batch over all processes. [default: 16]")
 @click.option("--lr", type=float, help="Base learning rate (backbone x0.1). [default: 1e-3]")
 @click.option("--loss", type=click.Choice(["fn-mse", "mse"]), help="Training loss (default: the recipe's, fn-mse).")
-@click.option("--min-area", type=float, help="FN-MSE A_min in pixels (default: 100; 1000 for iS2AM and 512 models).")
+@click.option("--min-area", type=float,
+              help="FN-MSE A_min in pixels (default: 100; the reference recipe uses 1000 for iS2AM and 512 models).")
 @click.option("--crop", type=click.IntRange(min=8), help="RandomResizedCrop size (default: the model input, 256).")
 @click.option("--workers", "-j", type=click.IntRange(min=0), help="Data loading processes per GPU. [default: 4]")
 @click.option("--device", help="auto, cpu, cuda, cuda:N (default: $HARMONIZE_DEVICE or auto).")
@@ -84,7 +88,7 @@ def _names(values):
 @click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across GPUs (multi-GPU runs).")
 @click.option("--no-tensorboard", is_flag=True, default=None, help="Do not write TensorBoard events.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (same as `harmonize -q train`).")
-def train(arch, data, out, epochs, milestones, batch_size, lr, loss, min_area, crop, workers, device, amp,
+def train(arch, recipe, data, out, epochs, milestones, batch_size, lr, loss, min_area, crop, workers, device, amp,
           no_pretrained, backbone_weights, resume, overwrite, config_file, seed, train_subsets, val_subsets,
           val_resize, val_every, snapshot_every, image_every, steps_per_epoch, compile_, sync_bn, no_tensorboard,
           quiet):
@@ -107,7 +111,8 @@ def train(arch, data, out, epochs, milestones, batch_size, lr, loss, min_area, c
     if val_names is not None and [n.lower() for n in val_names] == ["none"]:
         val_names = []
     overrides = {
-        "arch": arch, "data": data, "out": out, "epochs": epochs, "milestones": _int_list(milestones, "--milestones"),
+        "arch": arch, "recipe": recipe, "data": data, "out": out, "epochs": epochs,
+        "milestones": _int_list(milestones, "--milestones"),
         "batch_size": batch_size, "lr": lr, "loss": loss, "min_area": min_area, "crop": crop, "workers": workers,
         "device": device, "amp": amp, "backbone_weights": backbone_weights, "seed": seed,
         "deterministic": True if seed is not None else None,

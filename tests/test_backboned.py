@@ -116,7 +116,7 @@ def test_hrnet_downsized_input_runs():
             "params": {"depth": 8, "batchnorm_from": 2, "image_fusion": True, "attend_from": 6}}
     model = HRNetIHModel(base, small=True, downsize_hrnet_input=True).eval()
     assert model.model.encoder.connectors.keys() == {"connector3"}
-    assert model.size_divisor == 256
+    assert model.size_divisor == 512  # 2 ** (depth + 1), the reference padding rule
     with torch.no_grad():
         output = model(torch.randn(1, 3, 512, 512), _mask(1, 512))
     assert output.shape == (1, 3, 512, 512)

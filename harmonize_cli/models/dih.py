@@ -116,7 +116,9 @@ class DeepImageHarmonization(nn.Module):
 
     @property
     def size_divisor(self) -> int:
-        return 2 ** self.depth
+        """Inputs whose sides are multiples of this run (the reference pads to ``2 ** (depth + 1)``;
+        the unpadded last encoder block needs an even feature map of at least 2 pixels)."""
+        return 2 ** (self.depth + 1)
 
     def forward(self, image, mask, backbone_features=None):
         features = self.encoder(torch.cat((image, mask), dim=1), backbone_features)

@@ -126,6 +126,43 @@ class FeaturesConnector(nn.Module):
         return self.mode
 
 
+class EncoderStages:
+    """Bookkeeping shared by the DIH and U-Net encoders: from which block batch norm is used,
+    and which blocks receive backbone features (through a :class:`FeaturesConnector`).
+
+    Call :meth:`_init_stages` before creating any block; create ``self.blocks_connected`` and
+    ``self.connectors`` (ModuleDicts) after ``block0``/``block1`` so the state-dict order stays the
+    reference's.
+    """
+
+    def _init_stages(self, norm_layer, batchnorm_from, backbone_from, backbone_channels, backbone_mode):
+        self._norm_layer = norm_layer
+        self._batchnorm_from = batchnorm_from
+        self._backbone_from = backbone_from
+        self._backbone_mode = backbone_mode
+        self._pending_backbone = list(backbone_channels or [])
+
+    def _norm_at(self, index):
+        """The norm layer of block ``index``: from block ``batchnorm_from`` on (never when negative)."""
+        return self._norm_layer if 0 <= self._batchnorm_from <= index else None
+
+    def _connect(self, index, in_channels):
+        """Adds the connector of block ``index`` if backbone features enter there; returns the
+        block's input channels."""
+        if 0 <= self._backbone_from <= index and self._pending_backbone:
+            connector = FeaturesConnector(self._backbone_mode, in_channels, self._pending_backbone.pop(0), in_channels)
+            self.connectors[f"connector{index}"] = connector
+            return connector.output_channels
+        return in_channels
+
+    def _merge(self, index, current, pending_features):
+        """Feeds the next backbone feature map into block ``index``'s input, if it has a connector."""
+        name = f"connector{index}"
+        if name in self.connectors:
+            return self.connectors[name](current, pending_features.pop(0))
+        return current
+
+
 def blend_with_attention(conv_attention, to_rgb, features, image):
     """Image fusion of the improved models: M = sigmoid(3 * conv(f)); I * M + D_rgb * (1 - M)."""
     attention = torch.sigmoid(3.0 * conv_attention(features))

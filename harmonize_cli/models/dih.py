@@ -9,21 +9,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ConvBlock, FeaturesConnector, MaskedChannelAttention, blend_with_attention
+from .blocks import ConvBlock, EncoderStages, MaskedChannelAttention, blend_with_attention
 
 
-class ConvEncoder(nn.Module):
+class ConvEncoder(EncoderStages, nn.Module):
     def __init__(self, depth, ch, norm_layer, batchnorm_from, max_channels,
                  backbone_from=-1, backbone_channels=None, backbone_mode=""):
         super().__init__()
         self.depth = depth
-        pending_backbone = list(backbone_channels or [])
-
-        def norm_at(index):
-            return norm_layer if 0 <= batchnorm_from <= index else None
-
-        self.block0 = ConvBlock(4, ch, norm_layer=norm_layer if batchnorm_from == 0 else None)
-        self.block1 = ConvBlock(ch, ch, norm_layer=norm_at(1))
+        self._init_stages(norm_layer, batchnorm_from, backbone_from, backbone_channels, backbone_mode)
+        self.block0 = ConvBlock(4, ch, norm_layer=self._norm_at(0))
+        self.block1 = ConvBlock(ch, ch, norm_layer=self._norm_at(1))
         self.blocks_channels = [ch, ch]
 
         self.blocks_connected = nn.ModuleDict()
@@ -33,12 +29,9 @@ class ConvEncoder(nn.Module):
             in_channels = out_channels
             if index % 2 == 0:
                 out_channels = min(2 * out_channels, max_channels)
-            if 0 <= backbone_from <= index and pending_backbone:
-                connector = FeaturesConnector(backbone_mode, in_channels, pending_backbone.pop(0), in_channels)
-                self.connectors[f"connector{index}"] = connector
-                in_channels = connector.output_channels
+            in_channels = self._connect(index, in_channels)
             self.blocks_connected[f"block{index}"] = ConvBlock(
-                in_channels, out_channels, norm_layer=norm_at(index), padding=int(index < depth - 1)
+                in_channels, out_channels, norm_layer=self._norm_at(index), padding=int(index < depth - 1)
             )
             self.blocks_channels.append(out_channels)
 
@@ -47,10 +40,7 @@ class ConvEncoder(nn.Module):
         outputs = [self.block0(x)]
         outputs.append(self.block1(outputs[-1]))
         for index in range(2, self.depth):
-            current = outputs[-1]
-            name = f"connector{index}"
-            if name in self.connectors:
-                current = self.connectors[name](current, pending.pop(0))
+            current = self._merge(index, outputs[-1], pending)
             outputs.append(self.blocks_connected[f"block{index}"](current))
         return outputs[::-1]
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ChannelAttention, ConvBlock, FeaturesConnector, GaussianBlur, blend_with_attention
+from .blocks import ChannelAttention, ConvBlock, EncoderStages, GaussianBlur, blend_with_attention
 
 _relu = partial(nn.ReLU, inplace=True)
 
@@ -40,31 +40,24 @@ class UNetDownBlock(nn.Module):
         return features, self.pooling(features)
 
 
-class UNetEncoder(nn.Module):
+class UNetEncoder(EncoderStages, nn.Module):
     def __init__(self, depth, ch, norm_layer, batchnorm_from, max_channels,
                  backbone_from=-1, backbone_channels=None, backbone_mode=""):
         super().__init__()
         self.depth = depth
-        pending_backbone = list(backbone_channels or [])
-
-        def norm_at(index):
-            return norm_layer if 0 <= batchnorm_from <= index else None
-
-        self.block0 = UNetDownBlock(4, ch, norm_layer if batchnorm_from == 0 else None, _relu, pool=True, padding=1)
+        self._init_stages(norm_layer, batchnorm_from, backbone_from, backbone_channels, backbone_mode)
+        self.block0 = UNetDownBlock(4, ch, self._norm_at(0), _relu, pool=True, padding=1)
         out_channels = min(2 * ch, max_channels)
-        self.block1 = UNetDownBlock(ch, out_channels, norm_at(1), _relu, pool=True, padding=1)
+        self.block1 = UNetDownBlock(ch, out_channels, self._norm_at(1), _relu, pool=True, padding=1)
         self.block_channels = [ch, out_channels]
 
         self.blocks_connected = nn.ModuleDict()
         self.connectors = nn.ModuleDict()
         for index in range(2, depth):
             in_channels, out_channels = out_channels, min(2 * out_channels, max_channels)
-            if 0 <= backbone_from <= index and pending_backbone:
-                connector = FeaturesConnector(backbone_mode, in_channels, pending_backbone.pop(0), in_channels)
-                self.connectors[f"connector{index}"] = connector
-                in_channels = connector.output_channels
+            in_channels = self._connect(index, in_channels)
             self.blocks_connected[f"block{index}"] = UNetDownBlock(
-                in_channels, out_channels, norm_at(index), _relu, pool=index < depth - 1, padding=1
+                in_channels, out_channels, self._norm_at(index), _relu, pool=index < depth - 1, padding=1
             )
             self.block_channels.append(out_channels)
 
@@ -76,9 +69,7 @@ class UNetEncoder(nn.Module):
         features, current = self.block1(current)
         outputs.append(features)
         for index in range(2, self.depth):
-            name = f"connector{index}"
-            if name in self.connectors:
-                current = self.connectors[name](current, pending.pop(0))
+            current = self._merge(index, current, pending)
             features, current = self.blocks_connected[f"block{index}"](current)
             outputs.append(features)
         return outputs[::-1]

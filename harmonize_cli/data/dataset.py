@@ -27,7 +27,7 @@ import torch
 from . import imageio, layout
 from .layout import DatasetError
 from .pack import FORMAT, FORMAT_VERSION, KINDS
-from .transforms import _SCALE, _SHIFT, NoResize, SampleReader, Transform, normalize
+from .transforms import _SCALE, _SHIFT, NoResize, SampleReader, Transform, crop_box, normalize
 
 __all__ = ["HarmonizationDataset", "open_source"]
 
@@ -66,10 +66,7 @@ class _H5Reader(SampleReader):
         array = self._cache.get(kind)
         if array is None:
             array = self._cache[kind] = self._source.decode_encoded(kind, row)
-        if box is None:
-            return array
-        top, left, height, width = box
-        return array[top : top + height, left : left + width]
+        return crop_box(array, box)
 
 
 class _H5Source:
@@ -223,10 +220,7 @@ class _FolderReader(SampleReader):
                 )
             array = imageio.resize_lanczos(array, self.size)
             self._cache[kind] = array
-        if box is None:
-            return array
-        top, left, height, width = box
-        return array[top : top + height, left : left + width]
+        return crop_box(array, box)
 
 
 class _FolderSource:

@@ -60,6 +60,14 @@ class SampleReader:
         raise NotImplementedError
 
 
+def crop_box(array, box):
+    """``array`` cropped to ``box`` = (top, left, height, width); the whole array when ``box`` is None."""
+    if box is None:
+        return array
+    top, left, height, width = box
+    return array[top : top + height, left : left + width]
+
+
 class ArrayReader(SampleReader):
     """A reader over arrays already in memory (handy for tests and for ``harmonize apply``)."""
 
@@ -70,11 +78,7 @@ class ArrayReader(SampleReader):
         self.size = tuple(self._arrays["composite"].shape[:2])
 
     def read(self, key, box=None):
-        array = self._arrays[key]
-        if box is None:
-            return array
-        top, left, height, width = box
-        return array[top : top + height, left : left + width]
+        return crop_box(self._arrays[key], box)
 
 
 # ---------------------------------------------------------------------------- resizing

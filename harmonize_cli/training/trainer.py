@@ -54,7 +54,6 @@ from .checkpoint import (
     load_checkpoint,
     rng_state,
     set_rng_state,
-    unwrap_model,
 )
 from .config import TrainConfig
 
@@ -880,7 +879,7 @@ class Trainer:
             f"compile: {config.compile}, deterministic: {config.deterministic} (seed {config.seed})",
             f"train: {len(train_set)} samples of {', '.join(train_set.subset_names)}; batch {config.batch_size} "
             f"({local_batch} per process), {steps_per_epoch} steps per epoch, crop {config.crop}",
-            f"validation: " + (f"{len(val_set)} test images of {', '.join(val_set.subset_names)} at {config.val_resize}"
+            "validation: " + (f"{len(val_set)} test images of {', '.join(val_set.subset_names)} at {config.val_resize}"
                                if val_set is not None else "none"),
             f"optimiser: Adam lr {config.lr:g} betas {tuple(config.betas)} eps {config.eps:g}; "
             f"lr multipliers {sorted({g['lr_mult'] for g in groups})}; MultiStepLR {list(config.milestones)} "

@@ -177,10 +177,19 @@ def _collate(samples):
     return samples
 
 
-def _default_workers(n_samples: int, batch_size: int) -> int:
+def default_batch_size(device) -> int:
+    """Images per forward pass: 16 on accelerators; 1 on the CPU, where batching 256-px images
+    measured slower (benchmarks/eval_throughput.py, docs/benchmarks.md)."""
+    return 1 if device.type == "cpu" else 16
+
+
+def _default_workers(n_samples: int, batch_size: int, device) -> int:
     if n_samples <= batch_size:
         return 0
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    cores = os.cpu_count() or 1
+    if device.type == "cpu":  # decoding workers compete with the forward pass for the same cores
+        return min(4, cores // 4)
+    return max(0, min(4, cores - 1))
 
 
 class _Prepared:
@@ -210,7 +219,7 @@ class _Prepared:
 
 
 # ------------------------------------------------------------------------------------ the engine
-def evaluate(models_or_model, dataset, *, batch_size: int = 16, device=None, flip_tta: bool = False,
+def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, device=None, flip_tta: bool = False,
              psnr_peak: Optional[float] = None, workers: Optional[int] = None, save_predictions=None,
              progress: bool = True, resize: Optional[str] = None, subsets: Optional[Sequence[str]] = None,
              labels: Optional[Sequence[str]] = None, weights: Optional[Sequence[Optional[str]]] = None):
@@ -240,7 +249,7 @@ def evaluate(models_or_model, dataset, *, batch_size: int = 16, device=None, fli
     if not named:
         raise UsageError("no model to evaluate", "pass --model NAME or --weights FILE")
     weights = list(weights) if weights else [getattr(model, "weights_source", None) for _, model in named]
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
 
     if isinstance(dataset, (str, os.PathLike)):
@@ -257,6 +266,8 @@ def evaluate(models_or_model, dataset, *, batch_size: int = 16, device=None, fli
         from .device import resolve_device
 
         device = resolve_device(device)
+    if batch_size is None:
+        batch_size = default_batch_size(device)
 
     prepared = [_Prepared(model, device, label, weight) for (label, model), weight in zip(named, weights)]
     save_root = Path(save_predictions) if save_predictions else None
@@ -277,7 +288,7 @@ def evaluate(models_or_model, dataset, *, batch_size: int = 16, device=None, fli
 def _run(prepared, dataset, device, batch_size, flip_tta, psnr_peak, workers, save_root, show_progress):
     n_samples = len(dataset)
     if workers is None:
-        workers = _default_workers(n_samples, batch_size)
+        workers = _default_workers(n_samples, batch_size, device)
     loader_options = {"batch_size": batch_size, "shuffle": False, "num_workers": int(workers),
                       "collate_fn": _collate, "pin_memory": device.type == "cuda"}
     if workers > 0:

@@ -53,10 +53,11 @@ def _psnr_peak(value):
 @click.option("--flip-tta", is_flag=True, help="Average with the prediction of the horizontally flipped input.")
 @click.option("--subsets", multiple=True, metavar="A,B",
               help="Subsets to evaluate (comma-separated or repeated; default: all).")
-@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Images per forward pass at fixed256.")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None,
+              help="Images per forward pass at fixed256 (default: 16 on a GPU, 1 on the CPU, where it is faster).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Decoding processes (default: up to 4; 0 decodes in the main process).")
+              help="Decoding processes (default: up to 4 on a GPU, a quarter of the cores on the CPU; "
+                   "0 decodes in the main process).")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: $HARMONIZE_DEVICE or auto).")
 @click.option("--psnr-peak", default="target", show_default=True, metavar="target|NUMBER",
               help="PSNR peak: each target's maximum (the reference's, comparable to the paper) or a fixed "

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One prepared script for a lent GPU (the device tool): exercises the CUDA, AMP and NCCL paths and
+# writes what it measured under $OUT (or ./gpu_check). Budget: about 6 minutes on one H100/H200.
+#   bash tools/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-gpu_check}"; mkdir -p "$out"
+export PYTHONUNBUFFERED=1 HARMONIZE_HOME="$(mktemp -d)" HARMONIZE_OFFLINE=1 PYTHONPATH="$PWD:${PYTHONPATH:-}"
+log="$out/gpu_check.log"
+step() { echo "== $*" | tee -a "$log"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$log"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), 'bf16', torch.cuda.is_bf16_supported())" | tee -a "$log"
+
+step "parity on CUDA (fp32) and the zoo tests"
+timeout 150 python3 - <<'PY' 2>&1 | tee -a "$log"
+import sys, torch
+sys.path.insert(0, "tests")
+from parity_utils import fixture_names, generate_weights, load_fixture
+from harmonize_cli import zoo
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+for name in fixture_names():
+    f = load_fixture(name)
+    weights, _ = generate_weights(f["manifest"], f["seed"])
+    model = zoo.create_model(name, weights=weights, device="cuda")
+    with torch.no_grad():
+        out = model(f["image"].cuda(), f["mask"].cuda()).cpu()
+    print(name, "max abs diff on CUDA", (out - f["expected"]).abs().max().item())
+PY
+
+step "train: bf16 and fp16 steps, channels_last, compile off/on (benchmark)"
+timeout 240 python3 benchmarks/train_throughput.py --device cuda --steps 20 --warmup 5 --json "$out/train_gpu.json" 2>&1 | tail -8 | tee -a "$log"
+timeout 120 python3 benchmarks/train_throughput.py --archs idih --device cuda --amp fp16 --steps 10 --warmup 3 2>&1 | tail -4 | tee -a "$log"
+
+step "eval and apply on CUDA"
+timeout 120 python3 benchmarks/eval_throughput.py --device cuda --images 192 --json "$out/eval_gpu.json" 2>&1 | tail -6 | tee -a "$log"
+timeout 150 python3 benchmarks/apply_throughput.py --device cuda --repeat 1 --json "$out/apply_gpu.json" 2>&1 | tail -12 | tee -a "$log"
+
+step "a tiny real training run on CUDA through the CLI, then NCCL with torchrun (if 2+ GPUs)"
+data="$(mktemp -d)"
+python3 -c "import sys; sys.path.insert(0, 'tests'); from minidata import make_mini_iharmony; make_mini_iharmony('$data/iH', n_train=8, n_test=4, size=(256, 256))"
+timeout 120 python3 -m harmonize_cli train --arch idih-hrnet-w18s --no-pretrained --data "$data/iH" --epochs 2 \
+    --batch-size 4 --workers 2 --out "$data/run" --device cuda 2>&1 | tail -4 | tee -a "$log"
+cp "$data/run/metrics.jsonl" "$out/" 2>/dev/null
+if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+  timeout 120 torchrun --standalone --nproc_per_node=2 -m harmonize_cli train --arch idih --data "$data/iH" \
+      --epochs 1 --batch-size 4 --workers 1 --out "$data/ddp" 2>&1 | tail -3 | tee -a "$log"
+fi
+step "done"

@@ -105,6 +105,8 @@ def test_offline_and_failed_downloads_name_the_url_and_the_manual_path(server, i
     message = str(info.value)
     assert "releases/download/v1.0/hrnet18s_idih256.pth" in message
     assert str(Path(isolated_home) / "weights" / "hrnet18s_idih256.pth") in message
+    with pytest.raises(DownloadError, match="releases/download/v1.0/idih256.pth"):
+        zoo.load_weights(zoo.create_model("idih"), "idih256")  # a registry name, not cached, offline
     handler, base = server
     monkeypatch.setenv("HARMONIZE_WEIGHTS_MIRROR", base)
     monkeypatch.delenv("HARMONIZE_OFFLINE")

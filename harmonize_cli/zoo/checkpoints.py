@@ -30,13 +30,15 @@ def read_checkpoint(source, map_location="cpu"):
     else:
         path = Path(text).expanduser()
         if not path.exists():
+            from ..errors import UsageError
             from . import pretrained
 
             try:
-                path = pretrained.fetch(text)
-            except Exception:
+                released = pretrained.get_weights(text)
+            except UsageError:
                 raise WeightsError(f"weights file {text} does not exist",
-                                   "give a path to a .pth file, a URL, or a name from `harmonize zoo list`")
+                                   "give a path to a .pth file, a URL, or a name from `harmonize zoo list`") from None
+            path = pretrained.fetch(released)  # a failed download names the URL and where to put the file
     try:
         try:
             obj = torch.load(path, map_location=map_location, weights_only=True)

@@ -23,3 +23,16 @@ def isolated_home(tmp_path_factory, monkeypatch):
 
 def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def idih_checkpoint(tmp_path_factory):
+    """A randomly initialised iDIH saved as a plain state dict (the reference checkpoint layout)."""
+    import torch
+
+    from harmonize_cli import zoo
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "my_idih.pth"
+    torch.save(zoo.create_model("idih").state_dict(), path)
+    return path

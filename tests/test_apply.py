@@ -9,10 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from harmonize_cli import zoo
 from harmonize_cli.apply_io import read_image, read_mask, write_image
 from harmonize_cli.cli import main
 
@@ -75,14 +73,6 @@ def files(out):
     return {entry["composite"].split("/")[-1]: entry for entry in report(out)["files"]}
 
 
-@pytest.fixture(scope="module")
-def idih_weights(tmp_path_factory):
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("w") / "idih_random.pth"
-    torch.save(zoo.create_model("idih").state_dict(), path)
-    return path
-
-
 def test_readme_main_job_on_examples_offline_without_weights(tmp_path, capsys):
     out = tmp_path / "harmonized"
     code, _, err = run(capsys, "apply", ROOT / "examples" / "composites", ROOT / "examples" / "masks", "-o", out)
@@ -111,14 +101,14 @@ def test_each_input_format_keeps_its_format_and_size(tmp_path, capsys, name, opt
     assert result.format == Image.open(composite).format and result.size == (56, 40)
 
 
-def test_lossless_outputs_keep_the_background_bit_exact(tmp_path, capsys, idih_weights):
+def test_lossless_outputs_keep_the_background_bit_exact(tmp_path, capsys, idih_checkpoint):
     image = photo(45, 61)
     mask = box_mask(45, 61)
     mask[0, 0] = 0
     save_pair(tmp_path, "x.png", image, mask)
     for resolution in ("auto", "fixed", "native"):
         out = tmp_path / resolution
-        code, _, err = run(capsys, "apply", tmp_path / "c", tmp_path / "m", "-o", out, "--weights", idih_weights,
+        code, _, err = run(capsys, "apply", tmp_path / "c", tmp_path / "m", "-o", out, "--weights", idih_checkpoint,
                            "--resolution", resolution)
         assert code == 0, err
         result = np.asarray(Image.open(out / "x.png"))
@@ -131,14 +121,14 @@ def test_lossless_outputs_keep_the_background_bit_exact(tmp_path, capsys, idih_w
     assert np.array_equal(result[mask == 0], image[mask == 0])
 
 
-def test_weights_alone_detect_architecture_and_report_sha256(tmp_path, capsys, idih_weights):
+def test_weights_alone_detect_architecture_and_report_sha256(tmp_path, capsys, idih_checkpoint):
     save_pair(tmp_path, "x.jpg")
     code, _, err = run(capsys, "apply", tmp_path / "c", tmp_path / "m", "-o", tmp_path / "out",
-                       "--weights", idih_weights, "--batch-size", "2", "--flip-tta")
+                       "--weights", idih_checkpoint, "--batch-size", "2", "--flip-tta")
     assert code == 0, err
     data = report(tmp_path / "out")
-    assert data["model"] == "idih" and data["weights"] == str(idih_weights)
-    assert data["weights_sha256"] == hashlib.sha256(idih_weights.read_bytes()).hexdigest()
+    assert data["model"] == "idih" and data["weights"] == str(idih_checkpoint)
+    assert data["weights_sha256"] == hashlib.sha256(idih_checkpoint.read_bytes()).hexdigest()
     assert data["options"]["flip_tta"] is True and data["options"]["batch_size"] == 2
     assert "lab-transfer" not in err
 

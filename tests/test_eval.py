@@ -27,15 +27,6 @@ def mini(tmp_path_factory):
     return make_mini_iharmony(tmp_path_factory.mktemp("data") / "iHarmony4", n_train=1, n_test=3, seed=3)
 
 
-@pytest.fixture(scope="module")
-def idih_checkpoint(tmp_path_factory):
-    """A checkpoint in the reference layout: a plain state dict saved with torch.save."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "my_idih.pth"
-    torch.save(zoo.create_model("idih").state_dict(), path)
-    return path
-
-
 def run(argv, capsys):
     """Run the console entry point; returns (exit code, stdout, stderr)."""
     with pytest.raises(SystemExit) as exit_info:

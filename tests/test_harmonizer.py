@@ -25,14 +25,6 @@ from harmonize_cli.resolution import (
 )
 
 
-@pytest.fixture(scope="session")
-def idih_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "idih_random.pth"
-    torch.save(zoo.create_model("idih").state_dict(), path)
-    return path
-
-
 def scene(height=48, width=64, seed=0, noise=0.03):
     """A smooth photo-like image, a rectangular mask and a colour-shifted composite."""
     rng = np.random.default_rng(seed)
@@ -70,25 +62,25 @@ def test_auto_fallback_notice_is_one_line(capsys):
     assert h.describe()["model"] == "lab-transfer" and h.describe()["weights"] is None
 
 
-def test_auto_picks_the_best_cached_checkpoint(idih_weights, capsys):
+def test_auto_picks_the_best_cached_checkpoint(idih_checkpoint, capsys):
     target = config.weights_dir() / zoo.weights_for_arch("idih").filename
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(idih_weights.read_bytes())
+    target.write_bytes(idih_checkpoint.read_bytes())
     h = Harmonizer(device="cpu")
     assert h.model_name == "idih" and h.notice is None
     assert "lab-transfer" not in capsys.readouterr().err
     assert h.weights_sha256 == hashlib.sha256(target.read_bytes()).hexdigest()
 
 
-def test_weights_alone_detect_the_architecture(idih_weights):
-    h = Harmonizer(weights=str(idih_weights), device="cpu")
+def test_weights_alone_detect_the_architecture(idih_checkpoint):
+    h = Harmonizer(weights=str(idih_checkpoint), device="cpu")
     assert h.model_name == "idih" and h.notice is None
-    assert h.describe()["weights"] == str(idih_weights)
-    assert h.describe()["weights_sha256"] == hashlib.sha256(idih_weights.read_bytes()).hexdigest()
+    assert h.describe()["weights"] == str(idih_checkpoint)
+    assert h.describe()["weights_sha256"] == hashlib.sha256(idih_checkpoint.read_bytes()).hexdigest()
 
 
-def test_state_dict_weights(idih_weights):
-    state = torch.load(idih_weights, weights_only=True)
+def test_state_dict_weights(idih_checkpoint):
+    state = torch.load(idih_checkpoint, weights_only=True)
     h = Harmonizer("idih", weights=state, device="cpu")
     assert h.model_name == "idih" and h.weights_path is None
 
@@ -99,9 +91,9 @@ def test_named_model_without_weights_offline_fails_clearly():
     assert "idih256" in str(info.value)
 
 
-def test_baseline_with_weights_and_bad_options_are_usage_errors(idih_weights):
+def test_baseline_with_weights_and_bad_options_are_usage_errors(idih_checkpoint):
     with pytest.raises(UsageError):
-        Harmonizer("lab-transfer", weights=str(idih_weights))
+        Harmonizer("lab-transfer", weights=str(idih_checkpoint))
     with pytest.raises(UsageError):
         Harmonizer(resolution="huge")
     with pytest.raises(UsageError):
@@ -111,9 +103,9 @@ def test_baseline_with_weights_and_bad_options_are_usage_errors(idih_weights):
 
 
 @pytest.mark.parametrize("resolution", ["auto", "fixed", "native"])
-def test_strategies_keep_size_and_background(idih_weights, resolution):
+def test_strategies_keep_size_and_background(idih_checkpoint, resolution):
     composite, mask, _ = scene(37, 53)  # odd sizes: native pads to the size divisor
-    h = Harmonizer("idih", weights=str(idih_weights), device="cpu", resolution=resolution)
+    h = Harmonizer("idih", weights=str(idih_checkpoint), device="cpu", resolution=resolution)
     result = h(composite, mask)
     assert result.shape == composite.shape and result.dtype == np.uint8
     assert np.array_equal(result[mask == 0], composite[mask == 0])
@@ -128,9 +120,9 @@ def test_batch_equals_single_calls():
         assert np.abs(single.astype(int) - result.astype(int)).max() <= 1
 
 
-def test_flip_tta(idih_weights):
+def test_flip_tta(idih_checkpoint):
     composite, mask, _ = scene()
-    h = Harmonizer("idih", weights=str(idih_weights), device="cpu", flip_tta=True)
+    h = Harmonizer("idih", weights=str(idih_checkpoint), device="cpu", flip_tta=True)
     assert h(composite, mask).shape == composite.shape
     identity = Harmonizer("composite", device="cpu", flip_tta=True)
     assert np.abs(identity(composite, mask).astype(int) - composite).max() <= 1

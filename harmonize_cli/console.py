@@ -7,7 +7,6 @@ else (progress, notices, errors) goes to stderr so that ``--quiet`` and pipes st
 from __future__ import annotations
 
 import os
-import sys
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -144,7 +143,3 @@ class _ProgressWithStatus:
 
     def remove_task(self, task):
         self._bar.remove_task(task)
-
-
-def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()

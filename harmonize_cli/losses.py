@@ -18,9 +18,6 @@ def mse(prediction, target, mask=None):
     return torch.mean((prediction - target) ** 2)
 
 
-LOSSES = {"fn-mse": fn_mse, "mse": mse}
-
-
 def get_loss(name: str, min_area: float = 100.0):
     key = name.lower()
     if key == "fn-mse":

@@ -41,7 +41,7 @@ from PIL import Image
 from skimage import color, data, segmentation
 
 from harmonize_cli import Harmonizer, zoo
-from harmonize_cli.resolution import (
+from harmonize_cli.apply.resolution import (
     compose_auto,
     compose_fixed,
     compose_native,

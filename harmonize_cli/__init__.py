@@ -19,5 +19,5 @@ def __getattr__(name):  # lazy imports keep `harmonize --help` fast
     if name == "zoo":
         return importlib.import_module(f"{__name__}.zoo")
     if name == "Harmonizer":
-        return importlib.import_module(f"{__name__}.harmonizer").Harmonizer
+        return importlib.import_module(f"{__name__}.apply.harmonizer").Harmonizer
     raise AttributeError(f"module 'harmonize_cli' has no attribute {name!r}")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harmonize_cli.apply_io import read_image, read_mask, write_image
+from harmonize_cli.apply.imageio import read_image, read_mask, write_image
 from harmonize_cli.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,7 +311,7 @@ def test_single_file_inputs_and_quiet(tmp_path, capsys):
 def test_ctrl_c_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
     for index in range(3):
         save_pair(tmp_path, f"x{index}.png")
-    from harmonize_cli.harmonizer import Harmonizer
+    from harmonize_cli.apply.harmonizer import Harmonizer
 
     original = Harmonizer.predict
     calls = {"n": 0}

@@ -20,7 +20,7 @@ from harmonize_cli.models.backboned import (
     optimizer_param_groups,
 )
 from harmonize_cli.models.dih import DeepImageHarmonization
-from harmonize_cli.models.init import init_weights
+from harmonize_cli.models.initialization import init_weights
 from parity_utils import reference_layouts
 
 IDIH256 = {"model": "DeepImageHarmonization", "params": {"depth": 7, "batchnorm_from": 2, "image_fusion": True}}

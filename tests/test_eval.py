@@ -16,7 +16,7 @@ from PIL import Image
 from harmonize_cli import zoo
 from harmonize_cli.cli import main
 from harmonize_cli.evaluation import evaluate, load_models, open_test_set
-from harmonize_cli.metrics import fg_ratio_bins
+from harmonize_cli.evaluation.metrics import fg_ratio_bins
 from minidata import load_manifest, make_mini_iharmony
 
 SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
@@ -243,7 +243,7 @@ def test_empty_subset_is_a_clear_error(tmp_path, capsys):
 
 def test_requested_subset_without_test_images_is_named(mini, monkeypatch):
     from harmonize_cli.errors import UsageError
-    from harmonize_cli.evaluation import check_test_set
+    from harmonize_cli.evaluation.engine import check_test_set
 
     dataset = open_test_set(mini, subsets=["HCOCO"])
     with pytest.raises(UsageError, match="subset HFlickr .* has no test images"):

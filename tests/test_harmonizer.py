@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from harmonize_cli import Harmonizer, config, zoo
-from harmonize_cli.apply_io import InputError
+from harmonize_cli import Harmonizer, settings, zoo
+from harmonize_cli.apply.imageio import InputError
 from harmonize_cli.errors import HarmonizeError, UsageError
-from harmonize_cli.resolution import (
+from harmonize_cli.apply.resolution import (
     compose_auto,
     compose_native,
     fit_colour_map,
@@ -63,7 +63,7 @@ def test_auto_fallback_notice_is_one_line(capsys):
 
 
 def test_auto_picks_the_best_cached_checkpoint(idih_checkpoint, capsys):
-    target = config.weights_dir() / zoo.weights_for_arch("idih").filename
+    target = settings.weights_dir() / zoo.weights_for_arch("idih").filename
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(idih_checkpoint.read_bytes())
     h = Harmonizer(device="cpu")

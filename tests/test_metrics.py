@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from harmonize_cli import metrics
-from harmonize_cli.evaluation import pad_divisor, predict
+from harmonize_cli.evaluation import metrics
+from harmonize_cli.evaluation.engine import pad_divisor, predict
 
 
 def _images():

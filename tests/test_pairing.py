@@ -5,7 +5,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from harmonize_cli.errors import UsageError
-from harmonize_cli.pairing import find_pairs, list_images, output_path
+from harmonize_cli.apply.pairing import find_pairs, list_images, output_path
 
 
 def touch(path: Path):

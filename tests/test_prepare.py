@@ -18,7 +18,7 @@ from PIL import Image
 
 from minidata import load_manifest, make_mini_iharmony
 
-from harmonize_cli import config
+from harmonize_cli import settings
 from harmonize_cli.cli import main
 from harmonize_cli.data import imageio, layout, pack
 from harmonize_cli.data.layout import DatasetError
@@ -239,14 +239,14 @@ def test_cli_noop_message_and_remembered_dataset(tmp_path, capsys, monkeypatch):
     assert _run_cli(["prepare", "--root", str(root), "--workers", "0"]) == 0
     out = root / "iharmony4.h5"
     assert out.is_file() and (root / "iharmony4.report.json").is_file()
-    assert config.default_dataset() == out.resolve()
+    assert settings.default_dataset() == out.resolve()
     captured = capsys.readouterr()
     assert "Hday2night" in captured.out and "problems: none" in captured.out
     assert _run_cli(["prepare", "--root", str(root)]) == 0
     assert "up to date" in capsys.readouterr().err
     monkeypatch.setenv("HARMONIZE_DATA", str(tmp_path / "other.h5"))
-    assert config.default_dataset() == tmp_path / "other.h5"
-    assert config.default_dataset(str(tmp_path / "explicit")) == tmp_path / "explicit"
+    assert settings.default_dataset() == tmp_path / "other.h5"
+    assert settings.default_dataset(str(tmp_path / "explicit")) == tmp_path / "explicit"
 
 
 # ---------------------------------------------------------------------------- failures

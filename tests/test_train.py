@@ -339,7 +339,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(mini, tmp_p
 
 # ------------------------------------------------------------------------------ checks before training
 def test_problems_fail_before_training_with_the_fix(mini, tmp_path, capsys, isolated_home):
-    from harmonize_cli import config as settings
+    from harmonize_cli import settings
 
     out = tmp_path / "run"
     assert run_cli("train", "--arch", "is2am", "--out", out) == 2  # no dataset known yet

@@ -1,7 +1,7 @@
 """`harmonize apply`: harmonize a folder (or a file) of composites with their masks.
 
-A thin layer over :class:`harmonize_cli.Harmonizer`, :mod:`harmonize_cli.pairing` and
-:mod:`harmonize_cli.apply_io`: it pairs files, decides what to skip, streams the work through
+A thin layer over :class:`harmonize_cli.Harmonizer`, :mod:`harmonize_cli.apply.pairing` and
+:mod:`harmonize_cli.apply.imageio`: it pairs files, decides what to skip, streams the work through
 ``Harmonizer.process`` and writes ``OUT/harmonize.json``.
 """
 
@@ -94,10 +94,10 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
     Inputs are never modified; every output is written atomically; background pixels (mask 0) are
     copied bit for bit (exactly so in PNG, TIFF, BMP and WebP at --quality 100).
     """
-    from ..apply_io import format_for, output_suffix
+    from ..apply.imageio import format_for, output_suffix
     from ..errors import HarmonizeError
-    from ..harmonizer import Harmonizer
-    from ..pairing import find_pairs, output_path
+    from ..apply.harmonizer import Harmonizer
+    from ..apply.pairing import find_pairs, output_path
 
     started = time.perf_counter()
     entries = _plan(composites, masks, out, recursive, ext, overwrite, comparison, find_pairs, output_path,
@@ -114,13 +114,13 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
                "flip_tta": flip_tta, "comparison": comparison}
 
     def load(entry):
-        from ..apply_io import read_image, read_mask
+        from ..apply.imageio import read_image, read_mask
 
         decoded = read_image(entry.composite)
         return decoded, read_mask(entry.mask), decoded  # the context keeps ICC profile and EXIF
 
     def save(entry, result, job):
-        from ..apply_io import side_by_side, write_image
+        from ..apply.imageio import side_by_side, write_image
 
         rgb, alpha = result[..., :3], (result[..., 3] if result.shape[2] == 4 else None)
         fmt = format_for(entry.output)
@@ -171,7 +171,7 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
 
 
 def _like(job):
-    from ..apply_io import ImageData
+    from ..apply.imageio import ImageData
 
     return ImageData(rgb=job.rgb, alpha=job.alpha, gray=job.gray,
                      icc_profile=getattr(job.context, "icc_profile", None), exif=getattr(job.context, "exif", None))

@@ -79,7 +79,8 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
     The protocol is the reference implementation's (docs/evaluation.md): at fixed256 the
     numbers are comparable with the paper's Tables 1 and 2.
     """
-    from .. import config, report, zoo
+    from .. import settings, zoo
+    from ..evaluation import report
     from ..device import resolve_device
     from ..errors import UsageError
     from ..evaluation import evaluate, load_models, open_test_set
@@ -92,7 +93,7 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
     subset_names = _split_subsets(subsets)
     for name in models:
         zoo.get_arch(name)  # unknown names fail before any work, suggesting the closest
-    source = config.default_dataset(data)
+    source = settings.default_dataset(data)
     torch_device = resolve_device(device)
     dataset = open_test_set(source, resize=resize, subsets=subset_names)
     loaded = load_models(models, weights)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .. import config, console
+from .. import console, settings
 
 EPILOG = """\b
 Examples:
@@ -167,7 +167,7 @@ def prepare(root, output, subsets, max_side, workers, storage, strict, force):
             on_notice=console.info,
         )
 
-    config.remember_dataset(report.output)
+    settings.remember_dataset(report.output)
     if report.up_to_date:
         console.info(
             f"{report.output} is up to date ({report.samples:,} samples); nothing to do "

@@ -20,7 +20,7 @@ def list_cmd(as_json):
     """List every architecture (with its reference name) and the released weights."""
     from rich.table import Table
 
-    from .. import config
+    from .. import settings
     from .. import zoo as model_zoo
 
     models = model_zoo.list_models()
@@ -33,7 +33,7 @@ def list_cmd(as_json):
                  "input_size": w.input_size, "metrics": w.metrics, "cached": model_zoo.cached(w) is not None}
                 for w in weights
             ],
-            "cache": str(config.weights_dir()),
+            "cache": str(settings.weights_dir()),
         }
         click.echo(json.dumps(payload, indent=2))
         return
@@ -57,7 +57,7 @@ def list_cmd(as_json):
     for w in model_zoo.list_weights("backbone"):
         backbones.add_row(w.name, w.filename, "yes" if model_zoo.cached(w) else "no")
     console.out_console.print(backbones)
-    console.out_console.print(f"Weights cache: {config.weights_dir()}")
+    console.out_console.print(f"Weights cache: {settings.weights_dir()}")
 
 
 @zoo.command("download", epilog="Examples:\n\n  harmonize zoo download hrnet18s_idih256\n\n"

@@ -11,7 +11,7 @@ backbone runs on a half-size image).
 Training helpers mirroring the reference recipes: :func:`lr_multipliers` /
 :func:`optimizer_param_groups` (backbone at 0.1x the learning rate, OCR head and everything else at
 1x) and :func:`load_pretrained_backbone` (ImageNet classification checkpoints). Weight
-initialisation lives in :mod:`harmonize_cli.models.init`.
+initialisation lives in :mod:`harmonize_cli.models.initialization`.
 """
 
 from __future__ import annotations

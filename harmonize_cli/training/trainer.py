@@ -335,7 +335,7 @@ class Trainer:
         Runs on rank 0 (files) and returns what the run needs; raises a HarmonizeError with the fix.
         """
         config = self.config
-        from ..config import default_dataset
+        from ..settings import default_dataset
         from ..zoo import get_arch
 
         spec = get_arch(config.arch)
@@ -458,7 +458,7 @@ class Trainer:
     # ------------------------------------------------------------------ model
     def _model(self, backbone_path):
         from .. import zoo
-        from ..models.init import init_weights
+        from ..models.initialization import init_weights
 
         config = self.config
         spec = zoo.get_arch(config.arch)

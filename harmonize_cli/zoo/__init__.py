@@ -81,7 +81,7 @@ def create_model(name: str, *, weights=None, pretrained: bool = False, pretraine
                                "train one with `harmonize train` or pass --weights")
         weights = released.name
     if init and spec.needs_weights and weights is None:
-        from ..models.init import init_weights
+        from ..models.initialization import init_weights
 
         init_weights(model)
     if spec.backbone and (pretrained_backbone or backbone_weights is not None) and weights is None:

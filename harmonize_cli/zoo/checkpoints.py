@@ -22,10 +22,10 @@ def read_checkpoint(source, map_location="cpu"):
         return source, "<state dict>"
     text = str(source)
     if "://" in text:
-        from .. import config
+        from .. import settings
         from .download import download_file
 
-        target = config.weights_dir() / "urls" / Path(text.split("?")[0]).name
+        target = settings.weights_dir() / "urls" / Path(text.split("?")[0]).name
         path = target if target.is_file() else download_file(text, target)
     else:
         path = Path(text).expanduser()

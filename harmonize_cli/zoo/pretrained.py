@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .. import config, console
+from .. import console, settings
 from ..errors import DownloadError, UsageError
 from .download import download_file
 
@@ -121,7 +121,7 @@ def weights_for_arch(arch_name: str) -> Optional[PretrainedWeights]:
 
 
 def cache_path(weights: PretrainedWeights) -> Path:
-    return config.weights_dir() / weights.filename
+    return settings.weights_dir() / weights.filename
 
 
 def cached(weights: PretrainedWeights) -> Optional[Path]:

@@ -36,8 +36,8 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from . import console
-from .errors import UsageError
+from .. import console
+from ..errors import UsageError
 from .metrics import FG_RATIO_RANGES, METRIC_NAMES, MetricSums, fg_ratio, fg_ratio_bins, image_metrics
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -263,7 +263,7 @@ def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, devi
         found = _model_device(named[0][1])
         device = found if found is not None and found.type != "cpu" else None
     if not isinstance(device, torch.device):
-        from .device import resolve_device
+        from ..device import resolve_device
 
         device = resolve_device(device)
     if batch_size is None:
@@ -444,7 +444,7 @@ def _safe_name(text: str) -> str:
 def _save_png(path: Path, array) -> None:
     from PIL import Image
 
-    from .atomic import atomic_path
+    from ..atomic import atomic_path
 
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
@@ -487,7 +487,7 @@ def open_test_set(source, *, resize: str = "fixed256", subsets: Optional[Sequenc
     Raises a UsageError for a dataset without a test split and for a requested subset with no
     test images.
     """
-    from .data import HarmonizationDataset, eval_transform
+    from ..data import HarmonizationDataset, eval_transform
 
     transform = eval_transform(resize)  # validates the name
     path = Path(source)
@@ -534,8 +534,8 @@ def load_models(names: Sequence[str] = (), weights: Sequence[str] = ()):
     - both: baselines stand alone and each network ``--model`` takes one ``--weights``, in order;
       a checkpoint of another architecture than its ``--model`` is an error naming both.
     """
-    from . import zoo
-    from .errors import WeightsError
+    from .. import zoo
+    from ..errors import WeightsError
 
     names, weights = list(names), [str(w) for w in weights]
     specs = [zoo.get_arch(name) for name in names]  # unknown names: UsageError with suggestions
@@ -566,7 +566,7 @@ def load_models(names: Sequence[str] = (), weights: Sequence[str] = ()):
         if source is None:
             loaded.append((spec.name, zoo.create_model(spec.name), None))
             continue
-        from .zoo.checkpoints import fits
+        from ..zoo.checkpoints import fits
 
         checkpoint, where = zoo.read_checkpoint(source)  # unreadable: WeightsError
         state = zoo.extract_state_dict(checkpoint)
@@ -580,7 +580,7 @@ def load_models(names: Sequence[str] = (), weights: Sequence[str] = ()):
                 if looks_like is not None:
                     kind = looks_like
                 else:
-                    from .zoo.checkpoints import rank_architectures
+                    from ..zoo.checkpoints import rank_architectures
 
                     score, looks_like = rank_architectures(state)[0]
                     kind = f"no known architecture (closest {looks_like}, {score:.0%})"

@@ -12,9 +12,9 @@ import io
 import json
 from typing import List, Optional, Sequence
 
-from .atomic import atomic_write_text
+from ..atomic import atomic_write_text
 from .metrics import FG_RATIO_RANGES
-from .published import published_for
+from ..zoo.published import published_for
 
 SUBSET_COLUMNS = ("N", "MSE", "fMSE", "PSNR", "ms_per_image")
 FG_COLUMNS = ("N", "MSE", "fMSE")

@@ -38,7 +38,7 @@ STRIP_PIXELS = 1 << 20
 
 
 def check_strategy(name: str) -> str:
-    from .errors import UsageError
+    from ..errors import UsageError
 
     key = str(name or "auto").strip().lower()
     if key not in STRATEGIES:

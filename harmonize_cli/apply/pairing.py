@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from .apply_io import is_image_file
-from .errors import UsageError
+from .imageio import is_image_file
+from ..errors import UsageError
 
 RULES = ("same stem", "iHarmony4 name", "<stem>_mask")
 

@@ -20,8 +20,8 @@ from typing import Optional
 
 import numpy as np
 
-from .atomic import atomic_path
-from .errors import HarmonizeError
+from ..atomic import atomic_path
+from ..errors import HarmonizeError
 
 # suffix -> Pillow format name
 IMAGE_EXTENSIONS = {

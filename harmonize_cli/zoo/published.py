@@ -75,7 +75,7 @@ PUBLISHED: Dict[str, dict] = {
 
 
 def _released_entries() -> Dict[str, dict]:
-    from .zoo.pretrained import HARMONIZATION_WEIGHTS
+    from .pretrained import HARMONIZATION_WEIGHTS
 
     entries = {}
     for weights in HARMONIZATION_WEIGHTS:
@@ -101,7 +101,7 @@ def published_for(arch: Optional[str]) -> List[dict]:
 def get_published(key: str) -> dict:
     entries = all_published()
     if key not in entries:
-        from .errors import UsageError
+        from ..errors import UsageError
 
         raise UsageError(f"no published numbers named {key!r}", f"choose one of: {', '.join(entries)}")
     return dict(entries[key], key=key)

@@ -26,9 +26,9 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from . import console
-from .apply_io import InputError, image_to_arrays, mask_to_array
-from .errors import UsageError
+from .. import console
+from .imageio import InputError, image_to_arrays, mask_to_array
+from ..errors import UsageError
 from .resolution import (
     check_strategy,
     compose_auto,
@@ -99,7 +99,7 @@ class Harmonizer:
                  batch_size: int = 8, flip_tta: bool = False, quiet: bool = False):
         import torch
 
-        from .device import resolve_device
+        from ..device import resolve_device
 
         if int(batch_size) < 1:
             raise UsageError("batch size must be at least 1")
@@ -114,7 +114,7 @@ class Harmonizer:
         self.network = network.to(self.device).eval()
         for parameter in self.network.parameters():
             parameter.requires_grad_(False)
-        from . import zoo
+        from .. import zoo
 
         spec = zoo.get_arch(self.model_name)
         self.needs_weights = spec.needs_weights
@@ -129,7 +129,7 @@ class Harmonizer:
     # ----------------------------------------------------------------------------- model choice
 
     def _load(self, model, weights):
-        from . import zoo
+        from .. import zoo
 
         name = str(model or "auto").strip()
         if weights is not None and not isinstance(weights, (str, os.PathLike, Mapping)):
@@ -161,7 +161,7 @@ class Harmonizer:
         if checkpoint is None:
             released = zoo.weights_for_arch(spec.name)
             if released is None:
-                from .errors import WeightsError
+                from ..errors import WeightsError
 
                 raise WeightsError(f"{spec.name} has no released weights",
                                    "pass --weights FILE (a checkpoint from `harmonize train`)")
@@ -171,7 +171,7 @@ class Harmonizer:
 
     @staticmethod
     def _build(arch, weights, label):
-        from . import zoo
+        from .. import zoo
 
         network = zoo.create_model(arch, weights=weights)
         network.weights_source = label
@@ -427,8 +427,8 @@ class Harmonizer:
 def _detect_arch(checkpoint) -> str:
     """The checkpoint's architecture: the first exact layout match (cheap for the small models),
     else the zoo's full ranking (which explains a mismatch)."""
-    from . import zoo
-    from .zoo.checkpoints import layout_of
+    from .. import zoo
+    from ..zoo.checkpoints import layout_of
 
     meta_arch = zoo.checkpoint_metadata(checkpoint).get("arch")
     try:

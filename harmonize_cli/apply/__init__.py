@@ -1,0 +1,17 @@
+"""The apply wing: harmonize composites of any size, one at a time or folders of them.
+
+- :class:`Harmonizer` (``harmonizer.py``): the single-image and batch Python API.
+- ``resolution.py``: how a 256-px prediction reaches full resolution (auto, fixed, native).
+- ``imageio.py``: reading composites and masks, writing results (every format apply accepts).
+- ``pairing.py``: which mask belongs to which composite, where each output goes.
+"""
+
+__all__ = ["Harmonizer"]
+
+
+def __getattr__(name):  # lazy: importing the package must not import torch
+    if name == "Harmonizer":
+        from .harmonizer import Harmonizer
+
+        return Harmonizer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -195,8 +195,9 @@ def test_reference_layout_checkpoint_is_detected_and_evaluated(mini, idih_checkp
     assert list(result["by_subset"]) == ["HFlickr", "All"] and result["by_subset"]["All"]["N"] == 3
     assert all(math.isfinite(result["by_subset"]["All"][k]) for k in ("MSE", "fMSE", "PSNR", "ms_per_image"))
     # the same weights through the library with --model given explicitly
-    ((label, model, _),) = load_models(["idih"], [str(idih_checkpoint)])
-    assert label == "idih (my_idih.pth)" and not model.training
+    (model,) = load_models(["idih"], [str(idih_checkpoint)])
+    assert model.label == "idih (my_idih.pth)" and model.name == "idih" and not model.network.training
+    assert model.source == str(idih_checkpoint)
 
 
 def test_model_weights_architecture_conflict_names_both(mini, idih_checkpoint, capsys):

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from harmonize_cli.evaluation import metrics
-from harmonize_cli.evaluation.engine import pad_divisor, predict
 
 
 def _images():
@@ -117,58 +116,3 @@ def test_metric_sums_means_and_empty_rows():
     assert row["ms_per_image"] == pytest.approx(20.0)
 
 
-class _Identity(torch.nn.Module):
-    def forward(self, image, mask):
-        return image
-
-
-class _Depth(_Identity):
-    depth = 3  # the reference pads to 2 ** (depth + 1) = 16
-
-
-def test_predict_denormalises_clamps_and_does_not_round():
-    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
-    std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
-    pixels = torch.tensor([0.0, 12.3, 254.6, 300.0]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
-    image = (pixels / 255.0 - mean) / std
-    out = predict(_Identity(), image, torch.zeros(1, 1, 2, 2))
-    assert out[0, :, 0, 1].tolist() == pytest.approx([12.3] * 3, abs=1e-3)
-    assert out[0, :, 1, 1].tolist() == [255.0] * 3
-
-
-def test_predict_pads_with_black_and_crops_back():
-    seen = {}
-
-    class Probe(_Depth):
-        def forward(self, image, mask):
-            seen["shape"] = tuple(image.shape)
-            seen["corner"] = image[0, :, 0, 0].clone()
-            seen["mask_corner"] = float(mask[0, 0, 0, 0])
-            return image
-
-    model = Probe()
-    assert pad_divisor(model) == 16
-    image = torch.zeros(1, 3, 10, 20)
-    out = predict(model, image, torch.ones(1, 1, 10, 20), divisor=pad_divisor(model))
-    assert seen["shape"] == (1, 3, 16, 32)
-    # padding is black in pixel space (0 before normalisation), the mask's padding is 0
-    black = -torch.tensor((0.485, 0.456, 0.406)) / torch.tensor((0.229, 0.224, 0.225))
-    assert seen["corner"].tolist() == pytest.approx(black.tolist())
-    assert seen["mask_corner"] == 0.0
-    assert out.shape == (1, 3, 10, 20)
-
-
-def test_flip_tta_averages_with_the_flipped_prediction():
-    class LeftRight(torch.nn.Module):
-        def forward(self, image, mask):  # adds a horizontal ramp: not flip-equivariant
-            ramp = torch.linspace(0, 1, image.shape[-1]).view(1, 1, 1, -1)
-            return image + ramp
-
-    image = torch.zeros(1, 3, 2, 5)
-    mask = torch.zeros(1, 1, 2, 5)
-    plain = predict(LeftRight(), image, mask)
-    averaged = predict(LeftRight(), image, mask, flip_tta=True)
-    # average of the ramp and its mirror is the constant 0.5 everywhere
-    expected = predict(_Identity(), image + 0.5, mask)
-    assert torch.allclose(averaged, expected, atol=1e-4)
-    assert not torch.allclose(plain, averaged)

@@ -66,8 +66,8 @@ def test_download_is_cached_and_atomic(server, tmp_path, monkeypatch, isolated_h
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".part")]
     again = zoo.fetch("idih256.pth")
     assert again == path and handler.hits == ["idih256.pth"], "second call must use the cache"
-    model = zoo.create_model("idih", pretrained=True)
-    assert model.weights_source == str(path)
+    resolved = zoo.resolve("idih")  # the released checkpoint, from the cache
+    assert resolved.path == path and resolved.source == str(path) and handler.hits == ["idih256.pth"]
 
 
 def test_truncated_download_is_detected_and_leaves_nothing(server, tmp_path):

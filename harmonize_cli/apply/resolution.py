@@ -31,19 +31,14 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-STRATEGIES = ("auto", "fixed", "native")
+from ..choices import RESOLUTION_STRATEGIES, check_choice
 
 # Pixels processed at once at full resolution (bounds working memory to ~100 MB per strip).
 STRIP_PIXELS = 1 << 20
 
 
 def check_strategy(name: str) -> str:
-    from ..errors import UsageError
-
-    key = str(name or "auto").strip().lower()
-    if key not in STRATEGIES:
-        raise UsageError(f"unknown resolution strategy {name!r}", "use auto, fixed or native")
-    return key
+    return check_choice(name or "auto", RESOLUTION_STRATEGIES, "resolution strategy")
 
 
 def mask_bbox(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:

@@ -17,6 +17,7 @@ from typing import Optional
 import click
 
 from .. import __version__, console
+from ..choices import OUTPUT_FORMATS, RESOLUTION_STRATEGIES
 
 REPORT_NAME = "harmonize.json"
 COMPARISON_DIR = "comparison"
@@ -74,10 +75,10 @@ class Entry:
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
               help="Images per forward pass at the network size.")
-@click.option("--resolution", type=click.Choice(["auto", "fixed", "native"]), default="auto", show_default=True,
+@click.option("--resolution", type=click.Choice(RESOLUTION_STRATEGIES), default="auto", show_default=True,
               help="auto: network at its training size, correction carried to full resolution; "
                    "fixed: resize, run, resize back (reference); native: full size, padded.")
-@click.option("--ext", type=click.Choice(["same", "png", "jpg", "webp"]), default="same", show_default=True,
+@click.option("--ext", type=click.Choice(OUTPUT_FORMATS), default="same", show_default=True,
               help="Output format (same: that of the input).")
 @click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100),
               help="JPEG/WebP quality (WebP at 100 is lossless).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import console
+from ..choices import EVAL_RESIZES, parse_list
 
 EPILOG = """Examples:
 
@@ -20,10 +21,7 @@ Protocol, options and the JSON schema: docs/evaluation.md
 
 
 def _split_subsets(values):
-    names = []
-    for value in values:
-        names += [part.strip() for part in str(value).split(",") if part.strip()]
-    return names or None
+    return parse_list(values) or None
 
 
 def _psnr_peak(value):
@@ -47,7 +45,7 @@ def _psnr_peak(value):
 @click.option("--weights", "-w", "weights", multiple=True, metavar="PATH|NAME",
               help="Checkpoint (path, URL or released name). Repeat for several. Without --model the "
                    "architecture is detected.")
-@click.option("--resize", type=click.Choice(["fixed256", "limit1024", "none"], case_sensitive=False),
+@click.option("--resize", type=click.Choice(EVAL_RESIZES, case_sensitive=False),
               default="fixed256", show_default=True,
               help="fixed256: the published tables; limit1024 / none: native size, one image per pass.")
 @click.option("--flip-tta", is_flag=True, help="Average with the prediction of the horizontally flipped input.")
@@ -97,12 +95,11 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
     torch_device = resolve_device(device)
     dataset = open_test_set(source, resize=resize, subsets=subset_names)
     loaded = load_models(models, weights)
-    console.info(f"Evaluating {', '.join(label for label, _, _ in loaded)} on {len(dataset)} test images of "
+    console.info(f"Evaluating {', '.join(model.label for model in loaded)} on {len(dataset)} test images of "
                  f"{source} ({', '.join(dataset.subset_names)}), resize {resize}, device {torch_device}")
-    results = evaluate([model for _, model, _ in loaded], dataset, batch_size=batch_size, device=torch_device,
-                       flip_tta=flip_tta, psnr_peak=peak, workers=workers, save_predictions=save_predictions,
-                       progress=True, resize=resize, labels=[label for label, _, _ in loaded],
-                       weights=[where for _, _, where in loaded])
+    results = evaluate(loaded, dataset, batch_size=batch_size, device=torch_device, flip_tta=flip_tta,
+                       psnr_peak=peak, workers=workers, save_predictions=save_predictions, progress=True,
+                       resize=resize)
 
     if output == "-":
         click.echo(report.to_json(results, with_published, per_image), nl=False)

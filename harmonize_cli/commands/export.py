@@ -50,12 +50,7 @@ def export(checkpoint, output, force, no_check):
 
 
 def _check(path, arch):
-    """Load the exported file strictly into a fresh model of its architecture."""
+    """Load the exported file strictly into a fresh model of its architecture (as apply/eval would)."""
     from .. import zoo
 
-    state, _ = zoo.read_checkpoint(path)
-    if not arch:
-        arch = zoo.detect_arch(state)
-    model = zoo.create_model(arch, init=False)
-    model.load_state_dict(state, strict=True)
-    return zoo.get_arch(arch).name
+    return zoo.resolve(arch or "auto", weights=str(path)).name

@@ -26,7 +26,6 @@ before de-normalisation and clamping, as the reference does.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,10 +37,10 @@ import torch
 
 from .. import console
 from ..errors import UsageError
+from ..data.transforms import denormalize
+from ..inference import normalization_of, pad_divisor, predict
 from .metrics import FG_RATIO_RANGES, METRIC_NAMES, MetricSums, fg_ratio, fg_ratio_bins, image_metrics
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PIXELS_PER_IMAGE_AT_256 = 256 * 256
 
 
@@ -112,39 +111,12 @@ def psnr_peak_label(peak: Optional[float]) -> str:
 
 
 # --------------------------------------------------------------------------------------- helpers
-def pad_divisor(model) -> int:
-    """The multiple that native-size inputs are padded to.
-
-    The reference pads to ``2 ** (depth + 1)`` for networks with a ``depth`` (DIH, iDIH, S2AM, ...)
-    and does not pad backboned networks; we keep that and also honour the model's own
-    ``size_divisor`` (the least multiple it can run at), so backboned networks run at any size.
-    """
-    reference = 2 ** (int(model.depth) + 1) if isinstance(getattr(model, "depth", None), int) else 1
-    own = int(getattr(model, "size_divisor", 1) or 1)
-    return math.lcm(reference, own)
-
-
-def _padding(size: int, divisor: int):
-    pad = (divisor - size % divisor) % divisor
-    return pad // 2, pad - pad // 2
-
-
-def _model_output(output):
-    if isinstance(output, dict):
-        output = output.get("images", next(iter(output.values())))
-    return output
-
-
 def _model_device(model) -> Optional[torch.device]:
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():
         return tensor.device
     return None
-
-
-def _model_label(model, fallback: str) -> str:
-    return str(getattr(model, "arch_name", None) or fallback)
 
 
 class _SafeDataset(torch.utils.data.Dataset):
@@ -195,10 +167,13 @@ def _default_workers(n_samples: int, batch_size: int, device) -> int:
 class _Prepared:
     """A model moved to the evaluation device in eval mode; ``restore()`` undoes both."""
 
-    def __init__(self, model, device, label, weights):
+    def __init__(self, entry: "_Entry", device):
+        model = entry.network
         self.model = model
-        self.label = label
-        self.weights = weights
+        self.label = entry.label
+        self.arch = entry.arch
+        self.weights = entry.weights
+        self.normalization = entry.normalization
         self.modes = [(module, module.training) for module in model.modules()]
         self.original_device = _model_device(model)
         self.moved = self.original_device is not None and self.original_device != device
@@ -219,14 +194,52 @@ class _Prepared:
 
 
 # ------------------------------------------------------------------------------------ the engine
+@dataclass
+class _Entry:
+    label: str
+    network: object
+    arch: str
+    weights: Optional[str]
+    normalization: dict
+
+
+def _entries(models_or_model, labels, weights):
+    """(single, [_Entry]) from a model, a list of models or a {label: model} dict."""
+    import torch.nn as nn
+
+    from ..zoo import ResolvedModel
+
+    single = isinstance(models_or_model, (nn.Module, ResolvedModel))
+    if single:
+        items = [(labels[0] if labels else None, models_or_model)]
+    elif isinstance(models_or_model, dict):
+        items = list(models_or_model.items())
+    else:
+        models = list(models_or_model)
+        items = list(zip(list(labels) if labels else [None] * len(models), models))
+    if not items:
+        raise UsageError("no model to evaluate", "pass --model NAME or --weights FILE")
+    given = list(weights) if weights else [None] * len(items)
+    entries = []
+    for position, ((label, model), weight) in enumerate(zip(items, given)):
+        if isinstance(model, ResolvedModel):
+            entries.append(_Entry(label or model.label, model.network, model.name,
+                                  weight if weight is not None else model.source, dict(model.normalization)))
+        else:
+            name = label or ("model" if single else f"model{position + 1}")
+            entries.append(_Entry(name, model, name, weight, dict(normalization_of(model))))
+    return single, entries
+
+
 def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, device=None, flip_tta: bool = False,
              psnr_peak: Optional[float] = None, workers: Optional[int] = None, save_predictions=None,
              progress: bool = True, resize: Optional[str] = None, subsets: Optional[Sequence[str]] = None,
              labels: Optional[Sequence[str]] = None, weights: Optional[Sequence[Optional[str]]] = None):
     """Evaluate one model (returns an :class:`EvalResult`) or several (a list, one pass over the data).
 
-    ``models_or_model``: an ``nn.Module`` (``forward(image, mask)`` on ImageNet-normalised input),
-    a list of them, or a dict ``{label: module}``.
+    ``models_or_model``: a :class:`~harmonize_cli.zoo.ResolvedModel` (what ``zoo.resolve`` returns)
+    or an ``nn.Module`` (``forward(image, mask)`` on its normalised input), a list of them, or a
+    dict ``{label: model}``.
     ``dataset``: a ``HarmonizationDataset`` (samples with ``image``, ``mask``, ``target_255`` or
     ``target``, ``subset``, ``name``), or a path, opened as its test split with ``resize``
     (default ``fixed256``) and ``subsets``.
@@ -235,20 +248,7 @@ def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, devi
     sub-folder per model when there are several).
     The models' train/eval modes and devices are restored afterwards.
     """
-    import torch.nn as nn
-
-    single = isinstance(models_or_model, nn.Module)
-    if single:
-        named = [(labels[0] if labels else _model_label(models_or_model, "model"), models_or_model)]
-    elif isinstance(models_or_model, dict):
-        named = list(models_or_model.items())
-    else:
-        models = list(models_or_model)
-        names = list(labels) if labels else [_model_label(model, f"model{i + 1}") for i, model in enumerate(models)]
-        named = list(zip(names, models))
-    if not named:
-        raise UsageError("no model to evaluate", "pass --model NAME or --weights FILE")
-    weights = list(weights) if weights else [getattr(model, "weights_source", None) for _, model in named]
+    single, entries = _entries(models_or_model, labels, weights)
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
 
@@ -260,7 +260,7 @@ def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, devi
         raise UsageError("the dataset has no test images", "check the test lists of the dataset")
 
     if device is None:
-        found = _model_device(named[0][1])
+        found = _model_device(entries[0].network)
         device = found if found is not None and found.type != "cpu" else None
     if not isinstance(device, torch.device):
         from ..device import resolve_device
@@ -269,7 +269,7 @@ def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, devi
     if batch_size is None:
         batch_size = default_batch_size(device)
 
-    prepared = [_Prepared(model, device, label, weight) for (label, model), weight in zip(named, weights)]
+    prepared = [_Prepared(entry, device) for entry in entries]
     save_root = Path(save_predictions) if save_predictions else None
     try:
         with torch.no_grad():
@@ -295,8 +295,6 @@ def _run(prepared, dataset, device, batch_size, flip_tta, psnr_peak, workers, sa
         loader_options["prefetch_factor"] = 4
         loader_options["persistent_workers"] = False
     loader = torch.utils.data.DataLoader(_SafeDataset(dataset), **loader_options)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     skipped: List[dict] = []
     writer = ThreadPoolExecutor(max_workers=2) if save_root is not None else None
     pending = []
@@ -314,8 +312,7 @@ def _run(prepared, dataset, device, batch_size, flip_tta, psnr_peak, workers, sa
                     else:
                         good.append(sample)
                 for group in _groups(good, batch_size):
-                    _evaluate_group(prepared, group, device, mean, std, flip_tta, psnr_peak, save_root, writer,
-                                    pending)
+                    _evaluate_group(prepared, group, device, flip_tta, psnr_peak, save_root, writer, pending)
                 if bar is not None:
                     bar.advance(task, len(samples))
                     first = prepared[0]
@@ -364,21 +361,24 @@ def _stack(group, key, device):
     return torch.stack(tensors).float()
 
 
-def _evaluate_group(prepared, group, device, mean, std, flip_tta, psnr_peak, save_root, writer, pending):
-    image = _stack(group, "image", device)
+def _evaluate_group(prepared, group, device, flip_tta, psnr_peak, save_root, writer, pending):
+    # pixels on the 0..255 scale: what the reference normalises (datasets opened with keep_raw)
+    image = _stack(group, "image_255", device) if "image_255" in group[0] else denormalize(
+        _stack(group, "image", device))
     mask = _stack(group, "mask", device)
     if mask.dim() == 3:
         mask = mask.unsqueeze(1)
     if "target_255" in group[0]:
         target = _stack(group, "target_255", device)
     else:
-        target = (_stack(group, "target", device) * std + mean) * 255.0
+        target = denormalize(_stack(group, "target", device))
     ratios = fg_ratio(mask)
     for item in prepared:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        pred = predict(item.model, image, mask, mean, std, divisor=item.divisor, flip_tta=flip_tta)
+        pred = predict(item.model, image, mask, normalization=item.normalization, divisor=item.divisor,
+                       flip_tta=flip_tta, peak=255.0)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         elapsed = time.perf_counter() - start
@@ -401,39 +401,6 @@ def _evaluate_group(prepared, group, device, mean, std, flip_tta, psnr_peak, sav
                 path = folder / _safe_name(str(sample.get("subset", "test"))) / (
                     Path(str(sample.get("name", sample.get("index", position)))).stem + ".png")
                 pending.append(writer.submit(_save_png, path, images[position]))
-
-
-def predict(model, image, mask, mean=None, std=None, *, divisor: int = 1, flip_tta: bool = False):
-    """The reference predictor on a batch: pad, (flip), forward, average, de-normalise, clamp.
-
-    ``image``: N x 3 x H x W ImageNet-normalised; ``mask``: N x 1 x H x W in [0, 1].
-    Returns N x 3 x H x W on the 0..255 scale, clamped, not rounded.
-    """
-    if mean is None:
-        mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(1, 3, 1, 1)
-    if std is None:
-        std = torch.tensor(IMAGENET_STD, device=image.device).view(1, 3, 1, 1)
-    height, width = image.shape[-2:]
-    top, bottom = _padding(height, divisor)
-    left, right = _padding(width, divisor)
-    padded = top or bottom or left or right
-    if padded:
-        # the reference pads the 0..255 image with zeros before normalising: black, not zero
-        black = (-mean / std).to(image.dtype)
-        canvas = black.expand(image.shape[0], 3, height + top + bottom, width + left + right).clone()
-        canvas[:, :, top:top + height, left:left + width] = image
-        image = canvas
-        mask = torch.nn.functional.pad(mask, (left, right, top, bottom), value=0.0)
-    count = image.shape[0]
-    if flip_tta:
-        image = torch.cat((image, torch.flip(image, dims=(3,))), dim=0)
-        mask = torch.cat((mask, torch.flip(mask, dims=(3,))), dim=0)
-    output = _model_output(model(image, mask))
-    if flip_tta:
-        output = 0.5 * (output[:count] + torch.flip(output[count:], dims=(3,)))
-    if padded:
-        output = output[:, :, top:top + height, left:left + width]
-    return ((output.float() * std + mean) * 255.0).clamp(0.0, 255.0)
 
 
 def _safe_name(text: str) -> str:
@@ -459,8 +426,7 @@ def _result(item: _Prepared, subset_order, resize, psnr_peak, flip_tta, skipped,
         total.merge(item.sums[name])
     by_subset["All"] = total.means()
     by_fg_ratio = {name: item.fg_sums[name].means(with_time=False) for name in FG_RATIO_RANGES}
-    arch = getattr(item.model, "arch_name", None) or item.label
-    return EvalResult(model=str(arch), weights=item.weights, resize=resize, psnr_peak=psnr_peak, flip_tta=flip_tta,
+    return EvalResult(model=str(item.arch), weights=item.weights, resize=resize, psnr_peak=psnr_peak, flip_tta=flip_tta,
                       by_subset=by_subset, by_fg_ratio=by_fg_ratio, per_image=item.per_image, skipped=list(skipped),
                       device=str(device), seconds=seconds, label=item.label)
 
@@ -527,7 +493,8 @@ def check_test_set(dataset, source, subsets=None) -> None:
 
 # -------------------------------------------------------------------------------------- models
 def load_models(names: Sequence[str] = (), weights: Sequence[str] = ()):
-    """Build the models named by ``--model`` and ``--weights``; returns ``[(label, model, weights)]``.
+    """Resolve the models named by ``--model`` and ``--weights`` into a list of
+    :class:`~harmonize_cli.zoo.ResolvedModel` (each with a unique ``label``).
 
     - ``--model`` alone: baselines need no weights; a network gets its released checkpoint.
     - ``--weights`` alone: the architecture of each checkpoint is detected.
@@ -535,67 +502,25 @@ def load_models(names: Sequence[str] = (), weights: Sequence[str] = ()):
       a checkpoint of another architecture than its ``--model`` is an error naming both.
     """
     from .. import zoo
-    from ..errors import WeightsError
 
     names, weights = list(names), [str(w) for w in weights]
     specs = [zoo.get_arch(name) for name in names]  # unknown names: UsageError with suggestions
     networks = [spec for spec in specs if spec.needs_weights]
-    pairs = []
     if not weights:
-        for spec in specs:
-            if not spec.needs_weights:
-                pairs.append((spec, None))
-                continue
-            released = zoo.weights_for_arch(spec.name)
-            if released is None:
-                raise UsageError(f"{spec.name} has no released weights",
-                                 f"pass --weights FILE.pth trained as {spec.name}")
-            pairs.append((spec, released.name))
+        pairs = [(spec.name, None) for spec in specs]
     elif not networks:
-        pairs = [(spec, None) for spec in specs] + [(None, path) for path in weights]
+        pairs = [(spec.name, None) for spec in specs] + [("auto", path) for path in weights]
     elif len(networks) == len(weights):
         queue = list(weights)
-        pairs = [(spec, queue.pop(0) if spec.needs_weights else None) for spec in specs]
+        pairs = [(spec.name, queue.pop(0) if spec.needs_weights else None) for spec in specs]
     else:
         raise UsageError(f"{len(networks)} network --model and {len(weights)} --weights do not pair up",
                          "give one --weights per --model that needs weights (baselines need none), "
                          "or omit --model to detect each checkpoint's architecture")
-
-    loaded = []
-    for spec, source in pairs:
-        if source is None:
-            loaded.append((spec.name, zoo.create_model(spec.name), None))
-            continue
-        from ..zoo.checkpoints import fits
-
-        checkpoint, where = zoo.read_checkpoint(source)  # unreadable: WeightsError
-        state = zoo.extract_state_dict(checkpoint)
-        if spec is None:
-            arch = zoo.detect_arch(checkpoint)
-        else:
-            arch = spec.name
-            if not fits(arch, state):
-                looks_like = next((other.name for other in zoo.ARCHITECTURES
-                                   if other.needs_weights and fits(other.name, state)), None)
-                if looks_like is not None:
-                    kind = looks_like
-                else:
-                    from ..zoo.checkpoints import rank_architectures
-
-                    score, looks_like = rank_architectures(state)[0]
-                    kind = f"no known architecture (closest {looks_like}, {score:.0%})"
-                raise WeightsError(f"--weights {source} is a checkpoint of {kind}, but --model is {arch}",
-                                   f"drop --model to evaluate it as {looks_like}, or pass weights of {arch}")
-        model = zoo.create_model(arch, init=False)
-        zoo.load_weights(model, state)
-        model.weights_source = source
-        model.eval()
-        label = arch if spec is not None and source == getattr(zoo.weights_for_arch(arch), "name", None) \
-            else f"{arch} ({Path(source).name})"
-        loaded.append((label, model, where if Path(str(source)).exists() else source))
+    resolved = [zoo.resolve(name, source) for name, source in pairs]
     seen: Dict[str, int] = {}
-    unique = []
-    for label, model, source in loaded:
+    for model in resolved:
+        label = model.label
         seen[label] = seen.get(label, 0) + 1
-        unique.append((label if seen[label] == 1 else f"{label} #{seen[label]}", model, source))
-    return unique
+        model.label = label if seen[label] == 1 else f"{label} #{seen[label]}"
+    return resolved

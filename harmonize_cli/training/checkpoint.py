@@ -107,13 +107,13 @@ def build_checkpoint(*, model, optimizer=None, scheduler=None, scaler=None, epoc
     raw = unwrap_model(model)
     meta = {
         "format": FORMAT,
-        "arch": getattr(raw, "arch_name", type(raw).__name__),
-        "input_size": getattr(raw, "input_size", None),
+        "arch": type(raw).__name__,  # callers pass the zoo name in extra_meta
+        "input_size": None,
         "version": __version__,
         "torch": str(torch.__version__),
         "epoch": int(epoch),
         "step": int(step),
-        "backbone_weights": getattr(raw, "backbone_weights", None),
+        "backbone_weights": None,
     }
     meta.update(extra_meta or {})
     return {

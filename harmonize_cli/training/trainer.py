@@ -327,6 +327,13 @@ class Trainer:
         self.metrics: list = []
         self.best: Optional[dict] = None
         self.run_dir: Optional[Path] = None
+        self.backbone_weights: Optional[dict] = None  # where the backbone's ImageNet weights came from
+
+    @property
+    def spec(self):
+        from .. import zoo
+
+        return zoo.get_arch(self.config.arch)
 
     # ------------------------------------------------------------------ preflight
     def _preflight(self) -> dict:
@@ -465,11 +472,11 @@ class Trainer:
         torch.manual_seed(derive_seed(config.seed, "init"))
         model = zoo.create_model(spec.name, init=False)
         init_weights(model, magnitude=config.init_magnitude)
-        model.backbone_weights = None
+        self.backbone_weights = None
         if spec.backbone and backbone_path and self.resume_checkpoint is None:
-            zoo.load_backbone_weights(model, spec, backbone_path)
+            self.backbone_weights = zoo.load_backbone_weights(model, spec, backbone_path)
         elif spec.backbone:
-            model.backbone_weights = {"source": None, "loaded": 0, "note": "trained from scratch (--no-pretrained)"}
+            self.backbone_weights = {"source": None, "loaded": 0, "note": "trained from scratch (--no-pretrained)"}
         return model
 
     # ------------------------------------------------------------------ run
@@ -707,7 +714,7 @@ class Trainer:
         checkpoint = self.resume_checkpoint
         raw_model.load_state_dict(checkpoint["model"], strict=True)
         meta = checkpoint.get("meta") or {}
-        raw_model.backbone_weights = meta.get("backbone_weights")
+        self.backbone_weights = meta.get("backbone_weights")
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         if checkpoint.get("scaler") and scaler.is_enabled():
@@ -729,7 +736,9 @@ class Trainer:
         return build_checkpoint(model=raw_model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                                 epoch=epoch, step=step, partial=partial, config=self.config.to_dict(),
                                 metrics=self.metrics, best=self.best,
-                                extra_meta={"world_size": self.env.world_size})
+                                extra_meta={"world_size": self.env.world_size, "arch": self.spec.name,
+                                            "input_size": self.spec.input_size,
+                                            "backbone_weights": self.backbone_weights})
 
     def _end_epoch(self, epoch, steps, loss_sum, samples, lr, train_seconds, rate, raw_model, optimizer,
                    scheduler, scaler, saver, val_set, device):
@@ -870,7 +879,7 @@ class Trainer:
         config = self.config
         amp_text = "off (float32)" if amp_dtype is None else (
             f"{str(amp_dtype).replace('torch.', '')}" + (" + GradScaler" if use_scaler else ""))
-        backbone = getattr(raw_model, "backbone_weights", None)
+        backbone = self.backbone_weights
         lines = [
             f"harmonize {__version__}, torch {torch.__version__}",
             f"run folder: {self.run_dir}",

@@ -27,12 +27,13 @@ from .pretrained import (
     weights_for_arch,
 )
 from .registry import ARCHITECTURES, ArchSpec, arch_names, get_arch
+from .resolve import ResolvedModel, resolve
 
 __all__ = [
     "ARCHITECTURES", "ArchSpec", "BACKBONE_WEIGHTS", "HARMONIZATION_WEIGHTS", "PretrainedWeights",
     "arch_names", "cached", "checkpoint_metadata", "create_model", "detect_arch", "extract_state_dict",
     "fetch", "get_arch", "get_weights", "list_models", "list_weights", "load_weights", "read_checkpoint",
-    "weights_for_arch",
+    "resolve", "ResolvedModel", "weights_for_arch",
 ]
 
 
@@ -62,18 +63,18 @@ def list_models(include_baselines: bool = True):
 
 def create_model(name: str, *, weights=None, pretrained: bool = False, pretrained_backbone: bool = False,
                  backbone_weights=None, init: bool = True, device=None, eval_mode: Optional[bool] = None):
-    """Build an architecture by our name or its reference alias.
+    """Build an architecture by our name or its reference alias (a plain ``nn.Module``).
 
     ``weights``: a checkpoint to load (path, URL, registry name or state dict).
     ``pretrained``: load the released reference checkpoint of this architecture (downloaded once).
     ``pretrained_backbone`` / ``backbone_weights``: load ImageNet weights into the backbone (training).
     ``init``: apply the reference initialisation to layers that get no weights.
     The model is put in eval mode when weights are loaded (unless ``eval_mode`` says otherwise).
+    To know where weights came from, use :func:`resolve`, which returns the network with that
+    information.
     """
     spec = get_arch(name)
     model = spec.build()
-    model.arch_name = spec.name
-    model.input_size = spec.input_size
     if pretrained and weights is None:
         released = weights_for_arch(spec.name)
         if released is None:
@@ -87,7 +88,7 @@ def create_model(name: str, *, weights=None, pretrained: bool = False, pretraine
     if spec.backbone and (pretrained_backbone or backbone_weights is not None) and weights is None:
         load_backbone_weights(model, spec, backbone_weights)
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, arch=spec.name)
     if eval_mode if eval_mode is not None else weights is not None:
         model.eval()
     if device is not None:
@@ -98,7 +99,9 @@ def create_model(name: str, *, weights=None, pretrained: bool = False, pretraine
 
 
 def load_backbone_weights(model, spec: ArchSpec, source=None):
-    """Load ImageNet weights into the backbone (classifier heads ignored); returns the tensors loaded."""
+    """Load ImageNet weights into the backbone (classifier heads ignored).
+
+    Returns ``{"source", "loaded", "ignored"}``: where they came from and how many tensors."""
     from ..models.backboned import load_pretrained_backbone
 
     path = source if source is not None else fetch(spec.backbone)
@@ -106,8 +109,7 @@ def load_backbone_weights(model, spec: ArchSpec, source=None):
     state = extract_state_dict(checkpoint)
     loaded, skipped = load_pretrained_backbone(model, state)
     console.info(f"Backbone {spec.backbone}: loaded {loaded} tensors from {label} ({len(skipped)} ignored)")
-    model.backbone_weights = {"source": label, "loaded": loaded, "ignored": len(skipped)}
-    return loaded
+    return {"source": label, "loaded": loaded, "ignored": len(skipped)}
 
 
 def _match_scalar_shapes(state, model_state):
@@ -120,21 +122,21 @@ def _match_scalar_shapes(state, model_state):
     return fixed
 
 
-def load_weights(model, source, strict: bool = True):
+def load_weights(model, source, strict: bool = True, *, arch: Optional[str] = None, label: Optional[str] = None):
     """Load a checkpoint into ``model``: reference state dicts, our training checkpoints, DDP
-    prefixes, paths, URLs and registry names. A mismatch raises one clear WeightsError."""
-    checkpoint, label = read_checkpoint(source)
+    prefixes, paths, URLs and registry names. A mismatch raises one clear WeightsError naming
+    ``arch`` (default: the model's class) and what the weights look like."""
+    checkpoint, read_label = read_checkpoint(source)
+    label = label or read_label
     model_state = model.state_dict()
     state = _match_scalar_shapes(extract_state_dict(checkpoint), model_state)
-    arch = getattr(model, "arch_name", type(model).__name__)
     if strict:
         from .checkpoints import describe_mismatch
 
         same_keys = set(state) == set(model_state)
         same_shapes = same_keys and all(tuple(state[k].shape) == tuple(model_state[k].shape) for k in state)
         if not same_shapes:
-            raise WeightsError(f"{label}: {describe_mismatch(arch, state, model_state)}",
+            raise WeightsError(f"{label}: {describe_mismatch(arch or type(model).__name__, state, model_state)}",
                                "pick the matching --model, or omit it to detect the architecture")
     model.load_state_dict(state, strict=strict)
-    model.weights_source = label
     return model

@@ -124,20 +124,26 @@ def detect_arch(state_dict) -> str:
     """Our name of the architecture whose layout equals the state dict's; WeightsError if none.
 
     Accepts a state dict, any checkpoint layout that :func:`extract_state_dict` reads, or a path,
-    URL or registry name. Architectures are tried in registry order and the first exact match
-    wins, so only the layouts up to it are built.
+    URL or registry name. The architecture recorded by ``harmonize train`` (``meta.arch``) wins
+    when its layout agrees; otherwise architectures are tried in registry order and the first
+    exact match wins, so only the layouts up to it are built.
     """
-    from .registry import ARCHITECTURES
+    from .registry import ARCHITECTURES, get_arch
 
     if not isinstance(state_dict, Mapping) or not any(hasattr(v, "shape") for v in state_dict.values()):
         state_dict, _ = read_checkpoint(state_dict)
-    meta = checkpoint_metadata(state_dict)
+    meta_arch = checkpoint_metadata(state_dict).get("arch")
     tensors = extract_state_dict(state_dict)
-    for spec in ARCHITECTURES:
-        if spec.needs_weights and fits(spec.name, tensors):
+    candidates = [spec for spec in ARCHITECTURES if spec.needs_weights]
+    if meta_arch:
+        try:
+            recorded = get_arch(meta_arch)
+            candidates.insert(0, recorded)
+        except Exception:  # an architecture this version does not know
+            pass
+    for spec in candidates:
+        if fits(spec.name, tensors):
             return spec.name
-    if meta.get("arch"):
-        return meta["arch"]
     score, name = rank_architectures(tensors)[0]
     raise WeightsError(
         f"the checkpoint matches no architecture exactly (closest: {name}, {score:.0%} of tensors agree)",

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Optional
 
 from .. import console, settings
+from ..choices import IMAGENET_NORMALIZATION, TABLE_ROWS
 from ..errors import DownloadError, UsageError
 from .download import download_file
 
 _RELEASE = "https://github.com/saic-vul/image_harmonization/releases/download/v1.0/"
-_IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+_IMAGENET_NORM = {key: list(values) for key, values in IMAGENET_NORMALIZATION.items()}
 _PREPROCESS_256 = {"resize": "fixed256", "input_size": 256, "normalization": _IMAGENET_NORM}
 
 
@@ -40,8 +41,7 @@ class PretrainedWeights:
 
 
 def _metrics(*rows):
-    subsets = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night", "All")
-    return {subset: {"MSE": mse, "PSNR": psnr} for subset, (mse, psnr) in zip(subsets, rows) if mse is not None}
+    return {subset: {"MSE": mse, "PSNR": psnr} for subset, (mse, psnr) in zip(TABLE_ROWS, rows) if mse is not None}
 
 
 _REFERENCE_PAGE = "https://github.com/saic-vul/image_harmonization"

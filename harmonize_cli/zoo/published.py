@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night", "All")
+from ..choices import TABLE_ROWS as SUBSETS
 FG_RANGES = ("0-5%", "5-15%", "15-100%", "0-100%")
 
 TABLE1 = "paper, Table 1"
@@ -96,6 +96,14 @@ def published_for(arch: Optional[str]) -> List[dict]:
     if arch is None:
         return []
     return [dict(entry, key=key) for key, entry in all_published().items() if entry["arch"] == arch]
+
+
+def paper_summary(arch: str) -> dict:
+    """The "All" row of the first paper (or dataset-page) entry of an architecture, else ``{}``."""
+    for entry in PUBLISHED.values():
+        if entry["arch"] == arch and "All" in entry["by_subset"]:
+            return {"All": dict(entry["by_subset"]["All"])}
+    return {}
 
 
 def get_published(key: str) -> dict:

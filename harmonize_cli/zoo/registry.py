@@ -2,7 +2,7 @@
 
 Each :class:`ArchSpec` knows how to build its network with the reference constructor arguments
 (so that the state-dict layout is the reference's) and carries metadata: input size, family,
-parameter count and the paper's published numbers.
+parameter count, input normalisation; the paper's numbers come from :mod:`.published`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..choices import IMAGENET_NORMALIZATION
 from ..errors import UsageError
 
 # Reference base configurations (iharm/mconfigs/base.py), by reference name.
@@ -57,7 +58,15 @@ class ArchSpec:
     backbone: Optional[str] = None  # ImageNet backbone key in BACKBONE_WEIGHTS, if any
     num_params: Optional[int] = None  # trainable parameters (equal to the reference's)
     description: str = ""
-    paper: dict = field(default_factory=dict)  # published numbers (paper tables)
+    normalization: dict = field(default_factory=lambda: dict(IMAGENET_NORMALIZATION))  # input space
+
+    @property
+    def paper(self) -> dict:
+        """The paper's headline numbers for this architecture (``{"All": {"MSE", "PSNR"[, "fMSE"]}}``),
+        read from :mod:`harmonize_cli.zoo.published`."""
+        from .published import paper_summary
+
+        return paper_summary(self.name)
 
     @property
     def aliases(self):
@@ -86,19 +95,13 @@ def _spec(name, reference, builder, params, num_params, **kwargs):
                     num_params=num_params, **kwargs)
 
 
-# Paper numbers (Table 1: MSE / PSNR, All; Table 2 fMSE All) for rows that match an architecture.
-_PAPER_IDIH = {"All": {"MSE": 30.56, "PSNR": 37.08, "fMSE": 330.45}}
-_PAPER_DIH = {"All": {"MSE": 76.77, "PSNR": 33.41, "fMSE": 773.18}}
-_PAPER_S2AM = {"All": {"MSE": 59.67, "PSNR": 34.35}}
-_PAPER_HRNET18S = {"All": {"MSE": 22.00, "PSNR": 38.31, "fMSE": 252.00}}
-
 ARCHITECTURES = [
     _spec("dih", "dih256", _DIH, dict(BASE_CONFIGS["dih256"][1]), 8301507, family="dih",
-          description="DIH encoder-decoder without the FC bottleneck", paper=_PAPER_DIH),
+          description="DIH encoder-decoder without the FC bottleneck"),
     _spec("dih-512", "dih512", _DIH, dict(BASE_CONFIGS["dih512"][1]), 16693187, family="dih", input_size=512,
           description="DIH at 512x512"),
     _spec("idih", "improved_dih256", _DIH, dict(BASE_CONFIGS["improved_dih256"][1]), 8301284,
-          description="iDIH: DIH with image blending", paper=_PAPER_IDIH),
+          description="iDIH: DIH with image blending"),
     _spec("idih-512", "improved_dih512", _DIH, dict(BASE_CONFIGS["improved_dih512"][1]), 16692964,
           input_size=512, description="iDIH at 512x512"),
     _spec("isedih", "improved_sedih256", _DIH, dict(BASE_CONFIGS["improved_sedih256"][1]), 8304468,
@@ -106,13 +109,13 @@ ARCHITECTURES = [
     _spec("isedih-512", "improved_sedih512", _DIH, dict(BASE_CONFIGS["improved_sedih512"][1]), 16696148,
           family="isedih", input_size=512, description="iSEDIH at 512x512"),
     _spec("s2am", "ssam256", _SSAM, dict(BASE_CONFIGS["ssam256"][1]), 9163291, family="s2am",
-          description="S2AM: U-Net with spatial-separated attention", paper=_PAPER_S2AM),
+          description="S2AM: U-Net with spatial-separated attention"),
     _spec("is2am", "improved_ssam256", _SSAM, dict(BASE_CONFIGS["improved_ssam256"][1]), 2185340, family="is2am",
           description="iS2AM: S2AM with image blending"),
     _spec("is2am-512", "improved_ssam512", _SSAM, dict(BASE_CONFIGS["improved_ssam512"][1]), 22998164,
           family="is2am", input_size=512, description="iS2AM at 512x512"),
     _spec("idih-hrnet-w18s", "hrnet18s_idih256", _HRNET, {"base_config": _base("improved_dih256")}, 12811093,
-          family="idih-hrnet", backbone="hrnetv2-w18-small-v2", paper=_PAPER_HRNET18S,
+          family="idih-hrnet", backbone="hrnetv2-w18-small-v2",
           description="iDIH + foreground-aware HRNetV2-W18-small-v2 + OCR"),
     _spec("idih-hrnet-w18s-v2p", "hrnet18s_v2p_idih256", _HRNET,
           {"pyramid_channels": 256, "base_config": _base("improved_dih256")}, 18090581,
@@ -153,8 +156,7 @@ ARCHITECTURES = [
           description="iDIH + HRNetV2-W18-small-v2 whose backbone does not see the mask (ablation)"),
     # Training-free baselines.
     ArchSpec(name="composite", builder="harmonize_cli.models.baselines:CompositeBaseline", params={}, input_size=None,
-             family="baseline", num_params=0, description="returns the composite unchanged (lower bound)",
-             paper={"All": {"MSE": 172.47, "PSNR": 31.63, "fMSE": 1387.30}}),
+             family="baseline", num_params=0, description="returns the composite unchanged (lower bound)"),
     ArchSpec(name="lab-transfer", builder="harmonize_cli.models.baselines:LabTransfer", params={}, input_size=None,
              family="baseline", num_params=0,
              description="moves the foreground's Lab mean and std to the background's (no weights)"),

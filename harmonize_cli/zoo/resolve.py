@@ -1,0 +1,196 @@
+"""One function turns (model, weights) into a network: :func:`resolve`.
+
+``apply``, ``eval``, ``export``, the :class:`~harmonize_cli.apply.Harmonizer` and the Python API
+all call it, so a name or checkpoint means the same network everywhere, with the same errors.
+
+>>> resolved = resolve("auto")                             # best cached release, else lab-transfer
+>>> resolved = resolve(weights="runs/x/best.pth")          # architecture detected
+>>> resolved = resolve("idih", weights="idih256.pth")      # a mismatch names both architectures
+>>> resolved.network, resolved.name, resolved.source, resolved.sha256, resolved.normalization
+
+What a model is (architecture, weights source, sha256, normalisation, padding) travels in the
+:class:`ResolvedModel`; nothing is stamped on the ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+from .. import console
+from ..errors import UsageError, WeightsError
+
+FALLBACK_MODEL = "lab-transfer"
+RECOMMENDED_WEIGHTS = "hrnet18s_idih256"
+
+
+def fallback_notice() -> str:
+    return (f"No neural weights found locally: using the training-free {FALLBACK_MODEL} baseline. "
+            f"For the neural model run `harmonize zoo download {RECOMMENDED_WEIGHTS}` or pass --weights FILE.")
+
+
+@dataclass
+class ResolvedModel:
+    """A network ready to run, and what it is."""
+
+    spec: "object"  # the zoo's ArchSpec
+    network: "object"  # torch.nn.Module, in eval mode unless asked otherwise
+    source: Optional[str] = None  # path, URL or registry name the weights came from; None: no weights
+    path: Optional[Path] = None  # the local file of the weights, when there is one
+    notice: Optional[str] = None  # a one-line note for the user (e.g. the training-free fallback)
+    _sha256: Optional[str] = field(default=None, repr=False)
+    _label: Optional[str] = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def normalization(self):
+        return self.spec.normalization
+
+    @property
+    def input_size(self) -> Optional[int]:
+        return self.spec.input_size
+
+    @property
+    def divisor(self) -> int:
+        from ..inference import pad_divisor
+
+        return pad_divisor(self.network)
+
+    @property
+    def sha256(self) -> Optional[str]:
+        if self._sha256 is None and self.path is not None and Path(self.path).is_file():
+            from .download import sha256_of
+
+            self._sha256 = sha256_of(self.path)
+        return self._sha256
+
+    @property
+    def label(self) -> str:
+        """How tables name it: the architecture, plus the file when it is not the released one."""
+        if self._label is not None:
+            return self._label
+        if self.source is None:
+            return self.name
+        from .pretrained import weights_for_arch
+
+        released = weights_for_arch(self.name)
+        if released is not None and self.source in (released.name, str(self.path or "")) and \
+                self.path is not None and Path(self.path).name == released.filename:
+            return self.name
+        return f"{self.name} ({Path(str(self.source)).name})"
+
+    @label.setter
+    def label(self, value: str) -> None:
+        self._label = value
+
+
+def resolve(model: Optional[str] = "auto", weights=None, *, device=None, eval_mode: bool = True) -> ResolvedModel:
+    """Build the network for ``model`` (a zoo name, a reference alias, or ``auto``) and ``weights``
+    (a path, URL, released name or state dict).
+
+    - ``auto`` + weights: the checkpoint's architecture is detected.
+    - ``auto`` alone: the best released checkpoint in the local cache, else ``lab-transfer`` (with
+      a notice).
+    - a network name alone: its released checkpoint (downloaded on first use unless offline).
+    - a name + weights: the checkpoint must have that architecture's layout; otherwise one
+      :class:`WeightsError` names both.
+    - a training-free baseline takes no weights.
+    """
+    name = str(model or "auto").strip()
+    if weights is not None and not isinstance(weights, (str, os.PathLike, Mapping)):
+        raise UsageError(f"weights must be a path, URL, name or state dict, not {type(weights).__name__}")
+    if name.lower() == "auto":
+        resolved = _resolve_auto(weights)
+    else:
+        resolved = _resolve_named(name, weights)
+    if eval_mode:
+        resolved.network.eval()
+    if device is not None:
+        from ..device import resolve_device
+
+        resolved.network.to(resolve_device(device))
+    return resolved
+
+
+def _resolve_auto(weights) -> ResolvedModel:
+    from . import HARMONIZATION_WEIGHTS, cached, create_model, detect_arch, get_arch
+
+    if weights is not None:
+        checkpoint, label = _read(weights)
+        return _build(get_arch(detect_arch(checkpoint)), checkpoint, label)
+    for released in sorted(HARMONIZATION_WEIGHTS, key=_released_rank):
+        path = cached(released)
+        if path is None:
+            continue
+        try:
+            checkpoint, label = _read(path)
+            return _build(get_arch(released.arch), checkpoint, label)
+        except Exception as exc:  # a model family not available in this build, a bad file
+            console.debug(f"skipping cached {released.name}: {exc}")
+    spec = get_arch(FALLBACK_MODEL)
+    return ResolvedModel(spec=spec, network=create_model(spec.name), notice=fallback_notice())
+
+
+def _resolve_named(name: str, weights) -> ResolvedModel:
+    from . import create_model, fetch, get_arch, weights_for_arch
+
+    spec = get_arch(name)
+    if not spec.needs_weights:
+        if weights is not None:
+            raise UsageError(f"{spec.name} is training-free and takes no weights", "drop --weights")
+        return ResolvedModel(spec=spec, network=create_model(spec.name))
+    if weights is None:
+        released = weights_for_arch(spec.name)
+        if released is None:
+            raise WeightsError(f"{spec.name} has no released weights",
+                               f"pass --weights FILE (a checkpoint trained as {spec.name} with `harmonize train`)")
+        weights = fetch(released)
+    checkpoint, label = _read(weights)
+    _check_fits(spec.name, checkpoint, label)
+    return _build(spec, checkpoint, label)
+
+
+def _read(weights):
+    from .checkpoints import read_checkpoint
+
+    return read_checkpoint(weights)
+
+
+def _build(spec, checkpoint, label) -> ResolvedModel:
+    from . import create_model, load_weights
+
+    network = create_model(spec.name, init=False)
+    load_weights(network, checkpoint, arch=spec.name, label=label)
+    path = None if label is None or str(label).startswith("<") else Path(label)
+    return ResolvedModel(spec=spec, network=network, source=None if path is None else str(label), path=path)
+
+
+def _check_fits(arch: str, checkpoint, label) -> None:
+    """A checkpoint of another architecture than the one asked for: one error naming both."""
+    from .checkpoints import extract_state_dict, fits, rank_architectures
+    from .registry import ARCHITECTURES
+
+    state = extract_state_dict(checkpoint)
+    if fits(arch, state):
+        return
+    looks_like = next((other.name for other in ARCHITECTURES if other.needs_weights and fits(other.name, state)),
+                      None)
+    if looks_like is not None:
+        kind = looks_like
+    else:
+        score, looks_like = rank_architectures(state)[0]
+        kind = f"no known architecture (closest {looks_like}, {score:.0%} of tensors agree)"
+    raise WeightsError(f"{label} is a checkpoint of {kind}, but the model asked for is {arch}",
+                       f"drop --model to use it as {looks_like}, or pass weights of {arch}")
+
+
+def _released_rank(weights) -> float:
+    """Lower is better: the released checkpoint's MSE on all of iHarmony4."""
+    mse = weights.metrics.get("All", {}).get("MSE")
+    return float(mse) if mse is not None else math.inf

@@ -1,0 +1,256 @@
+"""What ``harmonize apply`` does, as a library function: :func:`harmonize_folder`.
+
+>>> from harmonize_cli.apply.batch import harmonize_folder
+>>> report = harmonize_folder("composites/", "masks/", "out/", model="auto")
+>>> report.counts, [entry.status for entry in report.entries], report.report_path
+
+It pairs composites with masks (:mod:`.pairing`), places every output, refuses unsafe OUT
+folders, skips existing outputs unless ``overwrite``, streams the work through
+:func:`.pipeline.run_pipeline` and writes ``OUT/harmonize.json``. Per-file failures are recorded,
+never raised; usage problems (no images, OUT is an input folder) raise a UsageError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from .. import __version__, console
+from ..atomic import atomic_write_text
+from ..errors import HarmonizeError, UsageError
+from .imageio import format_for, output_suffix, read_image, read_mask, side_by_side, write_image
+from .pairing import find_pairs, output_path
+
+REPORT_NAME = "harmonize.json"
+COMPARISON_DIR = "comparison"
+STATUSES = ("done", "skipped", "failed", "interrupted")
+
+
+@dataclass
+class Entry:
+    """One composite's line in the report."""
+
+    composite: Path
+    mask: Optional[Path]
+    output: Optional[Path]
+    rule: Optional[str] = None
+    status: str = "pending"  # done, skipped, failed (interrupted if Ctrl-C came first)
+    reason: Optional[str] = None
+    seconds: float = 0.0
+    notes: list = field(default_factory=list)
+
+    def as_dict(self):
+        return {
+            "composite": str(self.composite),
+            "mask": str(self.mask) if self.mask else None,
+            "output": str(self.output) if self.output else None,
+            "rule": self.rule,
+            "status": self.status,
+            "reason": self.reason,
+            "seconds": round(self.seconds, 4),
+            **({"notes": self.notes} if self.notes else {}),
+        }
+
+
+@dataclass
+class BatchReport:
+    """The outcome of :func:`harmonize_folder`: one :class:`Entry` per composite, and the run."""
+
+    out: Path
+    entries: List[Entry]
+    model: dict  # Harmonizer.describe(): model, weights, sha256, device, ...
+    options: dict
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def counts(self) -> dict:
+        return {status: sum(entry.status == status for entry in self.entries) for status in STATUSES}
+
+    @property
+    def failed(self) -> List[Entry]:
+        return [entry for entry in self.entries if entry.status == "failed"]
+
+    @property
+    def report_path(self) -> Path:
+        return self.out / REPORT_NAME
+
+    @property
+    def images_per_second(self) -> float:
+        done = self.counts["done"]
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "harmonize_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "model": self.model["model"],
+            "weights": self.model["weights"],
+            "weights_sha256": self.model["weights_sha256"],
+            "device": self.model["device"],
+            "network_size": self.model["network_size"],
+            "notice": self.model["notice"],
+            "options": self.options,
+            "summary": {**self.counts, "total": len(self.entries), "seconds": round(self.seconds, 3),
+                        "stopped": self.interrupted},
+            "files": [entry.as_dict() for entry in self.entries],
+        }
+
+    def write(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.report_path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=None, device=None,
+                     resolution: str = "auto", batch_size: int = 8, ext: str = "same", quality: int = 95,
+                     recursive: bool = False, overwrite: bool = False, flip_tta: bool = False,
+                     comparison: bool = False, workers: Optional[int] = None, harmonizer=None,
+                     on_start: Optional[Callable[[int], None]] = None,
+                     on_done: Optional[Callable[[Entry], None]] = None) -> BatchReport:
+    """Harmonize COMPOSITES (a folder or a file) with their MASKS into the folder OUT.
+
+    Returns the :class:`BatchReport` (also written to ``OUT/harmonize.json``, even when Ctrl-C
+    stops the run, in which case KeyboardInterrupt is re-raised after the report is written).
+    ``harmonizer``: an existing :class:`~harmonize_cli.apply.Harmonizer` (else one is built from
+    ``model``, ``weights``, ``device``, ``resolution``, ``batch_size``, ``flip_tta``).
+    ``on_start(n_to_do)`` and ``on_done(entry)`` report progress.
+    """
+    from .harmonizer import Harmonizer
+
+    started = time.perf_counter()
+    out = Path(out)
+    entries = plan_outputs(composites, masks, out, recursive=recursive, ext=ext, overwrite=overwrite,
+                           comparison=comparison)
+    if harmonizer is None:
+        harmonizer = Harmonizer(model=model, weights=weights, device=device, resolution=resolution,
+                                batch_size=batch_size, flip_tta=flip_tta)
+    info = harmonizer.describe()
+    console.debug(f"model {info['model']} on {info['device']}, weights {info['weights'] or '-'}, "
+                  f"resolution {info['resolution']}, batch {info['batch_size']}")
+    options = {"composites": str(composites), "masks": str(masks), "out": str(out), "model": model,
+               "weights": weights if weights is None or isinstance(weights, str) else str(weights),
+               "device": device, "batch_size": batch_size, "resolution": resolution, "ext": ext,
+               "quality": quality, "recursive": recursive, "overwrite": overwrite, "flip_tta": flip_tta,
+               "comparison": comparison}
+    report = BatchReport(out=out, entries=entries, model=info, options=options)
+    todo = [entry for entry in entries if entry.status == "pending"]
+
+    def load(entry):
+        decoded = read_image(entry.composite)
+        return decoded, read_mask(entry.mask), decoded  # the context keeps ICC profile and EXIF
+
+    def save(entry, result, job):
+        rgb, alpha = result[..., :3], (result[..., 3] if result.shape[2] == 4 else None)
+        fmt = format_for(entry.output)
+        if alpha is not None and fmt == "JPEG":
+            entry.notes.append("alpha channel dropped: JPEG has none (use --ext png or webp)")
+        write_image(entry.output, rgb, alpha, like=_like(job), quality=quality, fmt=fmt)
+        if comparison:
+            write_image(_comparison_path(out, entry), side_by_side(job.rgb, rgb), None, gray=False,
+                        quality=min(quality, 90), fmt="JPEG")
+
+    def on_result(entry, error, seconds, job):
+        entry.seconds = seconds
+        if error is None:
+            entry.status = "done"
+        else:
+            entry.status, entry.reason = "failed", _reason(error)
+        if on_done is not None:
+            on_done(entry)
+
+    try:
+        if todo:
+            if on_start is not None:
+                on_start(len(todo))
+            harmonizer.process(todo, load, save, on_result, workers=workers or min(4, os.cpu_count() or 1),
+                               size_of=_pixels_of)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        for entry in entries:
+            if entry.status == "pending":
+                entry.status, entry.reason = "interrupted", "stopped by Ctrl-C before this file"
+        raise
+    finally:
+        report.seconds = time.perf_counter() - started
+        report.write()
+    return report
+
+
+def _pixels_of(entry) -> int:
+    from PIL import Image
+
+    with Image.open(entry.composite) as image:
+        return image.size[0] * image.size[1]
+
+
+def _like(job):
+    from ..apply.imageio import ImageData
+
+    return ImageData(rgb=job.rgb, alpha=job.alpha, gray=job.gray,
+                     icc_profile=getattr(job.context, "icc_profile", None), exif=getattr(job.context, "exif", None))
+
+
+def _comparison_path(out: Path, entry: Entry) -> Path:
+    relative = Path(entry.output).relative_to(out)
+    return out / COMPARISON_DIR / relative.with_suffix(".jpg")
+
+
+def _reason(error: BaseException) -> str:
+
+    if isinstance(error, HarmonizeError):
+        return str(error)
+    if isinstance(error, MemoryError):
+        return "out of memory (try --batch-size 1 or --resolution auto)"
+    text = str(error).splitlines()[0][:200] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = "same", overwrite: bool = False,
+                 comparison: bool = False) -> List[Entry]:
+    """Pair the inputs, place the outputs, refuse unsafe OUT folders, mark skips and problems."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"OUT {out} exists and is not a folder", "give a folder for the results")
+    for source, label in ((composites, "COMPOSITES"), (masks, "MASKS")):
+        if Path(source).is_dir() and _same_path(source, out):
+            raise UsageError(f"OUT {out} is the {label} folder", "write the results to a separate folder")
+    pairs = find_pairs(composites, masks, recursive=recursive, exclude=[out])
+    if not pairs:
+        raise UsageError(f"no images found in {composites}",
+                         "supported: .jpg .jpeg .png .webp .bmp .tif .tiff" + ("" if recursive else
+                                                                              "; use --recursive for subfolders"))
+    inputs = {_key(pair.composite) for pair in pairs} | {_key(pair.mask) for pair in pairs if pair.mask}
+    entries, claimed = [], {}
+    for pair in pairs:
+        target = output_path(out, pair.relative, output_suffix(pair.composite, ext)) if pair.ok else None
+        entry = Entry(pair.composite, pair.mask, target, pair.rule)
+        entries.append(entry)
+        if not pair.ok:
+            entry.status, entry.reason = "failed", pair.problem
+            continue
+        if _key(target) in inputs:
+            raise UsageError(f"writing {target} would overwrite an input",
+                             "choose an OUT folder that holds no composites or masks")
+        claims = [target] + ([_comparison_path(out, entry)] if comparison else [])
+        clash = next((claimed[_key(path)] for path in claims if _key(path) in claimed), None)
+        if clash is not None:
+            entry.status = "failed"
+            entry.reason = f"output {target.name} would also be written for {clash.composite}; use --ext same"
+            continue
+        for path in claims:
+            claimed[_key(path)] = entry
+        if target.exists() and not overwrite:
+            entry.status, entry.reason = "skipped", "output exists (use --overwrite to replace it)"
+    return entries
+
+
+def _key(path) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _same_path(a, b) -> bool:
+    return _key(a) == _key(b)

@@ -244,7 +244,7 @@ def test_empty_subset_is_a_clear_error(tmp_path, capsys):
 
 def test_requested_subset_without_test_images_is_named(mini, monkeypatch):
     from harmonize_cli.errors import UsageError
-    from harmonize_cli.evaluation.engine import check_test_set
+    from harmonize_cli.evaluation import check_test_set
 
     dataset = open_test_set(mini, subsets=["HCOCO"])
     with pytest.raises(UsageError, match="subset HFlickr .* has no test images"):

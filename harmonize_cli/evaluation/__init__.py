@@ -1,12 +1,14 @@
 """The evaluation wing: the reference protocol on the iHarmony4 test set.
 
-- ``engine.py``: :func:`evaluate`, the batched evaluation loop, and the test-set helpers.
+- ``engine.py``: :func:`evaluate`, the batched evaluation loop; :func:`load_models` (via ``zoo.resolve``).
+- ``testset.py``: the test split with the protocol's resize (:func:`open_test_set`).
 - ``metrics.py``: MSE, fMSE, PSNR per image, foreground-ratio ranges, running sums.
 - ``report.py``: the paper's tables in the terminal, JSON, Markdown and CSV.
 
 Published numbers live with the zoo (:mod:`harmonize_cli.zoo.published`).
 """
 
-from .engine import EvalResult, evaluate, load_models, open_test_set
+from .engine import EvalResult, evaluate, load_models
+from .testset import check_test_set, open_test_set
 
-__all__ = ["EvalResult", "evaluate", "load_models", "open_test_set"]
+__all__ = ["EvalResult", "check_test_set", "evaluate", "load_models", "open_test_set"]

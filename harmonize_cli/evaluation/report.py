@@ -13,8 +13,8 @@ import json
 from typing import List, Optional, Sequence
 
 from ..atomic import atomic_write_text
-from .metrics import FG_RATIO_RANGES
 from ..zoo.published import published_for
+from .metrics import FG_RATIO_RANGES
 
 SUBSET_COLUMNS = ("N", "MSE", "fMSE", "PSNR", "ms_per_image")
 FG_COLUMNS = ("N", "MSE", "fMSE")

@@ -1,14 +1,27 @@
 """Atomic file writes: write to a temporary file beside the target, then rename over it.
 
 A reader never sees a half-written file, and an interrupted write leaves the old file intact.
+The file gets the permissions a plain ``open(target, "w")`` would give it (0666 less the
+process umask), not the private 0600 of a temporary file.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it, under a lock)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -28,6 +41,8 @@ def atomic_path(target, suffix=None):
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -101,7 +101,7 @@ def cli(quiet: bool, verbose: bool) -> None:
 def main(argv=None) -> None:
     """Entry point of the console script: clear one-line errors and meaningful exit codes."""
     try:
-        cli.main(args=argv, prog_name="harmonize", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="harmonize", standalone_mode=False)
     except HarmonizeError as exc:
         console.error(str(exc))
         sys.exit(exc.exit_code)
@@ -116,4 +116,5 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:
         console.error("interrupted.")
         sys.exit(130)
-    sys.exit(0)
+    # under standalone_mode=False click returns the code of `ctx.exit(n)` / `Exit(n)` instead of exiting
+    sys.exit(code if isinstance(code, int) else 0)

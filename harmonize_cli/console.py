@@ -55,7 +55,7 @@ def debug(message: str) -> None:
 def warn(message: str) -> None:
     """A notice the user should read (shown unless ``--quiet``)."""
     if _state["level"] >= NORMAL:
-        err_console.print(f"[yellow]{message}[/yellow]")
+        err_console.print(message, style="yellow", soft_wrap=True, markup=False, highlight=False)  # one line
 
 
 def error(message: str) -> None:

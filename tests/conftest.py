@@ -36,3 +36,61 @@ def idih_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "my_idih.pth"
     torch.save(zoo.create_model("idih").state_dict(), path)
     return path
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the console entry point as a user would: ``code, out, err = run_cli("apply", ...)``."""
+    from harmonize_cli.cli import main
+
+    def run(*argv):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(arg) for arg in argv])
+        captured = capsys.readouterr()
+        return exit_info.value.code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture
+def http_server():
+    """A file server on 127.0.0.1: ``handler.files[name] = bytes``; ``handler.hits`` lists requests."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        files: dict = {}
+        truncate: set = set()
+        hits: list = []
+
+        def do_GET(self):  # noqa: N802 (http.server API)
+            name = self.path.lstrip("/")
+            self.hits.append(name)
+            if name not in self.files:
+                self.send_error(404)
+                return
+            body = self.files[name]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if name in self.truncate else body)
+
+        def log_message(self, *args):
+            pass
+
+    Handler.files, Handler.truncate, Handler.hits = {}, set(), []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield Handler, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def mini_iharmony(tmp_path_factory):
+    """A tiny dataset in iHarmony4 layout (4 subsets, 1 train and 3 test images each)."""
+    from minidata import make_mini_iharmony
+
+    return make_mini_iharmony(tmp_path_factory.mktemp("data") / "iHarmony4", n_train=1, n_test=3, seed=3)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,36 +15,9 @@ from harmonize_cli.errors import DownloadError
 from harmonize_cli.zoo.download import download_file
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict = {}
-    truncate: set = set()
-    hits: list = []
-
-    def do_GET(self):  # noqa: N802 (http.server API)
-        name = self.path.lstrip("/")
-        self.hits.append(name)
-        if name not in self.files:
-            self.send_error(404)
-            return
-        body = self.files[name]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body[: len(body) // 2] if name in self.truncate else body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def server():
-    handler = type("Handler", (_Handler,), {"files": {}, "truncate": set(), "hits": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield handler, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+def server(http_server):
+    return http_server
 
 
 def _checkpoint_bytes(tmp_path, arch="idih"):
@@ -118,6 +89,10 @@ def test_offline_and_failed_downloads_name_the_url_and_the_manual_path(server, i
 def test_weights_from_an_url_load_directly(server, tmp_path, monkeypatch):
     handler, base = server
     handler.files["mine.pth"] = _checkpoint_bytes(tmp_path, "is2am")
+    with pytest.raises(DownloadError, match="downloads are off"):  # offline means offline
+        zoo.create_model("is2am", weights=f"{base}/mine.pth")
+    assert handler.hits == []
+    monkeypatch.delenv("HARMONIZE_OFFLINE")
     model = zoo.create_model("is2am", weights=f"{base}/mine.pth")
     assert not model.training
     assert zoo.detect_arch(f"{base}/mine.pth") == "is2am"

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_write_bytes
 from ..errors import HarmonizeError
 
 # suffix -> Pillow format name
@@ -340,13 +340,6 @@ def encode_image(rgb, alpha=None, *, gray=False, fmt="PNG", quality=95, icc_prof
     return buffer.getvalue()
 
 
-def write_bytes_atomic(target, data: bytes) -> None:
-    """Write ``data`` to ``target`` through a temporary file and a rename (no partial files)."""
-    with atomic_path(target) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-
-
 def write_image(target, rgb, alpha=None, *, like: Optional[ImageData] = None, gray=None, quality=95,
                 fmt=None) -> Path:
     """Write a result atomically; the format comes from ``fmt`` or the target's suffix.
@@ -360,7 +353,7 @@ def write_image(target, rgb, alpha=None, *, like: Optional[ImageData] = None, gr
     data = encode_image(rgb, alpha, gray=gray, fmt=fmt, quality=quality,
                         icc_profile=like.icc_profile if like is not None else None,
                         exif=like.exif if like is not None else None)
-    write_bytes_atomic(target, data)
+    atomic_write_bytes(target, data)
     return target
 
 

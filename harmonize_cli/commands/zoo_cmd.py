@@ -74,6 +74,8 @@ def download_cmd(names, download_all, force):
         names = tuple(w.name for w in model_zoo.HARMONIZATION_WEIGHTS)
     if not names:
         raise UsageError("name the weights to download", "see `harmonize zoo list`, or use --all")
+    for name in names:
+        model_zoo.get_weights(name)  # an unknown name is a usage error (exit 2), before any download
     failures = []
     for name in names:
         try:
@@ -83,4 +85,4 @@ def download_cmd(names, download_all, force):
             failures.append(f"{name}: {exc}")
             console.error(f"{name}: {exc}")
     if failures:
-        raise click.exceptions.Exit(1)
+        raise HarmonizeError(f"{len(failures)} of {len(names)} downloads failed", "each is listed above")

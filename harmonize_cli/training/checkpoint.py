@@ -150,11 +150,9 @@ def load_checkpoint(path) -> dict:
     if not path.is_file():
         raise HarmonizeError(f"checkpoint {path} does not exist",
                              "give the run folder with --out, or the checkpoint with --resume PATH")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-                           "the file is truncated or not a harmonize checkpoint") from exc
+    from ..zoo.checkpoints import safe_load
+
+    checkpoint = safe_load(path)  # weights_only=True: nothing in the file can execute
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise WeightsError(f"{path} is not a training checkpoint (no 'model' entry)",
                            "resume from RUN/last.pth written by `harmonize train`")

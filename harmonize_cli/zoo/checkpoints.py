@@ -15,18 +15,17 @@ from ..errors import WeightsError
 
 
 def read_checkpoint(source, map_location="cpu"):
-    """Load a checkpoint from a path, URL, registry name or mapping; returns (object, label)."""
-    import torch
+    """Load a checkpoint from a path, URL, registry name or mapping; returns (object, label).
 
+    Files are read with ``weights_only=True`` only: nothing in a checkpoint can execute.
+    """
     if isinstance(source, Mapping):
         return source, "<state dict>"
     text = str(source)
     if "://" in text:
-        from .. import settings
-        from .download import download_file
+        from .pretrained import fetch_url
 
-        target = settings.weights_dir() / "urls" / Path(text.split("?")[0]).name
-        path = target if target.is_file() else download_file(text, target)
+        path = fetch_url(text)
     else:
         path = Path(text).expanduser()
         if not path.exists():
@@ -39,20 +38,66 @@ def read_checkpoint(source, map_location="cpu"):
                 raise WeightsError(f"weights file {text} does not exist",
                                    "give a path to a .pth file, a URL, or a name from `harmonize zoo list`") from None
             path = pretrained.fetch(released)  # a failed download names the URL and where to put the file
+    return safe_load(path, map_location), str(path)
+
+
+def safe_load(path, map_location="cpu"):
+    """``torch.load(path, weights_only=True)`` with one-line errors: an empty, truncated or foreign
+    file, or one that holds Python objects a safe load refuses (those could run code)."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"weights {path} is a folder, not a checkpoint file", "give the .pth file inside it")
     try:
-        try:
-            obj = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as exc:  # older checkpoints may hold numpy scalars or other objects
-            if "weights_only" not in str(exc) and "Unsupported" not in str(exc):
-                raise
-            obj = torch.load(path, map_location=map_location, weights_only=False)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc) or "Unsupported global" in str(exc):
+            raise WeightsError(
+                f"{path} holds Python objects besides tensors ({_first_line(exc, 'refused by the safe loader')}); "
+                "loading it could run code, so it is refused",
+                "re-save it as a plain state dict where it was made: torch.save(model.state_dict(), 'model.pth')",
+            ) from None
+        raise WeightsError(f"cannot read weights {path}: {describe_file(path)}",
+                           "the file is truncated or not a PyTorch checkpoint; download it again") from None
     except Exception as exc:
-        raise WeightsError(f"cannot read weights {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-                           "the file is truncated or not a PyTorch checkpoint; download it again") from exc
+        raise WeightsError(f"cannot read weights {path}: {describe_file(path)} ({type(exc).__name__})",
+                           "the file is truncated or not a PyTorch checkpoint; download it again") from None
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict",
                            "save the model with torch.save(model.state_dict(), path)")
-    return obj, str(path)
+    return obj
+
+
+def describe_file(path) -> str:
+    """What a file that should be a checkpoint actually is, in a few words."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if size == 0:
+        return "an empty file (0 bytes)"
+    lowered = head.lstrip().lower()
+    if lowered.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in lowered:
+        return f"an HTML page of {size} bytes, not a checkpoint"
+    if lowered.startswith((b"{", b"[")):
+        return f"a JSON or text document of {size} bytes, not a checkpoint"
+    if head.startswith(b"PK"):
+        return f"a damaged or incomplete checkpoint archive of {size} bytes"
+    return f"{size} bytes that are not a PyTorch checkpoint"
+
+
+def _first_line(exc: BaseException, default: str) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported global" in line:
+            return line[:160]
+    return lines[0][:160] if lines else default
 
 
 def extract_state_dict(checkpoint: Mapping):

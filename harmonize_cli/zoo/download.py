@@ -8,11 +8,11 @@ import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .. import console
 from ..atomic import atomic_path
-from ..errors import DownloadError
+from ..errors import DownloadError, HarmonizeError
 
 CHUNK = 1 << 20
 
@@ -26,12 +26,14 @@ def sha256_of(path, chunk_size: int = CHUNK) -> str:
 
 
 def download_file(url: str, target, sha256: Optional[str] = None, hash_prefix: Optional[str] = None,
-                  timeout: float = 30.0, label: Optional[str] = None) -> Path:
+                  timeout: float = 30.0, label: Optional[str] = None,
+                  verify: Optional[Callable[[Path, str], None]] = None) -> Path:
     """Download ``url`` to ``target`` atomically and verify it.
 
-    A short read (fewer bytes than the server announced), a wrong ``sha256`` or a ``hash_prefix``
-    that does not start the file's sha256 raises :class:`DownloadError`; the target then does not exist.
-    The error names the URL and the path where the file can be placed by hand.
+    A short read (fewer bytes than the server announced), a wrong ``sha256``, a ``hash_prefix``
+    that does not start the file's sha256, or a ``verify(temp_path, sha256)`` that raises, raise
+    :class:`DownloadError`; the target then does not exist. The error names the URL and the path
+    where the file can be placed by hand. ``timeout`` bounds the connection and each read.
     """
     target = Path(target)
     manual = f"download it by hand from {url} and save it as {target}"
@@ -45,12 +47,28 @@ def download_file(url: str, target, sha256: Optional[str] = None, hash_prefix: O
             if hash_prefix and not digest.startswith(hash_prefix.lower()):
                 raise DownloadError(f"{url}: sha256 {digest[:12]}... does not start with {hash_prefix}",
                                     f"the file is damaged or not the one expected; {manual}")
+            if verify is not None:
+                try:
+                    verify(tmp, digest)
+                except HarmonizeError as exc:
+                    raise DownloadError(f"{url} sent {_what_arrived(exc, tmp)}; nothing was cached",
+                                        manual) from None
     except DownloadError:
         raise
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise DownloadError(f"could not download {url}: {reason}", manual) from exc
     return target
+
+
+def _what_arrived(error, path: Path) -> str:
+    """'an HTML page of 84 bytes, not a checkpoint' and the like, for a file that failed its check."""
+    from .checkpoints import describe_file
+
+    described = describe_file(path)
+    if "not a PyTorch checkpoint" in described or "not a checkpoint" in described or "empty" in described:
+        return described
+    return f"a file that failed verification: {error.message}"
 
 
 def _fetch(url: str, destination: Path, timeout: float, label: str) -> None:

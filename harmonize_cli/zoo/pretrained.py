@@ -15,7 +15,8 @@ from typing import Optional
 from .. import console, settings
 from ..choices import IMAGENET_NORMALIZATION, TABLE_ROWS
 from ..errors import DownloadError, UsageError
-from .download import download_file
+from .download import download_file, sha256_of
+from .verify import record, recorded, verify_file
 
 _RELEASE = "https://github.com/saic-vul/image_harmonization/releases/download/v1.0/"
 _IMAGENET_NORM = {key: list(values) for key, values in IMAGENET_NORMALIZATION.items()}
@@ -125,6 +126,7 @@ def cache_path(weights: PretrainedWeights) -> Path:
 
 
 def cached(weights: PretrainedWeights) -> Optional[Path]:
+    """The cached file of ``weights`` if there is one (not yet verified: :func:`fetch` verifies)."""
     path = cache_path(weights)
     return path if path.is_file() else None
 
@@ -136,21 +138,91 @@ def source_url(weights: PretrainedWeights) -> str:
     return weights.url
 
 
-def fetch(name, force: bool = False, offline: Optional[bool] = None) -> Path:
-    """Return the local path of pretrained weights, downloading them on first use.
+def offline() -> bool:
+    """True when ``$HARMONIZE_OFFLINE`` is set: nothing is downloaded."""
+    return os.environ.get("HARMONIZE_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
-    ``offline`` (default: ``$HARMONIZE_OFFLINE`` set) never touches the network and fails with
-    the URL and the path where the file can be placed by hand.
+
+def fetch(name, force: bool = False, offline_mode: Optional[bool] = None, timeout: float = 30.0) -> Path:
+    """The local path of verified pretrained weights, downloading them on first use.
+
+    A file is used only once it loads safely and fits its architecture (and its sha256, where
+    known); the verified sha256 is kept in the cache's manifest, so a file changed on disk later
+    is refused. ImageNet backbones are also looked up in torch's hub cache. Offline (default:
+    ``$HARMONIZE_OFFLINE`` set) nothing is downloaded and the error names the URL and the path
+    where the file can be placed by hand.
     """
     weights = name if isinstance(name, PretrainedWeights) else get_weights(name)
     target = cache_path(weights)
-    if target.is_file() and not force:
-        return target
+    if not force:
+        for candidate in (target, _torch_hub_file(weights)):
+            if candidate is not None and candidate.is_file():
+                return _verified(candidate, weights)
     url = source_url(weights)
-    if offline is None:
-        offline = bool(os.environ.get("HARMONIZE_OFFLINE"))
-    if offline:
-        raise DownloadError(f"weights {weights.name!r} are not in the cache and downloads are off",
+    if offline_mode is None:
+        offline_mode = offline()
+    if offline_mode:
+        raise DownloadError(f"weights {weights.name!r} are not in the cache and downloads are off (HARMONIZE_OFFLINE)",
                             f"download {url} and save it as {target}")
+    _check_writable(target.parent)
     console.info(f"Downloading {weights.name} from {url}")
-    return download_file(url, target, sha256=weights.sha256, hash_prefix=weights.hash_prefix, label=weights.filename)
+
+    def check(path, digest):
+        verify_file(path, weights, sha256=digest)
+
+    path = download_file(url, target, sha256=weights.sha256, hash_prefix=weights.hash_prefix,
+                         label=weights.filename, timeout=timeout, verify=check)
+    record(path, sha256_of(path), url)
+    return path
+
+
+def _verified(path: Path, weights: PretrainedWeights) -> Path:
+    if recorded(path) is None:  # placed by hand, or cached by an older version: verify once
+        record(path, verify_file(path, weights), str(path))
+    return path
+
+
+def _torch_hub_file(weights: PretrainedWeights) -> Optional[Path]:
+    """Where torch keeps this file if torchvision already downloaded it (``$TORCH_HOME`` aware)."""
+    if weights.kind != "backbone" or not weights.url.startswith("https://download.pytorch.org/"):
+        return None
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / weights.filename
+
+
+def _check_writable(folder: Path) -> None:
+    """The cache folder must be creatable and writable: one line otherwise."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise DownloadError(f"cannot write the weights cache {folder}: {exc.strerror or exc}",
+                            "set HARMONIZE_HOME to a writable folder") from None
+
+
+def fetch_url(url: str) -> Path:
+    """A checkpoint given by URL, cached under a name derived from the whole URL (two URLs ending
+    in the same file name never share a cache entry); downloaded once, loaded safely."""
+    import hashlib
+
+    name = Path(url.split("?")[0]).name or "weights.pth"
+    key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+    target = settings.weights_dir() / "urls" / f"{key}-{name}"
+    if target.is_file():
+        return target
+    if offline():
+        raise DownloadError(f"{url} is not in the cache and downloads are off (HARMONIZE_OFFLINE)",
+                            f"download it and pass the file, or save it as {target}")
+    _check_writable(target.parent)
+
+    def check(path, digest):
+        from .checkpoints import extract_state_dict, safe_load
+
+        extract_state_dict(safe_load(path))
+
+    path = download_file(url, target, label=name, verify=check)
+    record(path, sha256_of(path), url)
+    return path

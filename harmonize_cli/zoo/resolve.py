@@ -21,15 +21,18 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from .. import console
-from ..errors import UsageError, WeightsError
+from ..errors import HarmonizeError, UsageError, WeightsError
 
 FALLBACK_MODEL = "lab-transfer"
 RECOMMENDED_WEIGHTS = "hrnet18s_idih256"
 
 
-def fallback_notice() -> str:
-    return (f"No neural weights found locally: using the training-free {FALLBACK_MODEL} baseline. "
-            f"For the neural model run `harmonize zoo download {RECOMMENDED_WEIGHTS}` or pass --weights FILE.")
+FIRST_USE_TIMEOUT = 10.0  # seconds: an offline machine must fall back fast, never hang
+
+
+def fallback_notice(reason: str) -> str:
+    return (f"Using the training-free {FALLBACK_MODEL} baseline: {reason}. For the paper's network run "
+            f"`harmonize zoo download {RECOMMENDED_WEIGHTS}` or pass --weights FILE.")
 
 
 @dataclass
@@ -95,8 +98,9 @@ def resolve(model: Optional[str] = "auto", weights=None, *, device=None, eval_mo
     (a path, URL, released name or state dict).
 
     - ``auto`` + weights: the checkpoint's architecture is detected.
-    - ``auto`` alone: the best released checkpoint in the local cache, else ``lab-transfer`` (with
-      a notice).
+    - ``auto`` alone: the best verified released checkpoint in the local cache, else the
+      recommended one (``hrnet18s_idih256``) downloaded now, else ``lab-transfer`` with a notice
+      saying why (offline, or the download failed). A bad cached file is reported in one line.
     - a network name alone: its released checkpoint (downloaded on first use unless offline).
     - a name + weights: the checkpoint must have that architecture's layout; otherwise one
       :class:`WeightsError` names both.
@@ -119,7 +123,10 @@ def resolve(model: Optional[str] = "auto", weights=None, *, device=None, eval_mo
 
 
 def _resolve_auto(weights) -> ResolvedModel:
-    from . import HARMONIZATION_WEIGHTS, cached, create_model, detect_arch, get_arch
+    """``auto``: the checkpoint's own architecture; else the best verified release in the cache;
+    else the recommended release, downloaded now; else lab-transfer, saying why."""
+    from . import HARMONIZATION_WEIGHTS, cached, create_model, detect_arch, fetch, get_arch, get_weights
+    from .pretrained import offline
 
     if weights is not None:
         checkpoint, label = _read(weights)
@@ -129,12 +136,27 @@ def _resolve_auto(weights) -> ResolvedModel:
         if path is None:
             continue
         try:
-            checkpoint, label = _read(path)
-            return _build(get_arch(released.arch), checkpoint, label)
-        except Exception as exc:  # a model family not available in this build, a bad file
-            console.debug(f"skipping cached {released.name}: {exc}")
+            return _build_released(released, fetch(released))
+        except HarmonizeError as exc:  # a bad cached file is never silent
+            console.warn(f"cached {path.name} is unusable: {exc.message} "
+                         f"(run `harmonize zoo download {released.name} --force`)")
+    recommended = get_weights(RECOMMENDED_WEIGHTS)
+    if offline():
+        reason = "no released weights are cached and downloads are off (HARMONIZE_OFFLINE)"
+    else:
+        try:
+            return _build_released(recommended, fetch(recommended, timeout=FIRST_USE_TIMEOUT))
+        except HarmonizeError as exc:
+            reason = f"{RECOMMENDED_WEIGHTS} could not be downloaded ({exc.message})"
     spec = get_arch(FALLBACK_MODEL)
-    return ResolvedModel(spec=spec, network=create_model(spec.name), notice=fallback_notice())
+    return ResolvedModel(spec=spec, network=create_model(spec.name), notice=fallback_notice(reason))
+
+
+def _build_released(released, path) -> ResolvedModel:
+    from . import get_arch
+
+    checkpoint, label = _read(path)
+    return _build(get_arch(released.arch), checkpoint, label)
 
 
 def _resolve_named(name: str, weights) -> ResolvedModel:

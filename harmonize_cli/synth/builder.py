@@ -162,7 +162,7 @@ def _save_image(path: Path, array: np.ndarray, jpeg_quality=None) -> None:
     image = Image.fromarray(array)
     with atomic_path(path) as tmp:
         if jpeg_quality is None:
-            image.save(tmp, format="PNG", compress_level=3)
+            image.save(tmp, format="PNG", compress_level=1)  # fast; prepare repacks anyway
         else:
             image.save(tmp, format="JPEG", quality=int(jpeg_quality), subsampling=0)
 

@@ -4,6 +4,8 @@ split by photo, reproducibility, the change floor, bad inputs, alpha masks, over
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -375,6 +377,11 @@ def test_never_overwrites_without_overwrite(tmp_path):
     names = {p.name for p in (tmp_path / "out" / SUBSET_DIR / "composite_images").iterdir()}
     assert len(names) == 6 and not any(name.endswith("_3.png") for name in names)  # no stale files
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [SUBSET_DIR]  # no staging left
+    umask = os.umask(0)
+    os.umask(umask)
+    subset = tmp_path / "out" / SUBSET_DIR
+    assert stat.S_IMODE(subset.stat().st_mode) == 0o777 & ~umask  # not the temporary folder's 0700
+    assert stat.S_IMODE((subset / "synth_manifest.json").stat().st_mode) == 0o666 & ~umask
     with pytest.raises(UsageError, match="would delete the input folder"):
         synthesize(tmp_path / "out" / SUBSET_DIR / "real_images", None, tmp_path / "out", overwrite=True)
 

@@ -33,6 +33,7 @@ only with ``overwrite=True``.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import tempfile
@@ -172,8 +173,19 @@ def _copy_file(source: Path, target: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
+def _open_permissions(folder: Path) -> None:
+    """Temporary files and folders are private (0600 / 0700); give the finished dataset the
+    permissions of an ordinary file under the user's umask (usually 0644 / 0755)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def _commit(staging: Path, target: Path) -> None:
     """Move the finished staging folder to ``target``, replacing what is there."""
+    _open_permissions(staging)
     old = None
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))

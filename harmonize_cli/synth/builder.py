@@ -191,7 +191,12 @@ def _commit(staging: Path, target: Path) -> None:
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
         old.rmdir()
         target.rename(old)
-    staging.rename(target)
+    try:
+        staging.rename(target)
+    except BaseException:
+        if old is not None:
+            old.rename(target)  # put the previous dataset back
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -176,7 +176,7 @@ def test_layout_is_accepted_by_prepare_and_the_dataset(dataset):
 
 
 def test_background_is_bit_exact_and_the_real_is_the_photo(dataset):
-    root, photos, masks, _ = dataset
+    root, _, masks, _ = dataset
     subset = root / "out" / SUBSET_DIR
     manifest = _manifest(root / "out")
     for refs in (layout.scan(root / "out", splits=("train", "test")),):

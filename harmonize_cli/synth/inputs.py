@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 
 from ..apply_io import InputError, read_image, read_mask
@@ -96,7 +97,7 @@ def _decode(reader, path):
     except InputError as exc:
         reason = exc.message
         prefix = f"{path}: "
-        raise BadPhoto(path, reason[len(prefix):] if reason.startswith(prefix) else reason) from None
+        raise BadPhoto(path, reason.removeprefix(prefix)) from None
     except OSError as exc:
         raise BadPhoto(path, f"cannot read file ({exc.strerror or exc})") from None
 

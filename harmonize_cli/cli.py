@@ -22,6 +22,7 @@ COMMANDS = {
     "apply": "apply:apply",
     "eval": "eval_cmd:eval_cmd",
     "prepare": "prepare:prepare",
+    "synth": "synth:synth",
     "train": "train:train",
     "export": "export:export",
 }
@@ -88,6 +89,7 @@ def cli(quiet: bool, verbose: bool) -> None:
     \b
     Typical use:
       harmonize apply composites/ masks/ -o out/       harmonize photos
+      harmonize synth --images p/ --masks m/ -o d/     training pairs from your photos
       harmonize prepare --root iHarmony4               pack the dataset into HDF5
       harmonize train --arch idih-hrnet-w18s           train with the paper's recipe
       harmonize eval --weights runs/x/best.pth         the paper's tables

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..atomic import atomic_path, atomic_write_text
+from ..atomic import atomic_path, current_umask, atomic_write_text
 from ..data import layout
 from ..errors import HarmonizeError, UsageError
 from . import inputs
@@ -174,10 +174,9 @@ def _copy_file(source: Path, target: Path) -> None:
 
 
 def _open_permissions(folder: Path) -> None:
-    """Temporary files and folders are private (0600 / 0700); give the finished dataset the
-    permissions of an ordinary file under the user's umask (usually 0644 / 0755)."""
-    umask = os.umask(0)
-    os.umask(umask)
+    """The staging folder is private (0700, from mkdtemp); give the finished dataset the
+    permissions of ordinary files and folders under the user's umask (usually 0644 / 0755)."""
+    umask = current_umask()
     os.chmod(folder, 0o777 & ~umask)
     for path in folder.rglob("*"):
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)

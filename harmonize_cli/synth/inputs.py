@@ -1,7 +1,7 @@
 """Finding the photos and their object masks for ``harmonize synth``, and checking them.
 
 Photos are paired with mask files exactly as ``harmonize apply`` pairs composites with masks
-(:mod:`harmonize_cli.pairing`). A photo with no mask file (or when no mask folder is given) may
+(:mod:`harmonize_cli.apply.pairing`). A photo with no mask file (or when no mask folder is given) may
 carry its mask in its alpha channel (RGBA / LA: the RGB holds the whole photo, the alpha marks
 the object). A mask pixel is *foreground* when its value is at least 128 of 255.
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..apply_io import InputError, read_image, read_mask
+from ..apply.imageio import InputError, read_image, read_mask
 from ..errors import UsageError
-from ..pairing import find_pairs, list_images
+from ..apply.pairing import find_pairs, list_images
 
 FOREGROUND_LEVEL = 128  # mask values >= this (of 255) are the object
 ALPHA = "alpha"  # mask source of a photo whose mask is its alpha channel

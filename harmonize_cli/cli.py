@@ -67,8 +67,28 @@ class LazyGroup(click.Group):
         if name in self.lazy_commands:
             module_name, attribute = self.lazy_commands[name].split(":")
             module = importlib.import_module(f"{__package__}.commands.{module_name}")
-            return getattr(module, attribute)
+            return with_verbosity_options(getattr(module, attribute))
         return super().get_command(ctx, name)
+
+
+def _set_verbosity(ctx, param, value):
+    if value:
+        console.set_verbosity(console.QUIET if param.name == "quiet" else console.VERBOSE)
+    return value
+
+
+def with_verbosity_options(command):
+    """Give ``command`` (and a group's subcommands) ``-q/--quiet`` and ``-v/--verbose``, so they
+    work after the subcommand as well as before it (``harmonize apply ... -q``)."""
+    taken = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    for flag, long_name, help_text in (("-q", "--quiet", "Print nothing but errors (for scripts)."),
+                                       ("-v", "--verbose", "Print details (devices, files, timings).")):
+        if flag not in taken and long_name not in taken:
+            command.params.append(click.Option([flag, long_name], is_flag=True, expose_value=False,
+                                               is_eager=True, callback=_set_verbosity, help=help_text))
+    for sub in getattr(command, "commands", {}).values():
+        with_verbosity_options(sub)
+    return command
 
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

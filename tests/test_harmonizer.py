@@ -328,3 +328,21 @@ def test_evaluate_and_native_harmonizer_give_the_same_prediction(idih_checkpoint
     assert theirs.shape == ours.shape
     assert np.abs(np.round(ours) - theirs).max() <= 1.0
     assert np.abs(ours - theirs).mean() < 0.3  # equal up to the rounding of the saved PNG
+
+
+def test_read_only_inputs_give_no_torch_warning():
+    """Decoded images are read-only arrays; a full-width mask once made torch warn on every run."""
+    import warnings
+
+    rgb = np.full((40, 64, 3), 120, dtype=np.uint8)
+    rgb.flags.writeable = False
+    mask = np.zeros((40, 64), dtype=np.float32)
+    mask[10:30, :] = 1.0  # spans the full width: the strip is a contiguous view of the input
+    mask.flags.writeable = False
+    h = Harmonizer(model="lab-transfer")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for resolution in ("auto", "fixed", "native"):
+            h.resolution = resolution
+            out = h(rgb, mask)
+            assert out.shape == (40, 64, 3)

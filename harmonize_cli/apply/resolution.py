@@ -105,6 +105,14 @@ def _strips(bbox, width_pixels: int):
         yield top, min(y1, top + step)
 
 
+def strip_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor over a strip of an image, copied only when it must be: decoded images are often
+    read-only, and torch warns about (and must never write into) such arrays."""
+    if not array.flags.c_contiguous or not array.flags.writeable:
+        array = np.array(array, copy=True, order="C")
+    return torch.from_numpy(array)
+
+
 def _blend_into(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, bottom: int, x0: int, x1: int,
                 harmonized: torch.Tensor, source: Optional[torch.Tensor] = None) -> None:
     """out[top:bottom, x0:x1] = input + mask * (harmonized - input), rounded; where the mask is 0
@@ -113,12 +121,11 @@ def _blend_into(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, bo
     ``harmonized``: h x w x 3 float in [0, 1] (modified in place); ``source``: the strip of the
     input as h x w x 3 float in [0, 255], if already converted."""
     if source is None:
-        source = torch.from_numpy(np.ascontiguousarray(rgb[top:bottom, x0:x1])).float()
-    strip_mask = np.ascontiguousarray(mask[top:bottom, x0:x1])
-    weight = torch.from_numpy(strip_mask).float().unsqueeze(-1)
+        source = strip_tensor(rgb[top:bottom, x0:x1]).float()
+    weight = strip_tensor(mask[top:bottom, x0:x1]).float().unsqueeze(-1)
     target = torch.nan_to_num_(harmonized, nan=0.0).clamp_(0.0, 1.0).mul_(255.0)
     mixed = target.sub_(source).mul_(weight).add_(source).round_().clamp_(0, 255).to(torch.uint8).numpy()
-    keep = (strip_mask <= 0)[..., None]
+    keep = (mask[top:bottom, x0:x1] <= 0)[..., None]
     out[top:bottom, x0:x1] = np.where(keep, rgb[top:bottom, x0:x1], mixed)
 
 
@@ -272,7 +279,7 @@ def compose_auto(rgb: np.ndarray, mask: np.ndarray, correction: Correction, bbox
         stacked = torch.cat((correction.residual_numerator, correction.residual_weight))
         upsampler = Upsampler(stacked, mask.shape)
     for top, bottom in _strips(bbox, x1 - x0):
-        source = torch.from_numpy(np.ascontiguousarray(rgb[top:bottom, x0:x1])).float()
+        source = strip_tensor(rgb[top:bottom, x0:x1]).float()
         strip_h, strip_w = source.shape[:2]
         mapped = correction.colour_map.apply(source.view(-1, 3) / 255.0).view(strip_h, strip_w, 3)
         if upsampler is not None:

@@ -20,6 +20,7 @@ from .errors import HarmonizeError
 COMMANDS = {
     "zoo": "zoo_cmd:zoo",
     "apply": "apply:apply",
+    "paste": "paste:paste",
     "eval": "eval_cmd:eval_cmd",
     "prepare": "prepare:prepare",
     "train": "train:train",

@@ -26,7 +26,7 @@ from .apply_io import InputError, image_to_arrays, mask_to_array
 from .errors import UsageError
 
 ANCHORS = ("center", "bottom")
-MAX_OBJECT_PIXELS = 400_000_000  # a resized object larger than this is a mistake, not a photo
+MAX_OBJECT_SIDE = 1_000_000  # pixels: a resized object larger than this is a mistake
 
 Coordinate = Tuple[float, bool]  # (value, is_fraction)
 
@@ -112,23 +112,30 @@ def quantize_alpha(alpha: np.ndarray) -> np.ndarray:
     return np.round(np.clip(alpha, 0.0, 1.0) * np.float32(255.0)) / np.float32(255.0)
 
 
-def resize_object(rgb: np.ndarray, alpha: np.ndarray, size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+def resize_object(rgb: np.ndarray, alpha: np.ndarray, size: Tuple[int, int],
+                  window: Optional[Tuple[int, int, int, int]] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Resize colour and alpha to ``size`` = (width, height) through premultiplied alpha.
 
     Colour is multiplied by alpha, both are resampled (Lanczos when shrinking, bicubic when
     enlarging), then divided again: the colour of transparent pixels, often black, cannot bleed
-    into the edges as a dark fringe. Returns float32 colour in [0, 255] and quantized alpha.
+    into the edges as a dark fringe. ``window`` = (x0, y0, x1, y1) of the resized object: only
+    that part is computed (the same pixels as resizing all, then cropping; a large object that
+    mostly lies outside the background costs no more than its visible part). Returns float32
+    colour in [0, 255] and quantized alpha.
     """
     from PIL import Image
 
     width, height = size
+    x0, y0, x1, y1 = window if window is not None else (0, 0, width, height)
     if (width, height) == (alpha.shape[1], alpha.shape[0]):
-        return rgb.astype(np.float32), alpha
+        return rgb[y0:y1, x0:x1].astype(np.float32), alpha[y0:y1, x0:x1]
     method = Image.LANCZOS if width * height < alpha.size else Image.BICUBIC
+    step_x, step_y = alpha.shape[1] / width, alpha.shape[0] / height
+    source_box = (x0 * step_x, y0 * step_y, x1 * step_x, y1 * step_y)
 
     def resample(channel):
-        return np.asarray(Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32)).resize(
-            (width, height), method), dtype=np.float32)
+        image = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32))
+        return np.asarray(image.resize((x1 - x0, y1 - y0), method, box=source_box), dtype=np.float32)
 
     premultiplied = rgb.astype(np.float32) * alpha[..., None]
     coverage = resample(alpha)
@@ -166,7 +173,7 @@ def target_size(width: int, height: int, background_size: Tuple[int, int], scale
         factor = min(bg_width / width, bg_height / height)
         new_width = max(1, min(bg_width, math.floor(width * factor + 1e-9)))
         new_height = max(1, min(bg_height, math.floor(height * factor + 1e-9)))
-    if new_width * new_height > MAX_OBJECT_PIXELS:
+    if max(new_width, new_height) > MAX_OBJECT_SIDE:
         raise UsageError(f"the resized object would be {new_width}x{new_height} pixels", "use a smaller --scale")
     return new_width, new_height, factor
 
@@ -256,9 +263,8 @@ def compose(obj, background, *, at=None, anchor: str = "center", scale=None, hei
     width, height_px, factor = target_size(alpha.shape[1], alpha.shape[0], (bg_width, bg_height), scale, height)
     placement = place((width, height_px), (bg_width, bg_height), at, anchor, factor, name)
     x0, y0, x1, y1 = placement.visible
-    inside = (slice(y0 - placement.top, y1 - placement.top), slice(x0 - placement.left, x1 - placement.left))
-    colour, coverage = resize_object(rgb, alpha, (width, height_px))  # then cropped at the borders
-    colour, coverage = colour[inside], coverage[inside]
+    window = (x0 - placement.left, y0 - placement.top, x1 - placement.left, y1 - placement.top)
+    colour, coverage = resize_object(rgb, alpha, (width, height_px), window)  # cropped at the borders
     if not coverage.any():
         raise UsageError(f"{name}: only transparent pixels land on the background",
                          "move --at so that the object overlaps the background")

@@ -373,3 +373,25 @@ def test_cli_help_and_the_example_object(tmp_path, capsys):
 def test_errors_are_harmonize_errors():
     with pytest.raises(HarmonizeError):
         compose(disc()[..., :3], backdrop())
+
+
+@pytest.mark.parametrize("scale", [0.6, 1.7])
+def test_a_scaled_object_cropped_at_a_border_is_the_visible_part_of_the_whole(scale):
+    whole = compose(disc(), backdrop(), at="32,24", scale=scale)
+    x0, y0, x1, y1 = whole.placement.visible
+    for at, shift in (("3,24", (-29, 0)), ("32,2", (0, -22)), ("60,45", (28, 21))):
+        part = compose(disc(), backdrop(), at=at, scale=scale)
+        assert part.placement.cropped
+        px0, py0, px1, py1 = part.placement.visible
+        # the same object pixels, moved by `shift`
+        window = part.mask[py0:py1, px0:px1]
+        source = whole.mask[py0 - shift[1]:py1 - shift[1], px0 - shift[0]:px1 - shift[0]]
+        assert np.allclose(window, source, atol=1e-6)
+        assert np.allclose(part.layer, whole.layer[py0 - shift[1] - y0:py1 - shift[1] - y0,
+                                                   px0 - shift[0] - x0:px1 - shift[0] - x0], atol=1e-3)
+
+
+def test_a_huge_scale_costs_only_the_visible_part():
+    composed = compose(disc(), backdrop(), scale=5000, at="0.5,0.5")  # a 90000-pixel-wide object
+    assert (composed.placement.width, composed.placement.height) == (90000, 90000)
+    assert composed.mask.min() == 1.0 and composed.layer.shape == (48, 64, 3)

@@ -137,6 +137,7 @@ def test_bottom_anchor_puts_the_bottom_middle_at_the_point():
     _, mask, placement = compose(disc(), backdrop(), at="32,40", anchor="bottom")
     rows = np.flatnonzero(mask.any(axis=1))
     assert rows[-1] == 39 and rows[0] == 22  # bottom edge at y = 40, 18 rows tall
+    assert (placement.left, placement.top, placement.cropped) == (23, 22, False)
     assert centroid(mask)[0] == pytest.approx(32, abs=1e-4)
     _, mask, _ = compose(disc(), backdrop(), at="0.5,1.0", anchor="bottom")
     assert np.flatnonzero(mask.any(axis=1))[-1] == 47  # standing on the bottom border
@@ -148,7 +149,7 @@ def test_cropped_at_the_borders_and_an_object_entirely_outside_is_an_error():
     assert placement.cropped and placement.visible == (0, 0, 9, 9)
     assert np.array_equal(mask[:9, :9] * 255, obj[9:, 9:, 3].astype(np.float32))
     assert not mask[9:].any() and not mask[:, 9:].any()
-    _, mask, placement = compose(disc(), backdrop(), at="1.0,0.5")  # right border: the left half shows
+    _, mask, _ = compose(disc(), backdrop(), at="1.0,0.5")  # right border: the left half shows
     assert np.array_equal(mask[15:33, 55:] * 255, obj[:, :9, 3].astype(np.float32))
     for at in ("-9,20", "73,20", "30,-40", "0.5,100"):
         with pytest.raises(UsageError, match="entirely outside"):
@@ -378,7 +379,7 @@ def test_errors_are_harmonize_errors():
 @pytest.mark.parametrize("scale", [0.6, 1.7])
 def test_a_scaled_object_cropped_at_a_border_is_the_visible_part_of_the_whole(scale):
     whole = compose(disc(), backdrop(), at="32,24", scale=scale)
-    x0, y0, x1, y1 = whole.placement.visible
+    x0, y0 = whole.placement.visible[:2]
     for at, shift in (("3,24", (-29, 0)), ("32,2", (0, -22)), ("60,45", (28, 21))):
         part = compose(disc(), backdrop(), at=at, scale=scale)
         assert part.placement.cropped

@@ -64,7 +64,8 @@ class Task:
 @click.option("--model", default="auto", show_default=True,
               help="Architecture (see `harmonize zoo list`), or auto: that of --weights, else the best "
                    "released checkpoint in the cache, else the training-free lab-transfer.")
-@click.option("--weights", default=None, help="Checkpoint file, URL or released name; alone, its architecture is detected.")
+@click.option("--weights", default=None,
+              help="Checkpoint file, URL or released name; alone, its architecture is detected.")
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps.")
 @click.option("--resolution", type=click.Choice(["auto", "fixed", "native"]), default="auto", show_default=True,
               help="auto: network at its training size, correction carried to full resolution; "

@@ -1,11 +1,15 @@
-"""Rebuild examples/composites and examples/masks from photos that ship with scikit-image.
+"""Rebuild examples/ (composites, masks, a cut-out object, a background) from photos that ship with
+scikit-image.
 
     python examples/make_examples.py
 
 Every composite is made the iHarmony4 way: either a real object of a photo whose colour and
 tone are changed (the photo itself is then the ground truth), or an object cut from one photo and
 pasted into another. Masks are rough shapes drawn by hand (coordinates below) snapped to
-SLIC superpixel boundaries, so that they follow the object's edges. The output is deterministic.
+SLIC superpixel boundaries, so that they follow the object's edges. The cut-out object for
+`harmonize paste` (examples/objects/cup.png) is the cup, saucer and spoon of the coffee photo,
+outlined by two ellipses fitted to the photo's edges and a hand-placed polygon, drawn with 4x
+supersampling for an antialiased (soft) alpha. The output is deterministic.
 Sources and licences: examples/README.md.
 """
 
@@ -20,6 +24,8 @@ from skimage import color, data, segmentation
 HERE = Path(__file__).resolve().parent
 COMPOSITES = HERE / "composites"
 MASKS = HERE / "masks"
+OBJECTS = HERE / "objects"
+BACKGROUNDS = HERE / "backgrounds"
 
 
 def rough_mask(shape, ellipses=(), polygons=()):
@@ -79,6 +85,44 @@ def shrink(image, width):
     return np.asarray(Image.fromarray(image).resize((width, height), Image.LANCZOS))
 
 
+def ellipse_outline(cx, cy, a, b, theta, points=720):
+    """The outline of a rotated ellipse (centre, half-axes, angle in radians) as [(x, y), ...]."""
+    angles = np.linspace(0.0, 2.0 * np.pi, points, endpoint=False)
+    x = cx + a * np.cos(angles) * np.cos(theta) - b * np.sin(angles) * np.sin(theta)
+    y = cy + a * np.cos(angles) * np.sin(theta) + b * np.sin(angles) * np.cos(theta)
+    return list(zip(x, y))
+
+
+def soft_alpha(shape, polygons, supersample=4):
+    """Union of polygons drawn at ``supersample`` x the resolution and averaged down: an alpha
+    (uint8) whose edges are antialiased, as the cut-outs of background-removal tools are."""
+    height, width = shape
+    canvas = Image.new("L", (width * supersample, height * supersample), 0)
+    draw = ImageDraw.Draw(canvas)
+    for polygon in polygons:
+        draw.polygon([(x * supersample, y * supersample) for x, y in polygon], fill=255)
+    return np.asarray(canvas.resize((width, height), Image.BOX))
+
+
+def cut_out_cup(width=240):
+    """The cup, saucer and spoon of the coffee photo (600 x 400) as an RGBA cut-out ``width`` wide.
+
+    The saucer's rim and the cup's rim are ellipses fitted (RANSAC on Canny edges, rounded here)
+    to the photo; the tip of the spoon's handle, which sticks out above the saucer, is a polygon.
+    """
+    coffee = data.coffee()
+    alpha = soft_alpha(coffee.shape[:2], [
+        ellipse_outline(276.0, 222.0, 201.3, 160.7, 0.1685),  # the saucer
+        ellipse_outline(289.6, 111.5, 116.9, 93.7, 0.085),  # the cup's rim (the cup below is on the saucer)
+        [(399, 76), (402, 69), (412, 65.5), (421, 68), (422.5, 74), (419, 90), (414, 108), (405, 112)],  # spoon
+    ])
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    rgba = np.dstack([coffee, alpha])[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    image = Image.fromarray(rgba, "RGBA")
+    height = round(image.height * width / image.width)
+    return image.resize((width, height), Image.LANCZOS)  # Pillow resizes RGBA premultiplied
+
+
 def main():
     # 1. astronaut (NASA, public domain): the face and hair turned cold and dark.
     astronaut = shrink(data.astronaut(), 448)
@@ -116,6 +160,12 @@ def main():
     pasted = np.zeros(scene.shape[:2], dtype=bool)
     pasted[top:top + small_cup.shape[0], left:left + small_cup.shape[1]] = small_mask
     save("cup_at_launch.jpg", scene, "cup_at_launch.png", pasted)
+
+    # 6. for `harmonize paste`: the cup cut out (CC0) and the untouched launch photo (public domain).
+    OBJECTS.mkdir(exist_ok=True)
+    BACKGROUNDS.mkdir(exist_ok=True)
+    cut_out_cup().save(OBJECTS / "cup.png", optimize=True)
+    Image.fromarray(rocket).save(BACKGROUNDS / "launch.jpg", quality=90, subsampling=0)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from .errors import HarmonizeError
 COMMANDS = {
     "zoo": "zoo_cmd:zoo",
     "apply": "apply:apply",
+    "paste": "paste:paste",
     "eval": "eval_cmd:eval_cmd",
     "prepare": "prepare:prepare",
     "synth": "synth:synth",
@@ -109,6 +110,7 @@ def cli(quiet: bool, verbose: bool) -> None:
     \b
     Typical use:
       harmonize apply composites/ masks/ -o out/       harmonize photos
+      harmonize paste object.png background.jpg -o o.png   a cut-out onto a photo, harmonized
       harmonize synth --images p/ --masks m/ -o d/     training pairs from your photos
       harmonize prepare --root iHarmony4               pack the dataset into HDF5
       harmonize train --arch idih-hrnet-w18s           train with the paper's recipe

@@ -150,6 +150,15 @@ class Harmonizer:
             results.extend(self.finish(job) for job in jobs)
         return results
 
+    def paste(self, object, background, at=None, anchor="center", scale=None, height=None, mask=None,
+              return_composite=False):
+        """Paste a cut-out (RGBA, or any image with ``mask``) onto ``background`` and harmonize it;
+        see :func:`harmonize_cli.apply.paste.paste`. Returns the result, or (result, composite, mask)."""
+        from .paste import paste
+
+        return paste(self, object, background, at=at, anchor=anchor, scale=scale, height=height, mask=mask,
+                     return_composite=return_composite)
+
     # ------------------------------------------------------------------------------- stages
 
     def prepare(self, image, mask, context=None) -> Job:

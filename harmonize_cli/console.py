@@ -120,10 +120,12 @@ class _RateColumn(TextColumn):
     def render(self, task):
         from rich.text import Text
 
-        speed = task.finished_speed or task.speed
-        if speed is None:
+        # items finished per wall-clock second since the task started: the same definition as the
+        # summaries (rich's own speed is a recent-window estimate, inflated by bursts)
+        elapsed = task.finished_time if task.finished else task.elapsed
+        if not elapsed or not task.completed:
             return Text(f"- {self.unit}/s", style="progress.data.speed")
-        return Text(f"{speed:.2f} {self.unit}/s", style="progress.data.speed")
+        return Text(f"{task.completed / elapsed:.2f} {self.unit}/s", style="progress.data.speed")
 
 
 class _ProgressWithStatus:

@@ -52,14 +52,21 @@ def test_public_import_and_numpy_call():
     assert after < before  # lab-transfer moves the foreground towards the background statistics
 
 
-def test_auto_fallback_notice_is_one_line(capsys):
-    h = Harmonizer(device="cpu")
-    err = capsys.readouterr().err
+def test_auto_fallback_is_a_python_warning_not_console_output(capsys):
+    with pytest.warns(UserWarning, match="lab-transfer.*harmonize zoo download") as caught:
+        h = Harmonizer(device="cpu")
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    assert capsys.readouterr().err == ""  # a library prints nothing by itself
     assert h.model_name == "lab-transfer" and h.notice
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1
-    assert "lab-transfer" in lines[0] and "harmonize zoo download" in lines[0]
     assert h.describe()["model"] == "lab-transfer" and h.describe()["weights"] is None
+    assert repr(h) == ("Harmonizer(model='lab-transfer', weights='none', device='cpu', resolution='auto', "
+                       "batch_size=8, flip_tta=False)")
+
+
+def test_repr_names_the_weights_file(idih_checkpoint):
+    h = Harmonizer(weights=str(idih_checkpoint), device="cpu", resolution="fixed")
+    assert repr(h).startswith(f"Harmonizer(model='idih', weights='{idih_checkpoint}', device='cpu', "
+                              "resolution='fixed'")
 
 
 def test_auto_picks_the_best_cached_checkpoint(idih_checkpoint, capsys):

@@ -64,8 +64,10 @@ class BatchReport:
     entries: List[Entry]
     model: dict  # Harmonizer.describe(): model, weights, sha256, device, ...
     options: dict
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole run: planning, loading the model, processing
     interrupted: bool = False
+    processing_seconds: float = 0.0  # from the first image started to the last one written
+    report_error: Optional[HarmonizeError] = None  # harmonize.json could not be written
 
     @property
     def counts(self) -> dict:
@@ -81,8 +83,9 @@ class BatchReport:
 
     @property
     def images_per_second(self) -> float:
+        """Images finished per wall-clock second of processing (the progress bar's definition)."""
         done = self.counts["done"]
-        return done / self.seconds if self.seconds > 0 else 0.0
+        return done / self.processing_seconds if self.processing_seconds > 0 else 0.0
 
     def to_dict(self) -> dict:
         return {
@@ -101,8 +104,25 @@ class BatchReport:
         }
 
     def write(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.report_path, json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write ``OUT/harmonize.json`` atomically; a failure is one HarmonizeError line."""
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.report_path, json.dumps(self.to_dict(), indent=2) + "\n")
+        except OSError as exc:
+            raise HarmonizeError(f"cannot write the report {self.report_path}: {exc.strerror or exc}",
+                                 "the results that were written are listed above") from None
+
+
+@dataclass
+class _Run:
+    """What one apply run needs besides its entries."""
+
+    harmonizer: object
+    quality: int = 95
+    comparison: bool = False
+    workers: Optional[int] = None
+    on_start: Optional[Callable[[int], None]] = None
+    on_done: Optional[Callable[[Entry], None]] = None
 
 
 def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=None, device=None,
@@ -119,24 +139,86 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
     ``model``, ``weights``, ``device``, ``resolution``, ``batch_size``, ``flip_tta``).
     ``on_start(n_to_do)`` and ``on_done(entry)`` report progress.
     """
-    from .harmonizer import Harmonizer
-
     started = time.perf_counter()
     out = Path(out)
     entries = plan_outputs(composites, masks, out, recursive=recursive, ext=ext, overwrite=overwrite,
                            comparison=comparison)
-    if harmonizer is None:
-        harmonizer = Harmonizer(model=model, weights=weights, device=device, resolution=resolution,
-                                batch_size=batch_size, flip_tta=flip_tta)
-    info = harmonizer.describe()
-    console.debug(f"model {info['model']} on {info['device']}, weights {info['weights'] or '-'}, "
-                  f"resolution {info['resolution']}, batch {info['batch_size']}")
+    check_writable(out)
+    harmonizer = harmonizer or make_harmonizer(model, weights, device, resolution, batch_size, flip_tta)
     options = {"composites": str(composites), "masks": str(masks), "out": str(out), "model": model,
                "weights": weights if weights is None or isinstance(weights, str) else str(weights),
                "device": device, "batch_size": batch_size, "resolution": resolution, "ext": ext,
                "quality": quality, "recursive": recursive, "overwrite": overwrite, "flip_tta": flip_tta,
                "comparison": comparison}
-    report = BatchReport(out=out, entries=entries, model=info, options=options)
+    report = BatchReport(out=out, entries=entries, model=harmonizer.describe(), options=options)
+    _run(report, _Run(harmonizer, quality, comparison, workers, on_start, on_done), started, write_report=True)
+    return report
+
+
+def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None, device=None,
+                   resolution: str = "auto", quality: int = 95, overwrite: bool = False, flip_tta: bool = False,
+                   harmonizer=None) -> BatchReport:
+    """Harmonize one composite into the file ``output`` (its format from the extension).
+
+    An existing ``output`` is skipped unless ``overwrite``; no report file is written (the
+    returned :class:`BatchReport` holds the one entry).
+    """
+    from .imageio import IMAGE_EXTENSIONS
+
+    started = time.perf_counter()
+    composite, mask, output = Path(composite), Path(mask), Path(output)
+    if output.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise UsageError(f"-o {output} has no image extension",
+                         f"name the output file with one of {' '.join(sorted(set(IMAGE_EXTENSIONS)))}")
+    if output.is_dir():
+        raise UsageError(f"-o {output} is a folder", "give a file name, or a folder ending with /")
+    for source in (composite, mask):
+        if _same_path(source, output):
+            raise UsageError(f"writing {output} would overwrite an input", "choose another output file")
+    entry = Entry(composite, mask, output, "given")
+    if output.exists() and not overwrite:
+        entry.status, entry.reason = "skipped", "output exists (use --overwrite to replace it)"
+    check_writable(output.parent)
+    harmonizer = harmonizer or make_harmonizer(model, weights, device, resolution, 1, flip_tta)
+    options = {"composites": str(composite), "masks": str(mask), "out": str(output), "model": model,
+               "weights": weights if weights is None or isinstance(weights, str) else str(weights),
+               "device": device, "resolution": resolution, "quality": quality, "overwrite": overwrite,
+               "flip_tta": flip_tta}
+    report = BatchReport(out=output.parent, entries=[entry], model=harmonizer.describe(), options=options)
+    _run(report, _Run(harmonizer, quality), started, write_report=False)
+    return report
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before any work (one line, exit 1) when results could not be written into ``folder``."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".harmonize-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise HarmonizeError(f"cannot write into {folder}: {exc.strerror or exc}",
+                             "choose a writable output folder") from None
+
+
+def make_harmonizer(model="auto", weights=None, device=None, resolution="auto", batch_size=8, flip_tta=False):
+    """A Harmonizer for the commands: its notice (e.g. the training-free fallback) printed as one line."""
+    from .harmonizer import Harmonizer
+
+    harmonizer = Harmonizer(model=model, weights=weights, device=device, resolution=resolution,
+                            batch_size=batch_size, flip_tta=flip_tta, quiet=True)
+    if harmonizer.notice:
+        console.warn(harmonizer.notice)  # the CLI's one line; Python users get a warning instead
+    return harmonizer
+
+
+def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> None:
+    """Stream the pending entries through the harmonizer; statuses, timings and the report."""
+    harmonizer, entries = run.harmonizer, report.entries
+    info = report.model
+    console.debug(f"model {info['model']} on {info['device']}, weights {info['weights'] or '-'}, "
+                  f"resolution {info['resolution']}, batch {info['batch_size']}")
     todo = [entry for entry in entries if entry.status == "pending"]
 
     def load(entry):
@@ -148,10 +230,10 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
         fmt = format_for(entry.output)
         if alpha is not None and fmt == "JPEG":
             entry.notes.append("alpha channel dropped: JPEG has none (use --ext png or webp)")
-        write_image(entry.output, rgb, alpha, like=_like(job), quality=quality, fmt=fmt)
-        if comparison:
-            write_image(_comparison_path(out, entry), side_by_side(job.rgb, rgb), None, gray=False,
-                        quality=min(quality, 90), fmt="JPEG")
+        write_image(entry.output, rgb, alpha, like=_like(job), quality=run.quality, fmt=fmt)
+        if run.comparison:
+            write_image(_comparison_path(report.out, entry), side_by_side(job.rgb, rgb), None, gray=False,
+                        quality=min(run.quality, 90), fmt="JPEG")
 
     def on_result(entry, error, seconds, job):
         entry.seconds = seconds
@@ -159,15 +241,19 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
             entry.status = "done"
         else:
             entry.status, entry.reason = "failed", _reason(error)
-        if on_done is not None:
-            on_done(entry)
+        if run.on_done is not None:
+            run.on_done(entry)
 
     try:
         if todo:
-            if on_start is not None:
-                on_start(len(todo))
-            harmonizer.process(todo, load, save, on_result, workers=workers or min(4, os.cpu_count() or 1),
-                               size_of=_pixels_of)
+            if run.on_start is not None:
+                run.on_start(len(todo))
+            processing = time.perf_counter()
+            try:
+                harmonizer.process(todo, load, save, on_result,
+                                   workers=run.workers or min(4, os.cpu_count() or 1), size_of=_pixels_of)
+            finally:
+                report.processing_seconds = time.perf_counter() - processing
     except KeyboardInterrupt:
         report.interrupted = True
         for entry in entries:
@@ -176,8 +262,11 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
         raise
     finally:
         report.seconds = time.perf_counter() - started
-        report.write()
-    return report
+        if write_report:
+            try:
+                report.write()
+            except HarmonizeError as exc:  # a full disk: the results and the summary still count
+                report.report_error = exc
 
 
 def _pixels_of(entry) -> int:
@@ -218,6 +307,8 @@ def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = 
     for source, label in ((composites, "COMPOSITES"), (masks, "MASKS")):
         if Path(source).is_dir() and _same_path(source, out):
             raise UsageError(f"OUT {out} is the {label} folder", "write the results to a separate folder")
+    if (out / REPORT_NAME).is_dir():
+        raise UsageError(f"{out / REPORT_NAME} is a folder, where the report goes", "remove or rename that folder")
     pairs = find_pairs(composites, masks, recursive=recursive, exclude=[out])
     if not pairs:
         raise UsageError(f"no images found in {composites}",
@@ -243,7 +334,9 @@ def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = 
             continue
         for path in claims:
             claimed[_key(path)] = entry
-        if target.exists() and not overwrite:
+        if target.is_dir():
+            entry.status, entry.reason = "failed", f"the output path {target} is a folder"
+        elif target.exists() and not overwrite:
             entry.status, entry.reason = "skipped", "output exists (use --overwrite to replace it)"
     return entries
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from .. import console
 from ..errors import UsageError
 from .imageio import InputError, image_to_arrays, mask_to_array
 from .resolution import (
@@ -89,8 +89,13 @@ class Harmonizer:
         self.input_size = int(self.model.input_size or DEFAULT_SIZE)
         self.divisor = self.model.divisor
         self._lock = threading.Lock()  # one forward pass at a time
-        if self.notice and not quiet and not console.is_quiet():
-            console.err_console.print(self.notice, style="yellow", soft_wrap=True, markup=False)  # one line
+        if self.notice and not quiet:
+            warnings.warn(self.notice, UserWarning, stacklevel=2)  # the CLI prints it as one line instead
+
+    def __repr__(self) -> str:
+        weights = self.weights_path or ("none" if not self.needs_weights else "in memory")
+        return (f"Harmonizer(model={self.model_name!r}, weights={weights!r}, device={str(self.device)!r}, "
+                f"resolution={self.resolution!r}, batch_size={self.batch_size}, flip_tta={self.flip_tta})")
 
     # ----------------------------------------------------------------------------- model facts
 

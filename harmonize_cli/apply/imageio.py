@@ -196,7 +196,8 @@ def _normalise_mask(values: np.ndarray, sixteen_bit: bool = False) -> np.ndarray
     if values.dtype == bool:
         return values.astype(np.float32)
     if np.issubdtype(values.dtype, np.floating):
-        return np.clip(np.nan_to_num(values.astype(np.float32)), 0.0, 1.0)
+        _check_finite(values)
+        return np.clip(values.astype(np.float32), 0.0, 1.0)
     peak = int(values.max()) if values.size else 0
     if peak <= 1:
         return values.astype(np.float32)
@@ -246,6 +247,7 @@ def _pil_mask(image) -> np.ndarray:
     if mode in ("L", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         values = np.asarray(image)
         if mode == "F":
+            _check_finite(values)
             peak = float(values.max()) if values.size else 0.0
             values = values / (1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else 65535.0)
         return np.ascontiguousarray(_normalise_mask(values, sixteen_bit=mode.startswith("I;16")))
@@ -258,9 +260,21 @@ def _pil_mask(image) -> np.ndarray:
     return np.ascontiguousarray(_normalise_mask(_pick_mask_channel(values)))
 
 
+def _check_finite(values: np.ndarray) -> None:
+    if not np.isfinite(values).all():
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        raise InputError(f"mask has {bad} NaN or infinite value(s)",
+                         "save the mask with finite values (0..1, 0..255 or 0..65535)")
+
+
 def read_mask(path) -> np.ndarray:
     """Decode a mask file (EXIF orientation applied) to float32 H x W in [0, 1]."""
-    return _pil_mask(_open(path))
+    try:
+        return _pil_mask(_open(path))
+    except InputError as exc:
+        if str(path) in exc.message:
+            raise
+        raise InputError(f"{path}: {exc.message}", exc.hint) from None
 
 
 # --------------------------------------------------------------------------------------- encoding

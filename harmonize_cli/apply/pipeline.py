@@ -126,5 +126,11 @@ def run_pipeline(harmonizer, tasks: Iterable, load: Callable, save: Callable, on
             future.cancel()
         decoders.shutdown(wait=True, cancel_futures=True)
         encoders.shutdown(wait=True, cancel_futures=True)
+        # results that were being written when the run stopped (Ctrl-C) are on disk now: report
+        # them as what they are, so the report says exactly what is there
+        for future, (task, job, _pixels) in list(encoding.items()):
+            if future.done() and not future.cancelled():
+                del encoding[future]
+                on_result(task, future.exception(), job.seconds, job)
 
 

@@ -7,6 +7,7 @@ the pipeline, the report): it parses the options, shows the progress bar and pri
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import click
@@ -19,6 +20,7 @@ EPILOG = """Examples:
 
 \b
   harmonize apply examples/composites examples/masks -o harmonized/
+  harmonize apply photo.jpg photo_mask.png -o harmonized.png
   harmonize apply photo.jpg photo_mask.png -o out/ --ext png
   harmonize apply data/composites data/masks -o out/ --recursive --weights run/best.pth --batch-size 16
 
@@ -34,7 +36,8 @@ errors.
 @click.argument("composites", type=click.Path(path_type=Path))
 @click.argument("masks", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
-              help="Output folder (results keep the composites' relative paths and stems).")
+              help="Output folder (results keep the composites' relative paths and stems); for a single "
+                   "COMPOSITES file, an output file name such as out.png (format from its extension).")
 @click.option("--model", default="auto", show_default=True,
               help="Architecture (see `harmonize zoo list`), or auto: that of --weights, else the best "
                    "released checkpoint in the cache, else the training-free lab-transfer.")
@@ -62,9 +65,19 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
     Inputs are never modified; every output is written atomically; background pixels (mask 0) are
     copied bit for bit (exactly so in PNG, TIFF, BMP and WebP at --quality 100).
     """
-    from ..apply.batch import harmonize_folder
-    from ..errors import HarmonizeError
+    from ..apply.batch import harmonize_file, harmonize_folder
+    from ..errors import HarmonizeError, UsageError
 
+    if composites.is_file() and _names_a_file(out):
+        report = harmonize_file(composites, masks, out, model=model, weights=weights, device=device,
+                                resolution=resolution, quality=quality, overwrite=overwrite, flip_tta=flip_tta)
+        _summarise(report, single=True)
+        if report.failed:
+            raise HarmonizeError(f"{report.failed[0].composite}: {report.failed[0].reason}")
+        return
+    if composites.is_dir() and _names_a_file(out):
+        raise UsageError(f"-o {out} names a file but COMPOSITES {composites} is a folder",
+                         "give a folder for -o (results keep the composites' names)")
     state = {}
 
     def on_start(total):
@@ -80,12 +93,24 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
                                   recursive=recursive, overwrite=overwrite, flip_tta=flip_tta, comparison=comparison,
                                   workers=workers, on_start=on_start, on_done=on_done)
     _summarise(report)
+    if report.report_error is not None:
+        raise report.report_error
     if report.failed:
         raise HarmonizeError(f"{len(report.failed)} of {len(report.entries)} composites failed",
                              f"listed above and in {report.report_path}")
 
 
-def _summarise(report) -> None:
+def _names_a_file(out: Path) -> bool:
+    """-o names an output file (not a folder): it has an image extension, is no existing folder
+    and does not end with a path separator."""
+    from ..apply.imageio import IMAGE_EXTENSIONS
+
+    text = str(out)
+    return (out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir()
+            and not text.endswith(("/", os.sep)))
+
+
+def _summarise(report, single: bool = False) -> None:
     from rich.markup import escape
 
     entries, out, elapsed = report.entries, report.out, report.seconds
@@ -93,6 +118,13 @@ def _summarise(report) -> None:
     skipped = [entry for entry in entries if entry.status == "skipped"]
     failed = report.failed
     rate = report.images_per_second
+    if single:
+        entry = entries[0]
+        if entry.status == "done":
+            _say(f"{entry.composite} -> {entry.output} in {elapsed:.1f} s")
+        elif entry.status == "skipped":
+            _say(f"{entry.output} exists: skipped (use --overwrite to replace it)")
+        return
     for entry in failed:
         console.err_console.print(f"[red]failed[/red] {escape(str(entry.composite))}: {escape(entry.reason or '')}",
                                   soft_wrap=True)
@@ -102,7 +134,7 @@ def _summarise(report) -> None:
         for note in entry.notes:
             _say(f"{entry.composite}: {note}", style="yellow")
     _say(f"{len(done)} harmonized, {len(skipped)} skipped, {len(failed)} failed in {elapsed:.1f} s "
-         f"({rate:.2f} img/s) -> {out} (report: {report.report_path})")
+         f"({rate:.2f} img/s while processing) -> {out} (report: {report.report_path})")
 
 
 def _say(message: str, style=None) -> None:

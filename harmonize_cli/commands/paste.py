@@ -105,9 +105,9 @@ def paste(object_path, background, out, at, anchor, scale, height, mask, model, 
 
     def harmonizer():
         if state["harmonizer"] is None:
-            from ..apply.harmonizer import Harmonizer
+            from ..apply.batch import make_harmonizer
 
-            state["harmonizer"] = Harmonizer(model=model, weights=weights, device=device, resolution=resolution)
+            state["harmonizer"] = make_harmonizer(model, weights, device, resolution)
             info = state["harmonizer"].describe()
             console.debug(f"model {info['model']} on {info['device']}, weights {info['weights'] or '-'}, "
                           f"resolution {resolution}")

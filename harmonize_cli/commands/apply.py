@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from .. import console
+from ..completion import complete_models, complete_weights
 from ..apply.batch import COMPARISON_DIR
 from ..choices import OUTPUT_FORMATS, RESOLUTION_STRATEGIES
 
@@ -38,10 +39,11 @@ errors.
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
               help="Output folder (results keep the composites' relative paths and stems); for a single "
                    "COMPOSITES file, an output file name such as out.png (format from its extension).")
-@click.option("--model", default="auto", show_default=True,
+@click.option("--model", shell_complete=complete_models, default="auto", show_default=True,
               help="Architecture (see `harmonize zoo list`), or auto: that of --weights, else the best "
                    "released checkpoint in the cache, else the training-free lab-transfer.")
-@click.option("--weights", default=None, help="Checkpoint file, URL or released name; alone, its architecture is detected.")
+@click.option("--weights", shell_complete=complete_weights, default=None,
+              help="Checkpoint file, URL or released name; alone, its architecture is detected.")
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
               help="Images per forward pass at the network size.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import console
+from ..completion import complete_models, complete_weights
 from ..choices import EVAL_RESIZES, parse_list
 
 EPILOG = """Examples:
@@ -39,10 +40,10 @@ def _psnr_peak(value):
 @click.command("eval", epilog=EPILOG)
 @click.option("--data", metavar="FILE.h5|DIR",
               help="Packed dataset or iHarmony4 folder (default: $HARMONIZE_DATA, else the one `prepare` packed).")
-@click.option("--model", "-m", "models", multiple=True, metavar="NAME",
+@click.option("--model", "-m", "models", multiple=True, metavar="NAME", shell_complete=complete_models,
               help="Architecture (our or the reference name; see `harmonize zoo list`). Repeat for several. "
                    "Without --weights a network uses its released checkpoint; composite and lab-transfer need none.")
-@click.option("--weights", "-w", "weights", multiple=True, metavar="PATH|NAME",
+@click.option("--weights", "-w", "weights", multiple=True, metavar="PATH|NAME", shell_complete=complete_weights,
               help="Checkpoint (path, URL or released name). Repeat for several. Without --model the "
                    "architecture is detected.")
 @click.option("--resize", type=click.Choice(EVAL_RESIZES, case_sensitive=False),

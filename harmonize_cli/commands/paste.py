@@ -17,6 +17,7 @@ import click
 import numpy as np
 
 from .. import console
+from ..completion import complete_models, complete_weights
 from ..apply.paste import ANCHORS
 from ..choices import OUTPUT_FORMATS, RESOLUTION_STRATEGIES
 
@@ -63,10 +64,10 @@ class Task:
               help="Resize the object to this height: pixels (240) or a fraction of the background's (0.3).")
 @click.option("--mask", "mask", default=None, type=click.Path(path_type=Path),
               help="The object's mask when it has no alpha (a folder of masks, by stem, for a folder OBJECT).")
-@click.option("--model", default="auto", show_default=True,
+@click.option("--model", shell_complete=complete_models, default="auto", show_default=True,
               help="Architecture (see `harmonize zoo list`), or auto: that of --weights, else the best "
                    "released checkpoint in the cache, else the training-free lab-transfer.")
-@click.option("--weights", default=None,
+@click.option("--weights", shell_complete=complete_weights, default=None,
               help="Checkpoint file, URL or released name; alone, its architecture is detected.")
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps.")
 @click.option("--resolution", type=click.Choice(RESOLUTION_STRATEGIES), default="auto", show_default=True,

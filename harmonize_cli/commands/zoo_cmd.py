@@ -7,6 +7,7 @@ import json
 import click
 
 from .. import console
+from ..completion import complete_released
 
 
 @click.group(epilog="Examples:\n\n  harmonize zoo list\n\n  harmonize zoo download hrnet18s_idih256")
@@ -62,7 +63,7 @@ def list_cmd(as_json):
 
 @zoo.command("download", epilog="Examples:\n\n  harmonize zoo download hrnet18s_idih256\n\n"
              "  harmonize zoo download --all")
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete_released)
 @click.option("--all", "download_all", is_flag=True, help="Download every released harmonization checkpoint.")
 @click.option("--force", is_flag=True, help="Download again even if the file is cached.")
 def download_cmd(names, download_all, force):

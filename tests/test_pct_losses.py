@@ -184,7 +184,9 @@ def test_tone_curve_fixes_0_and_1_and_nelder_mead_finds_a_bounded_minimum():
 
 def test_nelder_mead_agrees_with_scipy_when_available():
     optimize = pytest.importorskip("scipy.optimize")
-    function = lambda p: (p[0] - 0.3) ** 2 + 10 * (p[1] - 0.02) ** 2 + 0.1 * np.sin(5 * p[0]) ** 2  # noqa: E731
+    def function(p):
+        return (p[0] - 0.3) ** 2 + 10 * (p[1] - 0.02) ** 2 + 0.1 * np.sin(5 * p[0]) ** 2
+
     for start in ([0.5, 0.5], [0.9, 0.1], [0.1, 0.9]):
         reference = optimize.minimize(function, start, method="Nelder-Mead", bounds=((0, 1), (1e-10, 1))).x
         assert nelder_mead(function, start, ((0, 1), (1e-10, 1))) == pytest.approx(reference, abs=1e-6)

@@ -130,6 +130,21 @@ def test_cnn_strip_wise_inference_matches_the_published_full_resolution_output()
     assert full.data_ptr() != image.data_ptr()
 
 
+def test_strip_wise_inference_limited_to_the_mask_box_and_empty_masks():
+    model = _cnn_with_fixture_weights()
+    image, expected = _tensor("image_fullres"), _tensor("expected_fullres")
+    mask = torch.zeros(1, 1, 300, 480)
+    mask[..., 100:180, 200:431] = 1
+    _, full = model.harmonize_full_resolution(_tensor("image_lowres"), _tensor("mask_lowres"), image, mask)
+    assert (full[..., 100:180, 200:431] - expected[..., 100:180, 200:431]).abs().max().item() <= 5e-4
+    outside = torch.ones(300, 480, dtype=torch.bool)
+    outside[100:180, 200:431] = False
+    assert torch.equal(full[..., outside], image[..., outside])
+    _, untouched = model.harmonize_full_resolution(_tensor("image_lowres"), _tensor("mask_lowres"), image,
+                                                   torch.zeros(1, 1, 300, 480))
+    assert torch.equal(untouched, image) and untouched.data_ptr() != image.data_ptr()
+
+
 def test_model_without_fullres_inputs_returns_the_low_resolution_outputs_only():
     model = _cnn_with_fixture_weights()
     with torch.no_grad():

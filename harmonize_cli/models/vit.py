@@ -9,7 +9,6 @@ state-dict layout (``patch_to_embedding.1``, ``transformer_enc.layers.N``, ``dec
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 

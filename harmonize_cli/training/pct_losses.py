@@ -81,7 +81,8 @@ def vgg16_style_extractor(vgg16: nn.Module) -> nn.Module:
 
 def _contrast(anchor, positive, negatives):
     distance = F.l1_loss(anchor, positive)
-    pushed = sum((F.l1_loss(anchor, negative).detach() for negative in negatives), torch.zeros((), device=anchor.device))
+    pushed = sum((F.l1_loss(anchor, negative).detach() for negative in negatives),
+                 torch.zeros((), device=anchor.device))
     return distance / (distance + pushed + 1e-8)
 
 

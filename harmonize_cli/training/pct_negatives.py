@@ -141,10 +141,10 @@ def nelder_mead(function: Callable[[np.ndarray], float], start: Sequence[float],
         if (np.max(np.abs(simplex[1:] - simplex[0])) <= xatol
                 and np.max(np.abs(values[1:] - values[0])) <= fatol):
             break
-        centroid = simplex[:-1].mean(axis=0)
+        centroid, worst = simplex[:-1].mean(axis=0), simplex[-1].copy()
 
-        def at(coefficient):
-            point = np.clip(centroid + coefficient * (simplex[-1] - centroid), lower, upper)
+        def at(coefficient, centroid=centroid, worst=worst):
+            point = np.clip(centroid + coefficient * (worst - centroid), lower, upper)
             return point, function(point)
 
         reflected, f_reflected = at(-1.0)

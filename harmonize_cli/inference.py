@@ -45,8 +45,9 @@ def padding(size: int, divisor: int) -> Tuple[int, int]:
 
 
 def normalization_of(network, default: Optional[Mapping] = None) -> Mapping:
-    """The input normalisation a network class declares (``input_normalization``), else ImageNet's."""
-    declared = getattr(type(network), "input_normalization", None)
+    """The input normalisation a network declares (``input_normalization``, e.g. PCT-Net's), else
+    ImageNet's."""
+    declared = getattr(network, "input_normalization", None)
     if isinstance(declared, Mapping):
         return declared
     return default if default is not None else IMAGENET_NORMALIZATION
@@ -63,6 +64,12 @@ def _statistics(normalization: Mapping, like: torch.Tensor):
     mean = torch.as_tensor(normalization["mean"], dtype=torch.float32, device=like.device).view(1, 3, 1, 1)
     std = torch.as_tensor(normalization["std"], dtype=torch.float32, device=like.device).view(1, 3, 1, 1)
     return mean, std
+
+
+def normalise(image: torch.Tensor, normalization: Mapping, peak: float = 1.0) -> torch.Tensor:
+    """Pixels in ``[0, peak]`` -> the network's input space ``(x / peak - mean) / std``."""
+    mean, std = _statistics(normalization, image)
+    return torch.addcmul(-mean / std, image.float(), 1.0 / (peak * std))
 
 
 def predict(network, image: torch.Tensor, mask: torch.Tensor, *, normalization: Optional[Mapping] = None,
@@ -85,7 +92,7 @@ def predict(network, image: torch.Tensor, mask: torch.Tensor, *, normalization: 
         image = F.pad(image, (left, right, top, bottom), value=0.0)
         mask = F.pad(mask, (left, right, top, bottom), value=0.0)
     mean, std = _statistics(normalization, image)
-    normalised = torch.addcmul(-mean / std, image, 1.0 / (peak * std))
+    normalised = normalise(image, normalization, peak)
     count = normalised.shape[0]
     if flip_tta:
         normalised = torch.cat((normalised, normalised.flip(3)))

@@ -28,6 +28,7 @@ from .resolution import (
     compose_auto,
     compose_fixed,
     compose_native,
+    compose_pct,
     fit_correction,
     mask_bbox,
     resize_mask,
@@ -49,6 +50,7 @@ class Job:
     net_image: Optional[np.ndarray] = None  # 3 x h x w float32 [0, 1], what the network sees
     net_mask: Optional[np.ndarray] = None  # h x w
     prediction: Optional[np.ndarray] = None  # 3 x h x w float32 [0, 1]
+    maps: Optional[tuple] = None  # PCT-Net: (1 x 12 x h x w parameters, 1 x 1 x h x w attention or None)
     seconds: float = 0.0  # time spent on this job (prepare + its share of inference + finish)
     context: Any = None  # caller data (the CLI keeps file names and metadata here)
 
@@ -88,6 +90,8 @@ class Harmonizer:
             parameter.requires_grad_(False)
         self.input_size = int(self.model.input_size or DEFAULT_SIZE)
         self.divisor = self.model.divisor
+        # PCT-Net carries its 256-px prediction to full resolution itself (``auto``)
+        self.own_full_resolution = bool(self.model.spec.full_resolution) and self.resolution == "auto"
         self._lock = threading.Lock()  # one forward pass at a time
         if self.notice and not quiet:
             warnings.warn(self.notice, UserWarning, stacklevel=2)  # the CLI prints it as one line instead
@@ -199,8 +203,13 @@ class Harmonizer:
             groups.setdefault(job.net_image.shape, []).append(job)
         for group in groups.values():
             started = time.perf_counter()
-            outputs = self._forward(np.stack([job.net_image for job in group]),
-                                    np.stack([job.net_mask for job in group]))
+            images, masks = np.stack([job.net_image for job in group]), np.stack([job.net_mask for job in group])
+            if self.own_full_resolution:
+                outputs = [None] * len(group)
+                for job, maps in zip(group, self._forward_maps(images, masks)):
+                    job.maps = maps
+            else:
+                outputs = self._forward(images, masks)
             share = (time.perf_counter() - started) / len(group)
             for job, output in zip(group, outputs):
                 job.prediction = output
@@ -218,11 +227,35 @@ class Harmonizer:
                              divisor=self.divisor, flip_tta=self.flip_tta, peak=1.0)
             return output.cpu().numpy()
 
+    def _forward_maps(self, images: np.ndarray, masks: np.ndarray) -> list:
+        """PCT-Net: the per-pixel transform maps at the network size (flip TTA averages them)."""
+        import torch
+
+        from ..inference import normalise
+
+        with self._lock, torch.inference_mode():
+            image = torch.from_numpy(images).to(self.device)
+            mask = torch.from_numpy(masks).to(self.device).unsqueeze(1)
+            normalised = normalise(image, self.model.normalization, peak=1.0)
+            outputs = self.network(normalised, mask)
+            params, attention = outputs["params"], (outputs["attention"] if self.network.use_attn else None)
+            if self.flip_tta:
+                flipped = self.network(normalised.flip(3), mask.flip(3))
+                params = 0.5 * (params + flipped["params"].flip(3))
+                if attention is not None:
+                    attention = 0.5 * (attention + flipped["attention"].flip(3))
+            params, attention = params.float().cpu(), None if attention is None else attention.float().cpu()
+        return [(params[i:i + 1], None if attention is None else attention[i:i + 1]) for i in range(len(images))]
+
     def finish(self, job: Job) -> np.ndarray:
         """Carry the prediction to full resolution and blend it in (thread-safe, CPU)."""
         started = time.perf_counter()
         if job.bbox is None:
             result = job.rgb.copy()
+        elif job.maps is not None:
+            params, attention = job.maps
+            result = compose_pct(job.rgb, job.mask, params, attention, self.model.normalization, job.bbox,
+                                 clamp=self.network.clamp, affine=self.network.affine)
         elif self.resolution == "native":
             result = compose_native(job.rgb, job.mask, job.prediction, job.bbox)
         elif self.resolution == "fixed":
@@ -233,7 +266,7 @@ class Harmonizer:
         if job.alpha is not None:
             result = np.concatenate((result, job.alpha[..., None]), axis=2)
         job.seconds += time.perf_counter() - started
-        job.net_image = job.net_mask = job.prediction = None  # free memory early
+        job.net_image = job.net_mask = job.prediction = job.maps = None  # free memory early
         return result
 
     # ------------------------------------------------------------------------------ pipeline

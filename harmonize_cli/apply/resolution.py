@@ -289,3 +289,33 @@ def compose_auto(rgb: np.ndarray, mask: np.ndarray, correction: Correction, bbox
             mapped += residual.permute(1, 2, 0)
         _blend_into(out, rgb, mask, top, bottom, x0, x1, mapped, source)
     return out
+
+
+def compose_pct(rgb: np.ndarray, mask: np.ndarray, params: torch.Tensor, attention: Optional[torch.Tensor],
+                normalization, bbox=None, clamp: bool = True, affine: bool = True) -> np.ndarray:
+    """PCT-Net's own full-resolution path: its 256-px map of per-pixel colour transforms, upsampled
+    bicubically (the reference's sampling) and applied strip by strip inside the mask's box, then
+    blended into the input with the mask (background bit-exact). ``params``: 1 x 12 x h x w;
+    ``attention``: 1 x 1 x h x w (the CNN model's blend) or None (the ViT blends with the mask)."""
+    from ..models.pct_transform import affine_color_transform, upsampled_strips
+
+    out = rgb.copy()
+    bbox = bbox if bbox is not None else mask_bbox(mask)
+    if bbox is None:
+        return out
+    mean = torch.tensor(normalization["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(normalization["std"], dtype=torch.float32).view(1, 3, 1, 1)
+    channels = params.shape[1]
+    strip_rows = max(1, STRIP_PIXELS // max(1, bbox[3] - bbox[2]))
+    for (top, bottom, x0, x1), maps in upsampled_strips(params.float(), mask.shape, bbox, attention, strip_rows):
+        source = strip_tensor(rgb[top:bottom, x0:x1]).float()  # h x w x 3, 0..255
+        image = ((source.permute(2, 0, 1)[None] / 255.0) - mean) / std
+        transformed = affine_color_transform(image, maps[:, :channels], normalization["mean"], normalization["std"],
+                                             clamp=clamp, affine=affine)
+        if attention is None:
+            blend = strip_tensor(mask[top:bottom, x0:x1]).float()[None, None]
+        else:
+            blend = maps[:, channels:]
+        result = (transformed * blend + image * (1 - blend)) * std + mean  # the reference's full-res output
+        _blend_into(out, rgb, mask, top, bottom, x0, x1, result[0].permute(1, 2, 0).contiguous(), source)
+    return out

@@ -76,3 +76,26 @@ def init_weights(model: nn.Module, magnitude: float = 2.0, rnd_type: str = "gaus
 
     model.apply(visit)
     return model
+
+
+@torch.no_grad()
+def init_pctnet(model: nn.Module, gain: float = 0.02, **_ignored) -> nn.Module:
+    """PCT-Net's initialisation (its authors' training scripts): every convolution and linear
+    layer N(0, gain) with zero bias, BatchNorm2d weights N(1, gain) with zero bias; the rest
+    (LayerNorm, attention projections held as plain parameters) keeps PyTorch's defaults."""
+    for module in model.modules():
+        name = type(module).__name__
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, nn.Parameter) and ("Conv" in name or "Linear" in name):
+            nn.init.normal_(weight, 0.0, gain)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif "BatchNorm2d" in name:
+            nn.init.normal_(module.weight, 1.0, gain)
+            nn.init.zeros_(module.bias)
+    return model
+
+
+def initializer_for(spec):
+    """The initialisation function of an architecture (``ArchSpec.family``)."""
+    return init_pctnet if spec.family == "pctnet" else init_weights

@@ -135,12 +135,30 @@ def apply_full_resolution(params_lowres: torch.Tensor, image_fullres: torch.Tens
         raise ValueError("pass mask_fullres (mask blend) or attention_lowres (attention blend)")
     if strip_rows < 1:
         raise ValueError(f"strip_rows must be positive, got {strip_rows}")
-    height, width = image_fullres.shape[-2:]
-    y0, y1, x0, x1 = _check_bbox(bbox, height, width)
     if out is None:
         out = image_fullres.clone()
+    channels = params_lowres.shape[1]
+    for (top, bottom, x0, x1), strip_maps in upsampled_strips(
+            params_lowres, image_fullres.shape[-2:], bbox, attention_lowres, strip_rows, image_fullres.dtype):
+        image = image_fullres[..., top:bottom, x0:x1]
+        transformed = affine_color_transform(image, strip_maps, mean, std, clamp=clamp, affine=affine)
+        if attention_lowres is None:
+            blend = mask_fullres[..., top:bottom, x0:x1].to(image.dtype)
+        else:
+            blend = strip_maps[:, channels:]
+        out[..., top:bottom, x0:x1] = transformed * blend + image * (1 - blend)
+    return out
+
+
+def upsampled_strips(params_lowres: torch.Tensor, size: Tuple[int, int], bbox=None,
+                     attention_lowres: Optional[torch.Tensor] = None, strip_rows: int = 256, dtype=None):
+    """Yield ``((top, bottom, x0, x1), maps)`` for horizontal strips of ``bbox``: the bicubic
+    upsampling of ``params_lowres`` (and ``attention_lowres``, appended as the last channel) to
+    ``size``, restricted to the strip, with exactly the sampling of the one-shot upsample."""
+    height, width = size
+    y0, y1, x0, x1 = _check_bbox(bbox, height, width)
     maps = params_lowres if attention_lowres is None else torch.cat((params_lowres, attention_lowres), dim=1)
-    maps = maps.to(image_fullres.dtype)
+    maps = maps.to(dtype or maps.dtype)
     wy = bicubic_matrix(maps.shape[-2], height, maps.dtype, maps.device)
     wx = bicubic_matrix(maps.shape[-1], width, maps.dtype, maps.device)[x0:x1]
     columns_done = torch.matmul(maps, wx.t())  # 1 x C x h x box_width
@@ -148,15 +166,7 @@ def apply_full_resolution(params_lowres: torch.Tensor, image_fullres: torch.Tens
         bottom = min(top + strip_rows, y1)
         rows = wy[top:bottom]
         lo, hi = _band(rows)
-        strip_maps = torch.matmul(rows[:, lo:hi], columns_done[..., lo:hi, :])
-        image = image_fullres[..., top:bottom, x0:x1]
-        transformed = affine_color_transform(image, strip_maps, mean, std, clamp=clamp, affine=affine)
-        if attention_lowres is None:
-            blend = mask_fullres[..., top:bottom, x0:x1].to(image.dtype)
-        else:
-            blend = strip_maps[:, params_lowres.shape[1]:]
-        out[..., top:bottom, x0:x1] = transformed * blend + image * (1 - blend)
-    return out
+        yield (top, bottom, x0, x1), torch.matmul(rows[:, lo:hi], columns_done[..., lo:hi, :])
 
 
 def upsample_params(params: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:

@@ -30,8 +30,7 @@ from .pct_transform import affine_color_transform, apply_full_resolution, upsamp
 from .ssam import SpatialSeparatedAttention, UNetDecoder, UNetEncoder
 from .vit import ViTParameterEncoder
 
-IMAGENET_NORMALIZATION = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
-IDENTITY_NORMALIZATION = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+from ..choices import IDENTITY_NORMALIZATION, IMAGENET_NORMALIZATION
 
 PCT_CONFIGS = {
     "CNN_pct": {

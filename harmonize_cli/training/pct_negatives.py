@@ -28,8 +28,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..choices import IMAGENET_MEAN, IMAGENET_STD
 GAMMA = 2.2
 _WHITE_D65 = (0.95047, 1.0, 1.08883)
 _RGB_TO_XYZ = ((0.412453, 0.357580, 0.180423),

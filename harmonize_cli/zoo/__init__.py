@@ -82,9 +82,9 @@ def create_model(name: str, *, weights=None, pretrained: bool = False, pretraine
                                "train one with `harmonize train` or pass --weights")
         weights = released.name
     if init and spec.needs_weights and weights is None:
-        from ..models.initialization import init_weights
+        from ..models.initialization import initializer_for
 
-        init_weights(model)
+        initializer_for(spec)(model)
     if spec.backbone and (pretrained_backbone or backbone_weights is not None) and weights is None:
         load_backbone_weights(model, spec, backbone_weights)
     if weights is not None:

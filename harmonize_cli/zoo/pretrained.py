@@ -39,6 +39,7 @@ class PretrainedWeights:
     metrics: dict = field(default_factory=dict)  # {"HCOCO": {"MSE":.., "PSNR":..}, ..., "All": {..}}
     source: str = ""
     note: str = ""
+    licence: str = ""
 
 
 def _metrics(*rows):
@@ -67,6 +68,22 @@ HARMONIZATION_WEIGHTS = [
     PretrainedWeights("hrnet32_idih256", "hrnet32_idih256.pth", _RELEASE + "hrnet32_idih256.pth", "idih-hrnet-w32",
                       source=_REFERENCE_PAGE,
                       metrics=_metrics((14.00, 39.71), (23.04, 37.13), (57.55, 34.06), (53.70, 37.70), (22.22, 38.29))),
+]
+
+_PCT_PAGE = "https://github.com/rakutentech/PCT-Net-Image-Harmonization"
+_PCT_RAW = _PCT_PAGE + "/raw/main/pretrained_models/"
+_PCT_NOTE = "metrics at full resolution (HAdobe5k capped at 1024 px), from the PCT-Net paper"
+HARMONIZATION_WEIGHTS += [
+    PretrainedWeights("PCTNet_ViT", "PCTNet_ViT.pth", _PCT_RAW + "PCTNet_ViT.pth", "pctnet-vit", source=_PCT_PAGE,
+                      note=_PCT_NOTE, licence="MPL-2.0",
+                      preprocessing={"resize": "full resolution (network at 256)", "input_size": 256,
+                                     "normalization": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}},
+                      metrics={"All": {"MSE": 18.84, "PSNR": 39.29, "fMSE": 237.49}}),
+    PretrainedWeights("PCTNet_CNN", "PCTNet_CNN.pth", _PCT_RAW + "PCTNet_CNN.pth", "pctnet-cnn", source=_PCT_PAGE,
+                      note=_PCT_NOTE, licence="MPL-2.0",
+                      preprocessing={"resize": "full resolution (network at 256)", "input_size": 256,
+                                     "normalization": _IMAGENET_NORM},
+                      metrics={"All": {"MSE": 24.02, "PSNR": 38.30, "fMSE": 282.75}}),
 ]
 
 _HRNET_PAGE = "https://github.com/HRNet/HRNet-Image-Classification"

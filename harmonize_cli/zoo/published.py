@@ -20,6 +20,7 @@ TABLE1 = "paper, Table 1"
 TABLE2 = "paper, Table 2"
 DATASET_PAGE = "iHarmony4 dataset page"
 RELEASED = "reference repository, released checkpoint"
+PCT_PAPER = "PCT-Net paper (CVPR 2023), full resolution, HAdobe5k capped at 1024 px"
 
 
 def _table1(*cells):
@@ -71,6 +72,10 @@ PUBLISHED: Dict[str, dict] = {
         "iDIH-HRNet-W18s", "idih-hrnet-w18s", f"{TABLE1}; {TABLE2}",
         _table1((14.01, 39.64), (21.36, 37.35), (60.41, 34.03), (50.61, 37.68), (22.00, 38.31)),
         _table2((6.73, 294.76), (18.03, 204.69), (63.02, 207.82), (22.00, 252.00))),
+    "pctnet-vit": dict(_entry("PCTNet-ViT (full resolution)", "pctnet-vit", PCT_PAPER, {}),
+                       by_subset={"All": {"MSE": 18.84, "PSNR": 39.29, "fMSE": 237.49}}),
+    "pctnet-cnn": dict(_entry("PCTNet-CNN (full resolution)", "pctnet-cnn", PCT_PAPER, {}),
+                       by_subset={"All": {"MSE": 24.02, "PSNR": 38.30, "fMSE": 282.75}}),
 }
 
 

@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..choices import IMAGENET_NORMALIZATION
+from ..choices import IDENTITY_NORMALIZATION, IMAGENET_NORMALIZATION
 from ..errors import UsageError
 
 # Reference base configurations (iharm/mconfigs/base.py), by reference name.
@@ -20,6 +20,7 @@ _DIH = "harmonize_cli.models.dih:DeepImageHarmonization"
 _SSAM = "harmonize_cli.models.ssam:SSAMImageHarmonization"
 _HRNET = "harmonize_cli.models.backboned:HRNetIHModel"
 _DEEPLAB = "harmonize_cli.models.backboned:DeepLabIHModel"
+_PCT = "harmonize_cli.models.pctnet:build_pctnet"
 
 BASE_CONFIGS = {
     "dih256": ("DeepImageHarmonization", {"depth": 7}),
@@ -59,6 +60,7 @@ class ArchSpec:
     num_params: Optional[int] = None  # trainable parameters (equal to the reference's)
     description: str = ""
     normalization: dict = field(default_factory=lambda: dict(IMAGENET_NORMALIZATION))  # input space
+    full_resolution: bool = False  # the network applies its 256-px prediction at any resolution itself
 
     @property
     def paper(self) -> dict:
@@ -154,6 +156,14 @@ ARCHITECTURES = [
     _spec("idih-hrnet-w18s-nomask", None, _HRNET, {"mask_fusion": "", "base_config": _base("improved_dih256")},
           12810452, family="idih-hrnet", backbone="hrnetv2-w18-small-v2",
           description="iDIH + HRNetV2-W18-small-v2 whose backbone does not see the mask (ablation)"),
+    # PCT-Net (Guerreiro et al., CVPR 2023): a 256-px network predicts per-pixel colour transforms that
+    # are upsampled and applied at full resolution.
+    ArchSpec(name="pctnet-cnn", reference_name="CNN_pct", builder=_PCT, params={"name": "CNN_pct"},
+             num_params=2185736, family="pctnet", normalization=dict(IMAGENET_NORMALIZATION), full_resolution=True,
+             description="PCT-Net, U-Net (iS2AM) parameter network, attention blending; full resolution"),
+    ArchSpec(name="pctnet-vit", reference_name="ViT_pct", builder=_PCT, params={"name": "ViT_pct"},
+             num_params=4809896, family="pctnet", normalization=dict(IDENTITY_NORMALIZATION), full_resolution=True,
+             description="PCT-Net, ViT parameter network, mask blending; full resolution"),
     # Training-free baselines.
     ArchSpec(name="composite", builder="harmonize_cli.models.baselines:CompositeBaseline", params={}, input_size=None,
              family="baseline", num_params=0, description="returns the composite unchanged (lower bound)"),

@@ -212,7 +212,10 @@ def _check_fits(arch: str, checkpoint, label) -> None:
                        f"drop --model to use it as {looks_like}, or pass weights of {arch}")
 
 
-def _released_rank(weights) -> float:
-    """Lower is better: the released checkpoint's MSE on all of iHarmony4."""
+def _released_rank(weights):
+    """Lower is better: the paper's networks first (their MSE on all of iHarmony4 at 256 px), then
+    the full-resolution ones (scored by another protocol, so not comparable by MSE)."""
+    from .registry import get_arch
+
     mse = weights.metrics.get("All", {}).get("MSE")
-    return float(mse) if mse is not None else math.inf
+    return (1 if get_arch(weights.arch).full_resolution else 0, float(mse) if mse is not None else math.inf)

@@ -1,0 +1,95 @@
+"""PCT-Net in the zoo and in apply: released layout names, its own full-resolution path (#16)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harmonize_cli import Harmonizer, zoo
+
+PCT_JSON = Path(__file__).resolve().parents[2] / "shared" / "parity" / "pctnet" / "pctnet_state_dicts.json"
+
+
+@pytest.fixture(scope="module")
+def pct_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = zoo.create_model("pctnet-cnn")
+    path = tmp_path_factory.mktemp("pct") / "cnn.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_zoo_entries_aliases_counts_and_released_weights():
+    layouts = json.loads(PCT_JSON.read_text())
+    for name, alias in (("pctnet-cnn", "CNN_pct"), ("pctnet-vit", "ViT_pct")):
+        spec = zoo.get_arch(alias)
+        assert spec.name == name and spec.num_params == layouts[alias]["num_params"]
+        assert spec.normalization["mean"] == tuple(layouts[alias]["params"]["input_normalization"]["mean"])
+        model = zoo.create_model(name)
+        assert [(k, list(v.shape)) for k, v in model.state_dict().items()] == \
+            [(k, shape) for k, shape, _ in layouts[alias]["state_dict"]]
+    released = {w.name: w for w in zoo.list_weights("harmonization")}
+    assert released["PCTNet_ViT"].arch == "pctnet-vit" and released["PCTNet_ViT"].licence == "MPL-2.0"
+    assert released["PCTNet_ViT"].metrics["All"] == {"MSE": 18.84, "PSNR": 39.29, "fMSE": 237.49}
+    assert released["PCTNet_CNN"].url.endswith("/pretrained_models/PCTNet_CNN.pth")
+    assert zoo.detect_arch(zoo.create_model("pctnet-vit").state_dict()) == "pctnet-vit"
+
+
+def _photo(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
+    base = np.stack([0.2 + 0.6 * xx, 0.3 + 0.4 * yy, 0.5 - 0.3 * xx], axis=2)
+    return (np.clip(base + 0.05 * rng.standard_normal((height, width, 3)), 0, 1) * 255).astype(np.uint8)
+
+
+def test_auto_uses_the_models_own_full_resolution_path(pct_checkpoint):
+    """apply --resolution auto == the reference one-shot computation (network at 256, parameters
+    upsampled to the photo, transformed, blended), then composited with the mask."""
+    height, width = 300, 480
+    rgb = _photo(height, width)
+    mask = np.zeros((height, width), np.float32)
+    mask[60:250, 100:380] = 1.0
+    mask[60:250, 100] = 0.5  # a soft edge
+    h = Harmonizer(weights=str(pct_checkpoint), device="cpu")
+    assert h.model_name == "pctnet-cnn" and h.own_full_resolution
+    ours = h(rgb, mask)
+
+    network = zoo.resolve("pctnet-cnn", weights=str(pct_checkpoint)).network
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    full = (torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0 - mean) / std
+    full_mask = torch.from_numpy(mask)[None, None]
+    low = torch.from_numpy(h.prepare(rgb, mask).net_image)[None]  # the same 256-px view apply feeds
+    low_mask = torch.from_numpy(h.prepare(rgb, mask).net_mask)[None, None]
+    with torch.no_grad():
+        out = network((low - mean) / std, low_mask, image_fullres=full, mask_fullres=full_mask)
+    reference = (out["images_fullres"] * std + mean).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255.0
+    expected = rgb + mask[..., None] * (reference - rgb)
+    assert np.abs(ours.astype(np.float64) - expected).max() <= 1.0
+    outside = mask == 0
+    assert np.array_equal(ours[outside], rgb[outside])  # background bit-exact
+    assert np.abs(ours[mask == 1].astype(float) - rgb[mask == 1]).mean() > 1.0  # the network did something
+
+
+def test_fixed_and_native_keep_their_meaning(pct_checkpoint):
+    rgb = _photo(128, 160)
+    mask = np.zeros((128, 160), np.float32)
+    mask[30:100, 40:120] = 1.0
+    for resolution in ("fixed", "native"):
+        h = Harmonizer(weights=str(pct_checkpoint), device="cpu", resolution=resolution)
+        assert not h.own_full_resolution
+        assert h(rgb, mask).shape == (128, 160, 3)
+
+
+def test_pct_upsampling_is_bicubic_as_the_reference():
+    from harmonize_cli.models.pct_transform import upsampled_strips
+
+    params = torch.randn(1, 12, 8, 8)
+    full = F.interpolate(params, size=(37, 53), mode="bicubic")
+    pieces = list(upsampled_strips(params, (37, 53), (3, 30, 5, 50), None, strip_rows=7))
+    assert [box[:2] for box, _ in pieces] == [(3, 10), (10, 17), (17, 24), (24, 30)]
+    stitched = torch.cat([maps for _, maps in pieces], dim=2)
+    assert torch.allclose(stitched, full[..., 3:30, 5:50], atol=1e-5)

@@ -73,10 +73,15 @@ def normalise(image: torch.Tensor, normalization: Mapping, peak: float = 1.0) ->
 
 
 def predict(network, image: torch.Tensor, mask: torch.Tensor, *, normalization: Optional[Mapping] = None,
-            divisor: int = 1, flip_tta: bool = False, peak: float = 1.0) -> torch.Tensor:
+            divisor: int = 1, flip_tta: bool = False, peak: float = 1.0,
+            low_size: Optional[int] = None) -> torch.Tensor:
     """Harmonize a batch: returns N x 3 x H x W float32 in ``[0, peak]`` (see the module doc).
 
-    Call it under ``torch.inference_mode()`` (or ``no_grad``); the network must be in eval mode.
+    ``low_size``: for networks that carry a low-resolution prediction to full resolution
+    themselves (PCT-Net), the size of their low-resolution view: the network sees the image
+    resized to ``low_size`` (bilinear; the mask nearest, as the reference's Resize) and returns its
+    ``images_fullres`` at the input's size. Call it under ``torch.inference_mode()`` (or
+    ``no_grad``); the network must be in eval mode.
     """
     if normalization is None:
         normalization = normalization_of(network)
@@ -84,6 +89,8 @@ def predict(network, image: torch.Tensor, mask: torch.Tensor, *, normalization: 
     mask = mask.float()
     if mask.dim() == 3:
         mask = mask.unsqueeze(1)
+    if low_size and tuple(image.shape[-2:]) != (low_size, low_size):
+        return _predict_full_resolution(network, image, mask, normalization, low_size, flip_tta, peak)
     height, width = image.shape[-2:]
     top, bottom = padding(height, divisor)
     left, right = padding(width, divisor)
@@ -103,3 +110,16 @@ def predict(network, image: torch.Tensor, mask: torch.Tensor, *, normalization: 
     if padded:
         output = output[:, :, top:top + height, left:left + width]
     return (output * std + mean).mul_(peak).clamp_(0.0, peak)
+
+
+def _predict_full_resolution(network, image, mask, normalization, low_size, flip_tta, peak):
+    size = (low_size, low_size)
+    low = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+    low_mask = F.interpolate(mask, size=size, mode="nearest")
+    mean, std = _statistics(normalization, image)
+    full, low = normalise(image, normalization, peak), normalise(low, normalization, peak)
+    outputs = network(low, low_mask, image_fullres=full, mask_fullres=mask)["images_fullres"].float()
+    if flip_tta:
+        flipped = network(low.flip(3), low_mask.flip(3), image_fullres=full.flip(3), mask_fullres=mask.flip(3))
+        outputs = 0.5 * (outputs + flipped["images_fullres"].float().flip(3))
+    return (outputs * std + mean).mul_(peak).clamp_(0.0, peak)

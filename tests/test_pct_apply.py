@@ -93,3 +93,21 @@ def test_pct_upsampling_is_bicubic_as_the_reference():
     assert [box[:2] for box, _ in pieces] == [(3, 10), (10, 17), (17, 24), (24, 30)]
     stitched = torch.cat([maps for _, maps in pieces], dim=2)
     assert torch.allclose(stitched, full[..., 3:30, 5:50], atol=1e-5)
+
+
+def test_eval_scores_the_full_resolution_output(pct_checkpoint, mini_iharmony, tmp_path, run_cli):
+    from PIL import Image
+
+    out = tmp_path / "pct.json"
+    code, _, err = run_cli("eval", "--data", mini_iharmony, "--weights", pct_checkpoint, "--resize", "limit1024",
+                           "--subsets", "HFlickr", "--workers", "0", "--with-published", "-o", out,
+                           "--save-predictions", tmp_path / "pred")
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["model"] == "pctnet-cnn" and result["resize"] == "limit1024"
+    assert {row["label"] for row in result["published"]} >= {"PCTNet-CNN (full resolution)", "PCTNet_CNN"}
+    (saved,) = sorted((tmp_path / "pred").rglob("*.png"))[:1]
+    prediction = np.asarray(Image.open(saved))
+    name = saved.stem
+    real = next(mini_iharmony.rglob(f"real_images/{name.split('_')[0]}.jpg"))
+    assert prediction.shape[:2] == np.asarray(Image.open(real)).shape[:2]  # full resolution, not 256

@@ -182,6 +182,7 @@ class _Prepared:
         self.arch = entry.arch
         self.weights = entry.weights
         self.normalization = entry.normalization
+        self.low_size = entry.low_size
         self.modes = [(module, module.training) for module in model.modules()]
         self.original_device = _model_device(model)
         self.moved = self.original_device is not None and self.original_device != device
@@ -209,6 +210,7 @@ class _Entry:
     arch: str
     weights: Optional[str]
     normalization: dict
+    low_size: Optional[int] = None  # full-resolution networks (PCT-Net): the size of their low-res view
 
 
 def _entries(models_or_model, labels, weights):
@@ -232,7 +234,8 @@ def _entries(models_or_model, labels, weights):
     for position, ((label, model), weight) in enumerate(zip(items, given)):
         if isinstance(model, ResolvedModel):
             entries.append(_Entry(label or model.label, model.network, model.name,
-                                  weight if weight is not None else model.source, dict(model.normalization)))
+                                  weight if weight is not None else model.source, dict(model.normalization),
+                                  model.input_size if model.spec.full_resolution else None))
         else:
             name = label or ("model" if single else f"model{position + 1}")
             entries.append(_Entry(name, model, name, weight, dict(normalization_of(model))))
@@ -386,7 +389,7 @@ def _evaluate_group(prepared, group, device, flip_tta, psnr_peak, save_root, wri
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         pred = predict(item.model, image, mask, normalization=item.normalization, divisor=item.divisor,
-                       flip_tta=flip_tta, peak=255.0)
+                       flip_tta=flip_tta, peak=255.0, low_size=item.low_size)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         elapsed = time.perf_counter() - start

@@ -230,7 +230,7 @@ def test_problems_are_reported_and_the_rest_is_done(tmp_path, capsys):
     assert entries["lonely.png"]["status"] == "failed" and "no mask found" in entries["lonely.png"]["reason"]
     assert entries["badmask.png"]["status"] == "failed"
     for name in ("small_mask.png", "corrupt.jpg", "lonely.png", "badmask.png"):
-        assert f"failed {tmp_path / 'c' / name}" in err.replace("\n", " ") or name in err
+        assert f"failed {tmp_path / 'c' / name}" in err
         assert not (tmp_path / "out" / name).exists()
     assert "4 of 5 composites failed" in err
 
@@ -239,15 +239,14 @@ def test_skip_then_overwrite(tmp_path, capsys):
     save_pair(tmp_path, "x.png")
     out = tmp_path / "out"
     assert run(capsys, "apply", tmp_path / "c", tmp_path / "m", "-o", out)[0] == 0
-    before = (out / "x.png").stat().st_mtime_ns
-    (out / "x.png").write_bytes((out / "x.png").read_bytes())  # the user's file; must survive
+    (out / "x.png").write_bytes(b"the user's own file")  # must survive a run without --overwrite
     stamp = (out / "x.png").stat().st_mtime_ns
     code, _, err = run(capsys, "apply", tmp_path / "c", tmp_path / "m", "-o", out)
     assert code == 0 and "skipped" in err
     assert files(out)["x.png"]["status"] == "skipped" and (out / "x.png").stat().st_mtime_ns == stamp
     code, _, _ = run(capsys, "apply", tmp_path / "c", tmp_path / "m", "-o", out, "--overwrite")
     assert code == 0 and files(out)["x.png"]["status"] == "done"
-    assert (out / "x.png").stat().st_mtime_ns >= before
+    assert (out / "x.png").read_bytes() != b"the user's own file" and Image.open(out / "x.png").size == (56, 40)
 
 
 def test_refuses_to_overwrite_inputs(tmp_path, capsys):

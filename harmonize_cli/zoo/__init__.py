@@ -122,6 +122,16 @@ def _match_scalar_shapes(state, model_state):
     return fixed
 
 
+def _arch_of(model_state) -> str:
+    """Our name of the architecture whose layout a model's state dict has (else its class name)."""
+    from .checkpoints import fits
+
+    for spec in ARCHITECTURES:
+        if spec.needs_weights and fits(spec.name, model_state):
+            return spec.name
+    return "this model"
+
+
 def load_weights(model, source, strict: bool = True, *, arch: Optional[str] = None, label: Optional[str] = None):
     """Load a checkpoint into ``model``: reference state dicts, our training checkpoints, DDP
     prefixes, paths, URLs and registry names. A mismatch raises one clear WeightsError naming
@@ -136,7 +146,7 @@ def load_weights(model, source, strict: bool = True, *, arch: Optional[str] = No
         same_keys = set(state) == set(model_state)
         same_shapes = same_keys and all(tuple(state[k].shape) == tuple(model_state[k].shape) for k in state)
         if not same_shapes:
-            raise WeightsError(f"{label}: {describe_mismatch(arch or type(model).__name__, state, model_state)}",
+            raise WeightsError(f"{label}: {describe_mismatch(arch or _arch_of(model_state), state, model_state)}",
                                "pick the matching --model, or omit it to detect the architecture")
     model.load_state_dict(state, strict=strict)
     return model

@@ -321,3 +321,26 @@ def test_json_on_stdout(mini, capsys):
                                "--subsets", "HFlickr", "-o", "-"], capsys)
     assert code == 0, err
     assert json.loads(out_text)["by_subset"]["All"]["N"] == 3
+
+
+def test_all_is_the_mean_over_images_not_over_subsets(mini, tmp_path, capsys):
+    """With subsets of different sizes the two differ: the reference averages over every image."""
+    import shutil
+
+    root = tmp_path / "uneven"
+    shutil.copytree(mini, root)
+    manifest = load_manifest(root)
+    kept = manifest["samples"]["HFlickr"]["test"][:1]
+    manifest["samples"]["HFlickr"]["test"] = kept
+    (root / "minidata.json").write_text(json.dumps(manifest))
+    (root / "HFlickr" / "HFlickr_test.txt").write_text("".join(entry["composite"] + "\n" for entry in kept))
+    out = tmp_path / "uneven.json"
+    code, _, err = run(["eval", "--data", str(root), "--model", "composite", "--resize", "none",
+                        "--workers", "0", "-o", str(out)], capsys)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    expected, _ = _independent_composite_metrics(root)
+    assert result["by_subset"]["HFlickr"]["N"] == 1 and result["by_subset"]["All"]["N"] == 10
+    assert result["by_subset"]["All"]["MSE"] == pytest.approx(expected["All"][0], rel=1e-5)
+    mean_of_means = np.mean([result["by_subset"][subset]["MSE"] for subset in SUBSETS])
+    assert abs(mean_of_means - expected["All"][0]) > 1e-3 * expected["All"][0]  # the case distinguishes them

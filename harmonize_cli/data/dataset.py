@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -81,48 +82,65 @@ class _H5Source:
         except OSError as exc:
             raise DatasetError(f"cannot open {self.path} as HDF5 ({exc})") from None
         with handle:
-            attrs = handle.attrs
-            if attrs.get("format") != FORMAT:
-                raise DatasetError(f"{self.path} is not a dataset packed by `harmonize prepare`")
-            if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
-                raise DatasetError(
-                    f"{self.path} uses dataset format {attrs.get('format_version')}, newer than this harmonize",
-                    "upgrade harmonize",
-                )
-            if not bool(attrs.get("complete", False)):
-                raise DatasetError(
-                    f"{self.path} is incomplete (an interrupted `harmonize prepare`)",
-                    "run `harmonize prepare` again",
-                )
-            self.storage = str(attrs.get("storage", "pixels"))
-            self.max_side = int(attrs.get("max_side", 0))
-            available = json.loads(attrs.get("subsets", "[]"))
-            samples = handle["samples"]
-            subset_col = samples["subset"].asstr()[:]
-            split_col = samples["split"].asstr()[:]
-            if not available:
-                available = list(dict.fromkeys(subset_col.tolist()))
-            self.subsets = _match_subsets(available, subsets, self.path)
-            select = (split_col == split) & np.isin(subset_col, self.subsets)
-            index = np.nonzero(select)[0]
-            self.sample_subset = subset_col[index]
-            self.sample_name = samples["name"].asstr()[:][index]
-            self.rows = {kind: samples[kind][:][index].astype(np.int64) for kind in KINDS}
-            self.size = samples["size"][:][index].astype(np.int64)
-            self.original_size = samples["original_size"][:][index].astype(np.int64)
-            self.fg_ratio = samples["fg_ratio"][:][index].astype(np.float32)
-            self.has_pixels = "pixels" in handle["composite"]
-            self.tables = {}
-            for kind in KINDS:
-                group = handle[kind]
-                table = {"shape": group["shape"][:].astype(np.int64)}
-                if self.has_pixels:
-                    table["offset"] = group["offset"][:].astype(np.int64)
-                else:
-                    table["encoded_offset"] = group["encoded_offset"][:].astype(np.int64)
-                    table["encoded_length"] = group["encoded_length"][:].astype(np.int64)
-                self.tables[kind] = table
+            try:
+                self._read_metadata(handle, split, subsets)
+            except DatasetError:
+                raise
+            except (KeyError, ValueError, TypeError, IndexError, OSError, AttributeError) as exc:
+                raise _damaged(self.path, handle, exc) from None
         self._state = None
+
+    def _read_metadata(self, handle, split, subsets):
+        """Attributes, the sample table of ``split`` and the row tables (raises on damage)."""
+        attrs = handle.attrs
+        if attrs.get("format") != FORMAT:
+            raise DatasetError(
+                f"{self.path} is not a dataset packed by `harmonize prepare`",
+                f"if it was one, pack it again: harmonize prepare --root SOURCE -o {self.path} --force",
+            )
+        if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
+            raise DatasetError(
+                f"{self.path} uses dataset format {attrs.get('format_version')}, newer than this harmonize",
+                "upgrade harmonize",
+            )
+        if not bool(attrs.get("complete", False)):
+            raise DatasetError(
+                f"{self.path} is incomplete (an interrupted `harmonize prepare`)",
+                "run `harmonize prepare` again",
+            )
+        _require(handle, _SAMPLE_COLUMNS)
+        has_pixels = f"{KINDS[0]}/pixels" in handle
+        _require(handle, [f"{kind}/{name}" for kind in KINDS for name in _TABLE_COLUMNS[has_pixels]])
+        self.storage = str(attrs.get("storage", "pixels"))
+        self.packed_splits = json.loads(attrs.get("splits", json.dumps(list(layout.SPLITS))))
+        self.max_side = int(attrs.get("max_side", 0))
+        available = json.loads(attrs.get("subsets", "[]"))
+        samples = handle["samples"]
+        subset_col = samples["subset"].asstr()[:]
+        split_col = samples["split"].asstr()[:]
+        if not available:
+            available = list(dict.fromkeys(subset_col.tolist()))
+        self.subsets = _match_subsets(available, subsets, self.path)
+        select = (split_col == split) & np.isin(subset_col, self.subsets)
+        index = np.nonzero(select)[0]
+        self.sample_subset = subset_col[index]
+        self.sample_name = samples["name"].asstr()[:][index]
+        self.rows = {kind: samples[kind][:][index].astype(np.int64) for kind in KINDS}
+        self.size = samples["size"][:][index].astype(np.int64)
+        self.original_size = samples["original_size"][:][index].astype(np.int64)
+        self.fg_ratio = samples["fg_ratio"][:][index].astype(np.float32)
+        self.has_pixels = has_pixels
+        self.tables = {}
+        for kind in KINDS:
+            group = handle[kind]
+            table = {"shape": group["shape"][:].astype(np.int64)}
+            if self.has_pixels:
+                table["offset"] = group["offset"][:].astype(np.int64)
+            else:
+                table["encoded_offset"] = group["encoded_offset"][:].astype(np.int64)
+                table["encoded_length"] = group["encoded_length"][:].astype(np.int64)
+            self.tables[kind] = table
+        _check_tables(self, handle)
 
     def __len__(self):
         return len(self.sample_name)
@@ -190,6 +208,62 @@ class _H5Source:
         self._state = None
 
 
+_SAMPLE_COLUMNS = [f"samples/{name}" for name in ("subset", "split", "name", *KINDS, "size", "original_size", "fg_ratio")]
+_TABLE_COLUMNS = {True: ("shape", "offset", "pixels"), False: ("shape", "encoded_offset", "encoded_length", "encoded")}
+
+
+def _require(handle, names) -> None:
+    for name in names:
+        if name not in handle:
+            raise KeyError(f"'{name}'")
+
+
+def _damaged(path, handle, exc) -> DatasetError:
+    """One line for a packed file whose metadata is missing or inconsistent."""
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    missing = re.search(r"object '([^']+)' doesn't exist", text)
+    if missing:
+        what = f"'{missing.group(1)}' is missing"
+    elif isinstance(exc, KeyError):
+        what = f"{text} is missing"
+    else:
+        what = text.splitlines()[0]
+    try:
+        source = handle.attrs.get("source_root")
+        source = source.decode() if isinstance(source, bytes) else source
+    except Exception:  # the attributes themselves may be unreadable
+        source = None
+    root = f"--root {source}" if source else "--root SOURCE"
+    return DatasetError(
+        f"{path} is damaged ({what})",
+        f"pack it again: harmonize prepare {root} -o {path} --force",
+    )
+
+
+def _check_tables(source, handle) -> None:
+    """Row indices inside their tables, heaps long enough: a damaged file fails here, not mid-epoch."""
+    n = len(source.sample_name)
+    columns = [source.sample_subset, source.size, source.original_size, source.fg_ratio]
+    columns += [source.rows[kind] for kind in KINDS]
+    if any(len(column) != n for column in columns):
+        raise ValueError("the sample table's columns differ in length")
+    for kind in KINDS:
+        table = source.tables[kind]
+        rows = source.rows[kind]
+        count = len(table["shape"])
+        if n and (rows.min() < 0 or rows.max() >= count):
+            raise ValueError(f"sample rows point outside the {kind} table")
+        if source.has_pixels:
+            shape = table["shape"]
+            ends = table["offset"] + shape[:, 0] * shape[:, 1] * shape[:, 2]
+            if len(table["offset"]) != count or (count and ends.max() > handle[kind]["pixels"].shape[0]):
+                raise ValueError(f"the {kind} pixel table points past its heap")
+        else:
+            ends = table["encoded_offset"] + table["encoded_length"]
+            if len(table["encoded_offset"]) != count or (count and ends.max() > handle[kind]["encoded"].shape[0]):
+                raise ValueError(f"the {kind} encoded table points past its heap")
+
+
 # ============================================================================ folder source
 class _FolderReader(SampleReader):
     __slots__ = ("_ref", "_max_side", "size", "_original", "_cache")
@@ -210,15 +284,14 @@ class _FolderReader(SampleReader):
         if array is None:
             path = getattr(self._ref, kind)
             try:
-                array = imageio.decode_mask(path) if kind == "mask" else imageio.decode_image(path)
+                array, header = imageio.decode_capped(path, kind == "mask", self._max_side)
             except (imageio.DecodeError, OSError) as exc:
                 raise DatasetError(f"cannot read {path}: {exc}") from None
-            if array.shape[:2] != tuple(self._original):
+            if tuple(header) != tuple(self._original):
                 raise DatasetError(
                     f"size mismatch in sample {self._ref.subset}/{self._ref.name}: {path} is "
-                    f"{array.shape[0]}x{array.shape[1]}, the composite {self._original[0]}x{self._original[1]}"
+                    f"{header[0]}x{header[1]}, the composite {self._original[0]}x{self._original[1]}"
                 )
-            array = imageio.resize_lanczos(array, self.size)
             self._cache[kind] = array
         return crop_box(array, box)
 
@@ -298,6 +371,12 @@ class HarmonizationDataset(torch.utils.data.Dataset):
         self.split = split
         self._source = open_source(self.source, split, subsets, max_side)
         if len(self._source) == 0:
+            packed = getattr(self._source, "packed_splits", layout.SPLITS)
+            if split not in packed:
+                raise DatasetError(
+                    f"{self.source} has no {split} split (it was packed with --splits {','.join(packed)})",
+                    f"pack the {split} split too: harmonize prepare --root SOURCE --splits train,test",
+                )
             raise DatasetError(
                 f"no {split} samples in {self.source} for subsets {', '.join(self._source.subsets)}"
             )

@@ -31,7 +31,7 @@ from .errors import HarmonizeError
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-__all__ = ["Interrupted", "handled", "check", "deferred", "pending", "ignore_in_worker"]
+__all__ = ["Interrupted", "blocked_while_starting_workers", "check", "deferred", "handled", "ignore_in_worker", "pending"]
 
 
 class Interrupted(HarmonizeError):
@@ -137,10 +137,30 @@ def handled():
         raise KeyboardInterrupt  # received, swallowed somewhere, never re-raised: not a success
 
 
+@contextmanager
+def blocked_while_starting_workers():
+    """Block SIGINT and SIGTERM in this thread while worker processes start.
+
+    A child inherits the blocked mask, so a signal sent to it before it has run
+    :func:`ignore_in_worker` waits, and is then discarded, instead of killing it or running
+    the parent's handler there.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def ignore_in_worker() -> None:
     """In a worker process: ignore SIGINT and SIGTERM (the parent decides when it ends)."""
     for signum in SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # pending ones are now discarded
     _state.active = 0
     _state.signum = None
     _state.defer = 0

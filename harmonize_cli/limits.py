@@ -44,7 +44,7 @@ class ImageTooLargeError(HarmonizeError):
         self.width, self.height, self.max_pixels = int(width), int(height), int(max_pixels)
         super().__init__(
             f"{self.name}: {describe(self.width, self.height)}, over the limit of {_megapixels(self.max_pixels)}",
-            "if the image is genuine, raise --max-pixels (0 disables the limit)",
+            "raise --max-pixels if the image is genuine; 0 disables the limit",
         )
 
     @property

@@ -19,7 +19,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import torch
 from . import imageio, layout
 from .layout import DatasetError
 from .pack import FORMAT, FORMAT_VERSION, KINDS
+from .packfile import check_tables, damaged, require_entries
 from .transforms import _SCALE, _SHIFT, NoResize, SampleReader, Transform, crop_box, normalize
 
 __all__ = ["HarmonizationDataset", "open_source"]
@@ -87,7 +87,7 @@ class _H5Source:
             except DatasetError:
                 raise
             except (KeyError, ValueError, TypeError, IndexError, OSError, AttributeError) as exc:
-                raise _damaged(self.path, handle, exc) from None
+                raise damaged(self.path, handle, exc) from None
         self._state = None
 
     def _read_metadata(self, handle, split, subsets):
@@ -108,9 +108,7 @@ class _H5Source:
                 f"{self.path} is incomplete (an interrupted `harmonize prepare`)",
                 "run `harmonize prepare` again",
             )
-        _require(handle, _SAMPLE_COLUMNS)
-        has_pixels = f"{KINDS[0]}/pixels" in handle
-        _require(handle, [f"{kind}/{name}" for kind in KINDS for name in _TABLE_COLUMNS[has_pixels]])
+        has_pixels = require_entries(handle)
         self.storage = str(attrs.get("storage", "pixels"))
         self.packed_splits = json.loads(attrs.get("splits", json.dumps(list(layout.SPLITS))))
         self.max_side = int(attrs.get("max_side", 0))
@@ -140,7 +138,7 @@ class _H5Source:
                 table["encoded_offset"] = group["encoded_offset"][:].astype(np.int64)
                 table["encoded_length"] = group["encoded_length"][:].astype(np.int64)
             self.tables[kind] = table
-        _check_tables(self, handle)
+        check_tables(self, handle)
 
     def __len__(self):
         return len(self.sample_name)
@@ -206,62 +204,6 @@ class _H5Source:
         if self._state is not None and self._state["pid"] == os.getpid():
             self._state["handle"].close()
         self._state = None
-
-
-_SAMPLE_COLUMNS = [f"samples/{name}" for name in ("subset", "split", "name", *KINDS, "size", "original_size", "fg_ratio")]
-_TABLE_COLUMNS = {True: ("shape", "offset", "pixels"), False: ("shape", "encoded_offset", "encoded_length", "encoded")}
-
-
-def _require(handle, names) -> None:
-    for name in names:
-        if name not in handle:
-            raise KeyError(f"'{name}'")
-
-
-def _damaged(path, handle, exc) -> DatasetError:
-    """One line for a packed file whose metadata is missing or inconsistent."""
-    text = str(exc.args[0]) if exc.args else type(exc).__name__
-    missing = re.search(r"object '([^']+)' doesn't exist", text)
-    if missing:
-        what = f"'{missing.group(1)}' is missing"
-    elif isinstance(exc, KeyError):
-        what = f"{text} is missing"
-    else:
-        what = text.splitlines()[0]
-    try:
-        source = handle.attrs.get("source_root")
-        source = source.decode() if isinstance(source, bytes) else source
-    except Exception:  # the attributes themselves may be unreadable
-        source = None
-    root = f"--root {source}" if source else "--root SOURCE"
-    return DatasetError(
-        f"{path} is damaged ({what})",
-        f"pack it again: harmonize prepare {root} -o {path} --force",
-    )
-
-
-def _check_tables(source, handle) -> None:
-    """Row indices inside their tables, heaps long enough: a damaged file fails here, not mid-epoch."""
-    n = len(source.sample_name)
-    columns = [source.sample_subset, source.size, source.original_size, source.fg_ratio]
-    columns += [source.rows[kind] for kind in KINDS]
-    if any(len(column) != n for column in columns):
-        raise ValueError("the sample table's columns differ in length")
-    for kind in KINDS:
-        table = source.tables[kind]
-        rows = source.rows[kind]
-        count = len(table["shape"])
-        if n and (rows.min() < 0 or rows.max() >= count):
-            raise ValueError(f"sample rows point outside the {kind} table")
-        if source.has_pixels:
-            shape = table["shape"]
-            ends = table["offset"] + shape[:, 0] * shape[:, 1] * shape[:, 2]
-            if len(table["offset"]) != count or (count and ends.max() > handle[kind]["pixels"].shape[0]):
-                raise ValueError(f"the {kind} pixel table points past its heap")
-        else:
-            ends = table["encoded_offset"] + table["encoded_length"]
-            if len(table["encoded_offset"]) != count or (count and ends.max() > handle[kind]["encoded"].shape[0]):
-                raise ValueError(f"the {kind} encoded table points past its heap")
 
 
 # ============================================================================ folder source

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, interrupts
-from ..limits import DEFAULT_MAX_PIXELS, ImageTooLargeError
+from ..limits import DEFAULT_MAX_PIXELS
 from . import imageio, layout
 from .layout import DatasetError
 from .packfile import (
@@ -44,10 +44,21 @@ from .packfile import (
     estimate_bytes,
     read_attrs,
     relative,
+    remove_stale_parts,
     write_samples,
     write_table,
 )
-from .packreport import PackReport, Problem, Problems, fail_strict, report_path_for, size_problem, write_report
+from .packreport import (
+    PackReport,
+    Problem,
+    Problems,
+    fail_strict,
+    fill_up_to_date,
+    report_path_for,
+    size_problem,
+    write_report,
+)
+from .packjobs import _pack_chunk, _probe_chunk
 from .workers import WorkerPool
 
 DEFAULT_NAME = "iharmony4.h5"
@@ -71,66 +82,6 @@ def default_output(root) -> Path:
     return Path(root) / DEFAULT_NAME
 
 
-# ============================================================================ jobs (run in workers)
-def _probe_one(path: str, max_pixels: int):
-    try:
-        size, fmt = imageio.probe(path, max_pixels)
-        return size, fmt, None
-    except FileNotFoundError:
-        return None, None, "missing"
-    except ImageTooLargeError as exc:
-        return None, None, exc.reason
-    except imageio.DecodeError as exc:
-        return None, None, str(exc)
-    except OSError as exc:
-        return None, None, f"cannot read file ({exc.strerror or exc})"
-
-
-def _probe_chunk(paths, max_pixels):
-    return [_probe_one(p, max_pixels) for p in paths]
-
-
-def _pack_one(item, store_pixels: bool, store_encoded: bool, max_side: int, max_pixels: int):
-    """Decode, check, resize and encode one file. Returns a dict (never raises for bad data)."""
-    kind, index, path, size, stored = item
-    failed = {"kind": kind, "index": index}
-    try:
-        data = imageio.read_bytes(path)
-        array, header_size = imageio.decode_capped(data, kind == "mask", max_side, max_pixels)
-    except FileNotFoundError:
-        return {**failed, "error": "missing (disappeared during packing)"}
-    except ImageTooLargeError as exc:
-        return {**failed, "error": exc.reason}
-    except imageio.DecodeError as exc:
-        return {**failed, "error": str(exc)}
-    except OSError as exc:
-        return {**failed, "error": f"cannot read file ({exc.strerror or exc})"}
-    except MemoryError:
-        return {**failed, "error": "out of memory while decoding (lower --max-pixels or --workers)"}
-    if tuple(header_size) != tuple(size):
-        got = f"{header_size[0]}x{header_size[1]}"
-        return {**failed, "error": f"size {got} differs from the scan (file changed during packing)"}
-    if tuple(array.shape[:2]) != tuple(stored):
-        return {**failed, "error": f"decoded to {array.shape[0]}x{array.shape[1]}, not {stored[0]}x{stored[1]}"}
-    resized = tuple(stored) != tuple(size)
-    result = {**failed, "error": None}
-    if kind == "mask":
-        result["fg_ratio"] = float(np.count_nonzero(array > 127)) / max(1, array.size)
-    if store_pixels:
-        result["pixels"] = np.ascontiguousarray(array)
-    if store_encoded:
-        if resized:
-            fmt = "png" if kind == "mask" else "jpeg"
-            result["encoded"], result["format"] = imageio.encode(array, fmt), fmt
-        else:
-            result["encoded"], result["format"] = data, None  # original bytes, untouched
-    return result
-
-
-def _pack_chunk(items, store_pixels, store_encoded, max_side, max_pixels):
-    return [_pack_one(item, store_pixels, store_encoded, max_side, max_pixels) for item in items]
-
-
 def _chunks(items, size):
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -150,31 +101,6 @@ def _fingerprint(root: Path, refs, options: dict) -> str:
             rel = relative(root, path)
             digest.update(f"{rel}\0{seen[key]}\0".encode())
     return digest.hexdigest()
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-def _remove_stale_parts(output: Path) -> list[Path]:
-    removed = []
-    for part in output.parent.glob(f".{output.name}.*.part"):
-        pid_text = part.name[len(output.name) + 2 : -len(".part")]
-        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
-            try:
-                part.unlink()
-                removed.append(part)
-            except OSError:
-                pass
-    return removed
 
 
 def _resolve_splits(splits) -> list:
@@ -292,21 +218,7 @@ def pack_dataset(
                 "choose another -o, or pass --force to overwrite it",
             )
         if attrs is not None and not force and attrs.get("complete") and attrs.get("fingerprint") == fingerprint:
-            report.up_to_date = True
-            report.complete = True
-            report.counts = json.loads(attrs.get("counts", "{}"))
-            report.skipped = int(attrs.get("skipped", 0))
-            report.resized = int(attrs.get("resized", 0))
-            report.notes = list(notes)
-            report.bytes_on_disk = output.stat().st_size
-            report.report_path = report_path if report_path.exists() else None
-            if report.report_path:
-                try:
-                    previous = json.loads(report_path.read_text())
-                    report.problems = [Problem(**p) for p in previous.get("problems", [])]
-                except (OSError, ValueError, TypeError):
-                    pass
-            report.seconds = time.perf_counter() - started
+            fill_up_to_date(report, attrs, notes, started)
             return report
         if attrs is not None and attrs.get("fingerprint") != fingerprint:
             notice(f"{output} is out of date (sources or options changed); rebuilding")
@@ -320,7 +232,7 @@ def pack_dataset(
     if not os.access(output.parent, os.W_OK):
         raise DatasetError(f"cannot write to {output.parent}", "choose another location with -o")
 
-    for part in _remove_stale_parts(output):
+    for part in remove_stale_parts(output):
         notice(f"removed {part.name}, left by an interrupted run")
 
     problems = Problems(chosen)

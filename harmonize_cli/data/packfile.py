@@ -1,4 +1,4 @@
-"""The HDF5 side of a packed dataset: format constants, the writers of its tables, disk space.
+"""The HDF5 side of a packed dataset: format constants, table writers and checks, disk space.
 
 The layout is documented in ``docs/datasets.md``; :mod:`harmonize_cli.data.pack` drives the
 writing and :mod:`harmonize_cli.data.dataset` reads it back.
@@ -6,6 +6,8 @@ writing and :mod:`harmonize_cli.data.dataset` reads it back.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -128,3 +130,90 @@ def write_samples(handle, keep, plan, fg_ratio, resized_flags):
     group.create_dataset("original_size", data=plan["composite"]["original"][composite].astype(np.int32))
     group.create_dataset("resized", data=resized_flags.astype(bool))
     group.create_dataset("fg_ratio", data=fg_ratio[mask])
+
+
+# ---------------------------------------------------------------------------- temporary files
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_parts(output: Path) -> list[Path]:
+    removed = []
+    for part in output.parent.glob(f".{output.name}.*.part"):
+        pid_text = part.name[len(output.name) + 2 : -len(".part")]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            try:
+                part.unlink()
+                removed.append(part)
+            except OSError:
+                pass
+    return removed
+
+
+# ---------------------------------------------------------------------------- reading checks
+_SAMPLE_COLUMNS = [f"samples/{name}" for name in ("subset", "split", "name", *KINDS, "size", "original_size", "fg_ratio")]
+_TABLE_COLUMNS = {True: ("shape", "offset", "pixels"), False: ("shape", "encoded_offset", "encoded_length", "encoded")}
+
+
+def require_entries(handle) -> bool:
+    """Raise KeyError naming the first missing dataset; return whether pixels are stored."""
+    has_pixels = f"{KINDS[0]}/pixels" in handle
+    names = _SAMPLE_COLUMNS + [f"{kind}/{name}" for kind in KINDS for name in _TABLE_COLUMNS[has_pixels]]
+    for name in names:
+        if name not in handle:
+            raise KeyError(f"'{name}'")
+    return has_pixels
+
+
+def damaged(path, handle, exc) -> DatasetError:
+    """One line for a packed file whose metadata is missing or inconsistent."""
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    missing = re.search(r"object '([^']+)' doesn't exist", text)
+    if missing:
+        what = f"'{missing.group(1)}' is missing"
+    elif isinstance(exc, KeyError):
+        what = f"{text} is missing"
+    else:
+        what = text.splitlines()[0]
+    try:
+        source = handle.attrs.get("source_root")
+        source = source.decode() if isinstance(source, bytes) else source
+    except Exception:  # the attributes themselves may be unreadable
+        source = None
+    root = f"--root {source}" if source else "--root SOURCE"
+    return DatasetError(
+        f"{path} is damaged ({what})",
+        f"pack it again: harmonize prepare {root} -o {path} --force",
+    )
+
+
+def check_tables(source, handle) -> None:
+    """Row indices inside their tables, heaps long enough: a damaged file fails here, not mid-epoch."""
+    n = len(source.sample_name)
+    columns = [source.sample_subset, source.size, source.original_size, source.fg_ratio]
+    columns += [source.rows[kind] for kind in KINDS]
+    if any(len(column) != n for column in columns):
+        raise ValueError("the sample table's columns differ in length")
+    for kind in KINDS:
+        table = source.tables[kind]
+        rows = source.rows[kind]
+        count = len(table["shape"])
+        if n and (rows.min() < 0 or rows.max() >= count):
+            raise ValueError(f"sample rows point outside the {kind} table")
+        if source.has_pixels:
+            shape = table["shape"]
+            ends = table["offset"] + shape[:, 0] * shape[:, 1] * shape[:, 2]
+            if len(table["offset"]) != count or (count and ends.max() > handle[kind]["pixels"].shape[0]):
+                raise ValueError(f"the {kind} pixel table points past its heap")
+        else:
+            ends = table["encoded_offset"] + table["encoded_length"]
+            if len(table["encoded_offset"]) != count or (count and ends.max() > handle[kind]["encoded"].shape[0]):
+                raise ValueError(f"the {kind} encoded table points past its heap")

@@ -59,6 +59,26 @@ class PackReport:
         return data
 
 
+def fill_up_to_date(report: PackReport, attrs: dict, notes, started: float) -> None:
+    """``report`` for an output that is already current: its attributes and the last JSON report."""
+    report.up_to_date = True
+    report.complete = True
+    report.counts = json.loads(attrs.get("counts", "{}"))
+    report.skipped = int(attrs.get("skipped", 0))
+    report.resized = int(attrs.get("resized", 0))
+    report.notes = list(notes)
+    report.bytes_on_disk = report.output.stat().st_size
+    path = report_path_for(report.output)
+    report.report_path = path if path.exists() else None
+    if report.report_path:
+        try:
+            previous = json.loads(path.read_text())
+            report.problems = [Problem(**p) for p in previous.get("problems", [])]
+        except (OSError, ValueError, TypeError):
+            pass
+    report.seconds = time.perf_counter() - started
+
+
 def report_path_for(output) -> Path:
     output = Path(output)
     return output.with_name(output.stem + ".report.json")

@@ -5,8 +5,9 @@ worker that dies holding that lock (a signal at the wrong moment) makes ``termin
 forever, and one blocked writing a large result into a full pipe makes ``join()`` wait
 forever. This pool shares nothing between workers:
 
-- each worker has its own pipe to the parent and at most two tasks in flight, so memory in
-  flight stays bounded and results can be returned in order;
+- each worker has its own pipe to the parent and at most two tasks in flight, and at most
+  two per worker are sent and not yet handed on, so memory in flight stays bounded while
+  results are returned in order;
 - workers ignore SIGINT and SIGTERM (:func:`harmonize_cli.interrupts.ignore_in_worker`): the
   parent alone decides when the run ends, and stops them with SIGKILL and bounded joins;
 - a worker whose parent is gone (even by SIGKILL) notices within a second and exits;
@@ -88,7 +89,11 @@ class WorkerPool:
         self.workers = max(1, int(workers or 1))
         self._pool: list[_Worker] = []
         if self.workers > 1:
-            self._start()
+            try:
+                self._start()
+            except BaseException:  # e.g. a signal raised once the workers are recorded
+                self.close(ok=False)
+                raise
 
     # ------------------------------------------------------------------ lifecycle
     def _start(self):
@@ -100,7 +105,9 @@ class WorkerPool:
         method = "fork" if sys.platform.startswith("linux") else "spawn"
         context = multiprocessing.get_context(method)
         _register_atexit()
-        with interrupts.deferred():  # a signal now is raised once every started worker is recorded
+        # a signal to the parent now is raised once every started worker is recorded; one to
+        # a child before it ignores signals waits (blocked) and is then discarded
+        with interrupts.deferred(), interrupts.blocked_while_starting_workers():
             pipes = [Pipe(duplex=True) for _ in range(self.workers)]
             ends = [end for pair in pipes for end in pair]
             _live_pools.add(self)
@@ -160,11 +167,14 @@ class WorkerPool:
         done = {}  # key -> result, waiting for its turn
         next_key = 0
         exhausted = False
+        limit = IN_FLIGHT * len(self._pool)
         while True:
             interrupts.check()
             if not exhausted:
                 for worker in self._pool:
-                    while len(worker.in_flight) < IN_FLIGHT:
+                    # `sent` holds every chunk not yet yielded, answered or not: bounding it
+                    # bounds the results waiting behind a slow one too
+                    while len(worker.in_flight) < IN_FLIGHT and len(sent) < limit:
                         item = next(pending, None)
                         if item is None:
                             exhausted = True

@@ -125,6 +125,12 @@ def handled():
     _state.active += 1
     try:
         yield caught
+    except BaseException as exc:
+        if _state.signum is not None and not isinstance(exc, KeyboardInterrupt):
+            # whatever broke after a signal (a KeyboardInterrupt turned into another error by
+            # a library, say) is reported as the interruption it is
+            raise KeyboardInterrupt from exc
+        raise
     finally:
         _state.active -= 1
         caught._final = _state.signum

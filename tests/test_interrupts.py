@@ -71,6 +71,19 @@ def test_a_signal_swallowed_in_a_finalizer_still_stops_the_run(monkeypatch):
             SignalledWhileFinalized()
 
 
+def test_an_error_after_a_signal_is_reported_as_the_interruption():
+    with pytest.raises(KeyboardInterrupt) as info:
+        with interrupts.handled() as caught:
+            with interrupts.deferred():  # the signal is recorded, not raised, here ...
+                os.kill(os.getpid(), signal.SIGTERM)
+                _spin()
+                raise OSError("a library wrapped the interrupt")  # ... and something else fails
+    assert caught.signum == signal.SIGTERM and isinstance(info.value.__cause__, OSError)
+    with pytest.raises(ValueError):  # without a signal, errors pass through unchanged
+        with interrupts.handled():
+            raise ValueError("plain")
+
+
 def test_deferred_sections_raise_at_their_end():
     order = []
     with pytest.raises(KeyboardInterrupt):

@@ -1,7 +1,20 @@
 """Where harmonize keeps its files, and the few settings it remembers between runs.
 
-``$HARMONIZE_HOME`` (default ``~/.cache/harmonize``) holds the weights cache (``weights/``)
-and ``config.json`` (for instance the dataset that ``harmonize prepare`` packed last).
+Two places, following the XDG base directories:
+
+- **settings** (the dataset ``harmonize prepare`` packed last): ``config.json`` in
+  ``$XDG_CONFIG_HOME/harmonize`` (default ``~/.config/harmonize``). Settings are not a cache:
+  wiping a cache must not lose them.
+- **cache** (downloaded weights, ``weights/``): ``$HARMONIZE_HOME`` (default
+  ``~/.cache/harmonize``). Anything there can be deleted; it is downloaded again.
+
+Version 0.1.0 and earlier kept ``config.json`` in the cache folder. The first time settings are
+read and no settings file exists yet, that old file is copied to the new place; the old file
+is left untouched (older versions may still read it) and is ignored from then on.
+
+Remembering is a convenience: when the settings folder cannot be written (read-only, or a
+file in its place), :func:`save_setting` raises :class:`SettingsError` (one line), which
+``harmonize prepare`` shows as a warning.
 """
 
 from __future__ import annotations
@@ -11,11 +24,17 @@ import os
 from pathlib import Path
 
 from .atomic import atomic_write_text
-from .errors import UsageError
+from .errors import HarmonizeError, UsageError
+
+SETTINGS_FILE = "config.json"
+
+
+class SettingsError(HarmonizeError):
+    """The settings file cannot be written (the message names it and the reason)."""
 
 
 def home() -> Path:
-    """The harmonize home folder (``$HARMONIZE_HOME`` or ``~/.cache/harmonize``)."""
+    """The harmonize cache folder (``$HARMONIZE_HOME`` or ``~/.cache/harmonize``)."""
     configured = os.environ.get("HARMONIZE_HOME")
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "harmonize"
 
@@ -24,30 +43,71 @@ def weights_dir() -> Path:
     return home() / "weights"
 
 
+def config_dir() -> Path:
+    """The settings folder: ``$XDG_CONFIG_HOME/harmonize``, default ``~/.config/harmonize``.
+
+    Like the XDG specification says, an empty or relative ``XDG_CONFIG_HOME`` is ignored.
+    """
+    configured = os.environ.get("XDG_CONFIG_HOME", "")
+    base = Path(configured).expanduser() if configured else None
+    if base is None or not base.is_absolute():
+        base = Path.home() / ".config"
+    return base / "harmonize"
+
+
 def config_path() -> Path:
-    return home() / "config.json"
+    """The settings file (``config_dir() / "config.json"``)."""
+    return config_dir() / SETTINGS_FILE
+
+
+def legacy_config_path() -> Path:
+    """Where version 0.1.0 and earlier kept the settings (in the cache folder)."""
+    return home() / SETTINGS_FILE
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def load_settings() -> dict:
+    """The remembered settings (``{}`` when none); migrates the old file once (see above)."""
     path = config_path()
-    if not path.exists():
+    if path.exists():
+        return _read(path) or {}
+    legacy = _read(legacy_config_path())
+    if not legacy:
         return {}
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+        _write(path, legacy)
+    except SettingsError:
+        pass  # read-only settings folder: keep using the old file's values
+    return legacy
+
+
+def _write(path: Path, settings: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SettingsError(
+            f"cannot write the settings file {path} ({reason})",
+            "set XDG_CONFIG_HOME to a writable folder",
+        ) from None
 
 
 def save_setting(key: str, value) -> None:
     settings = load_settings()
     settings[key] = value
-    path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    _write(config_path(), settings)
 
 
 def remember_dataset(path) -> None:
-    """Record ``path`` as the default dataset for ``train`` and ``eval``."""
+    """Record ``path`` as the default dataset for ``train`` and ``eval`` (SettingsError if it cannot)."""
     save_setting("dataset", str(Path(path).resolve()))
 
 

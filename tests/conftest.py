@@ -15,6 +15,7 @@ if str(TESTS_DIR) not in sys.path:
 def isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("harmonize_home")
     monkeypatch.setenv("HARMONIZE_HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg_config")))  # remembered settings
     monkeypatch.setenv("HARMONIZE_OFFLINE", "1")
     for variable in ("HARMONIZE_DATA", "HARMONIZE_DEVICE", "HARMONIZE_WEIGHTS_MIRROR"):
         monkeypatch.delenv(variable, raising=False)

@@ -170,3 +170,30 @@ def test_results_and_reports_get_the_umask_permissions(tmp_path, run_cli):
                  tmp_path / "out" / "comparison" / "a.jpg"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     assert photo() is not None
+
+
+@pytest.mark.skipif(not os.uname().sysname == "Linux", reason="ru_maxrss units differ")
+@pytest.mark.timeout(300)
+def test_an_image_bomb_is_refused_in_one_line_and_the_batch_goes_on(tmp_path):
+    import subprocess
+    import sys
+
+    from bombs import write_png_bomb
+
+    save_pair(tmp_path, "good.png")
+    write_png_bomb(tmp_path / "c" / "bomb.png")
+    write_png_bomb(tmp_path / "m" / "bomb.png")
+    measured = (
+        "import json, resource, subprocess, sys\n"
+        "run = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "print(json.dumps({'code': run.returncode, 'stderr': run.stderr,\n"
+        "                  'peak_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n")
+    command = [sys.executable, "-c", measured, sys.executable, "-m", "harmonize_cli", "apply", str(tmp_path / "c"),
+               str(tmp_path / "m"), "-o", str(tmp_path / "out"), "--model", "lab-transfer"]
+    result = json.loads(subprocess.run(command, capture_output=True, text=True, timeout=280, check=True).stdout)
+    assert result["code"] == 1, result["stderr"]
+    assert result["peak_kib"] < 1024 * 1024, result  # nothing near the 784 MP the header declares
+    files = {os.path.basename(entry["composite"]): entry for entry in _report(tmp_path / "out")["files"]}
+    assert files["good.png"]["status"] == "done"
+    assert files["bomb.png"]["status"] == "failed" and "28000x28000" in files["bomb.png"]["reason"]
+    assert "--max-pixels" in result["stderr"] and "Traceback" not in result["stderr"]

@@ -299,3 +299,54 @@ def test_uint8_images_are_the_unnormalised_pixels(h5):
     from harmonize_cli.data import normalize
 
     assert torch.allclose(normalize(b["target"].float()), a["target"], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- damaged files
+def _damage(h5, tmp_path, how):
+    import shutil
+
+    bad = tmp_path / "damaged.h5"
+    shutil.copy(h5, bad)
+    with h5py.File(bad, "a") as handle:
+        how(handle)
+    return bad
+
+
+def _shorter_heap(handle):
+    heap = handle["composite/pixels"][:]
+    del handle["composite/pixels"]
+    handle["composite"].create_dataset("pixels", data=heap[: heap.size // 2])
+
+
+DAMAGES = {
+    "a sample column removed": (lambda h: h.__delitem__("samples/size"), "'samples/size' is missing"),
+    "a table removed": (lambda h: h.__delitem__("mask/offset"), "'mask/offset' is missing"),
+    "the sample table removed": (lambda h: h.__delitem__("samples"), "'samples/subset' is missing"),
+    "an attribute garbled": (lambda h: h.attrs.__setitem__("subsets", "{oops"), "damaged"),
+    "rows out of range": (lambda h: h["samples/real"].__setitem__(slice(None), 10**6), "outside the real table"),
+    "a heap cut short": (_shorter_heap, "points past its heap"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_damaged_metadata_is_one_line_that_names_the_file_and_the_fix(h5, tmp_path, damage):
+    how, expected = DAMAGES[damage]
+    bad = _damage(h5, tmp_path, how)
+    with pytest.raises(DatasetError) as info:
+        HarmonizationDataset(bad, "test")
+    message = str(info.value)
+    assert expected in message and str(bad) in message and "\n" not in message
+    assert "harmonize prepare --root" in message and "--force" in message
+
+
+def test_damaged_file_in_eval_is_one_line_and_exit_1(h5, tmp_path, capsys):
+    from harmonize_cli.cli import main
+
+    bad = _damage(h5, tmp_path, lambda handle: handle.__delitem__("samples/split"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--data", str(bad), "--model", "composite"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert "Traceback" not in err and "KeyError" not in err
+    line = " ".join(err.split())
+    assert f"{bad} is damaged ('samples/split' is missing)" in line and "--force" in line

@@ -266,15 +266,13 @@ def test_strict_passes_on_a_clean_dataset(tmp_path):
     assert pack_dataset(root, output=tmp_path / "o.h5", strict=True, workers=0).skipped == 0
 
 
-def test_missing_subset_list_file_and_empty_split_name_the_path(tmp_path):
+def test_missing_subset_and_a_subset_without_any_list_file_name_the_path(tmp_path):
     root = make_mini_iharmony(tmp_path / "ih", subsets=("HCOCO", "HFlickr"), n_train=1, n_test=1)
     with pytest.raises(DatasetError, match=str(root / "HAdobe5k")):
         pack_dataset(root, output=tmp_path / "o.h5", subsets=["HCOCO", "HAdobe5k"])
     (root / "HFlickr" / "HFlickr_test.txt").unlink()
-    with pytest.raises(DatasetError, match="no test list file in .*HFlickr"):
-        pack_dataset(root, output=tmp_path / "o.h5")
-    (root / "HFlickr" / "HFlickr_test.txt").write_text("\r\n\n")
-    with pytest.raises(DatasetError, match="empty test split: .*HFlickr_test.txt"):
+    (root / "HFlickr" / "HFlickr_train.txt").write_text("\r\n\n")
+    with pytest.raises(DatasetError, match="no images to pack in .*HFlickr.*HFlickr_train.txt lists no images"):
         pack_dataset(root, output=tmp_path / "o.h5")
     with pytest.raises(DatasetError, match="not found"):
         pack_dataset(tmp_path / "nowhere")
@@ -376,7 +374,7 @@ def test_terminated_prepare_removes_its_temporary_file(mini, tmp_path):
     _wait_for(tmp_path / "midway", process)
     assert list(out.parent.glob(".*.part"))
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=20) == 130
+    assert process.wait(timeout=20) == 143  # 128 + SIGTERM, like a shell reports it
     assert sorted(p.name for p in out.parent.iterdir()) == []
 
 

@@ -22,6 +22,7 @@ from typing import Callable, List, Optional
 from .. import __version__, console
 from ..atomic import atomic_write_text
 from ..errors import HarmonizeError, UsageError
+from ..limits import DEFAULT_MAX_PIXELS, image_size
 from .imageio import format_for, output_suffix, read_image, read_mask, side_by_side, write_image
 from .pairing import find_pairs, output_path
 
@@ -123,6 +124,7 @@ class _Run:
     workers: Optional[int] = None
     on_start: Optional[Callable[[int], None]] = None
     on_done: Optional[Callable[[Entry], None]] = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=None, device=None,
@@ -130,14 +132,16 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
                      recursive: bool = False, overwrite: bool = False, flip_tta: bool = False,
                      comparison: bool = False, workers: Optional[int] = None, harmonizer=None,
                      on_start: Optional[Callable[[int], None]] = None,
-                     on_done: Optional[Callable[[Entry], None]] = None) -> BatchReport:
+                     on_done: Optional[Callable[[Entry], None]] = None,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> BatchReport:
     """Harmonize COMPOSITES (a folder or a file) with their MASKS into the folder OUT.
 
     Returns the :class:`BatchReport` (also written to ``OUT/harmonize.json``, even when Ctrl-C
     stops the run, in which case KeyboardInterrupt is re-raised after the report is written).
     ``harmonizer``: an existing :class:`~harmonize_cli.apply.Harmonizer` (else one is built from
     ``model``, ``weights``, ``device``, ``resolution``, ``batch_size``, ``flip_tta``).
-    ``on_start(n_to_do)`` and ``on_done(entry)`` report progress.
+    ``on_start(n_to_do)`` and ``on_done(entry)`` report progress. ``max_pixels``: images (and
+    masks) over this many pixels are refused from their header, never decoded (0: no limit).
     """
     started = time.perf_counter()
     out = Path(out)
@@ -149,15 +153,16 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
                "weights": weights if weights is None or isinstance(weights, str) else str(weights),
                "device": device, "batch_size": batch_size, "resolution": resolution, "ext": ext,
                "quality": quality, "recursive": recursive, "overwrite": overwrite, "flip_tta": flip_tta,
-               "comparison": comparison}
+               "comparison": comparison, "max_pixels": max_pixels}
     report = BatchReport(out=out, entries=entries, model=harmonizer.describe(), options=options)
-    _run(report, _Run(harmonizer, quality, comparison, workers, on_start, on_done), started, write_report=True)
+    _run(report, _Run(harmonizer, quality, comparison, workers, on_start, on_done, max_pixels), started,
+         write_report=True)
     return report
 
 
 def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None, device=None,
                    resolution: str = "auto", quality: int = 95, overwrite: bool = False, flip_tta: bool = False,
-                   harmonizer=None) -> BatchReport:
+                   harmonizer=None, max_pixels: int = DEFAULT_MAX_PIXELS) -> BatchReport:
     """Harmonize one composite into the file ``output`` (its format from the extension).
 
     An existing ``output`` is skipped unless ``overwrite``; no report file is written (the
@@ -183,9 +188,9 @@ def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None
     options = {"composites": str(composite), "masks": str(mask), "out": str(output), "model": model,
                "weights": weights if weights is None or isinstance(weights, str) else str(weights),
                "device": device, "resolution": resolution, "quality": quality, "overwrite": overwrite,
-               "flip_tta": flip_tta}
+               "flip_tta": flip_tta, "max_pixels": max_pixels}
     report = BatchReport(out=output.parent, entries=[entry], model=harmonizer.describe(), options=options)
-    _run(report, _Run(harmonizer, quality), started, write_report=False)
+    _run(report, _Run(harmonizer, quality, max_pixels=max_pixels), started, write_report=False)
     return report
 
 
@@ -222,8 +227,8 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
     todo = [entry for entry in entries if entry.status == "pending"]
 
     def load(entry):
-        decoded = read_image(entry.composite)
-        return decoded, read_mask(entry.mask), decoded  # the context keeps ICC profile and EXIF
+        decoded = read_image(entry.composite, run.max_pixels)
+        return decoded, read_mask(entry.mask, run.max_pixels), decoded  # the context keeps ICC profile and EXIF
 
     def save(entry, result, job):
         rgb, alpha = result[..., :3], (result[..., 3] if result.shape[2] == 4 else None)
@@ -270,10 +275,8 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
 
 
 def _pixels_of(entry) -> int:
-    from PIL import Image
-
-    with Image.open(entry.composite) as image:
-        return image.size[0] * image.size[1]
+    width, height = image_size(entry.composite)  # the header only
+    return width * height
 
 
 def _like(job):

@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 
 from ..atomic import atomic_write_bytes
+from ..limits import DEFAULT_MAX_PIXELS, open_image
 from ..errors import HarmonizeError
 
 # suffix -> Pillow format name
@@ -36,8 +37,6 @@ LOSSLESS_FORMATS = {"PNG", "BMP", "TIFF"}  # plus WebP written with quality 100
 _HAS_ALPHA = {"PNG", "WEBP", "TIFF", "BMP"}
 _ORIENTATION = 0x0112
 
-# Large but legitimate photos (panoramas, scans) must not trip Pillow's decompression-bomb guard.
-_MAX_PIXELS = 400_000_000
 
 
 class InputError(HarmonizeError, ValueError):
@@ -69,17 +68,18 @@ class ImageData:
 
 # --------------------------------------------------------------------------------------- decoding
 
-def _open(path):
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def _open(path, max_pixels=DEFAULT_MAX_PIXELS):
+    """Decode an image file, refusing it from its header when it has more than ``max_pixels``
+    (:mod:`harmonize_cli.limits`; 0: no limit) so that an image bomb is never decoded."""
+    from PIL import ImageOps, UnidentifiedImageError
 
-    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, _MAX_PIXELS)
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # truncated-file and EXIF warnings become errors below
-            image = Image.open(path)
+            image = open_image(path, max_pixels)
             image.load()
             fmt = image.format
             upright = ImageOps.exif_transpose(image)
@@ -136,9 +136,10 @@ def _pil_to_arrays(image):
     return np.asarray(image.convert("RGB")), None, False, 8
 
 
-def read_image(path) -> ImageData:
-    """Decode a composite: EXIF orientation applied; any mode and bit depth to 8-bit RGB (+ alpha)."""
-    image = _open(path)
+def read_image(path, max_pixels=DEFAULT_MAX_PIXELS) -> ImageData:
+    """Decode a composite: EXIF orientation applied; any mode and bit depth to 8-bit RGB (+ alpha).
+    A file over ``max_pixels`` (from its header; 0: no limit) is refused before decoding."""
+    image = _open(path, max_pixels)
     source_mode = image.mode
     rgb, alpha, gray, depth = _pil_to_arrays(image)
     exif = None
@@ -267,10 +268,10 @@ def _check_finite(values: np.ndarray) -> None:
                          "save the mask with finite values (0..1, 0..255 or 0..65535)")
 
 
-def read_mask(path) -> np.ndarray:
+def read_mask(path, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a mask file (EXIF orientation applied) to float32 H x W in [0, 1]."""
     try:
-        return _pil_mask(_open(path))
+        return _pil_mask(_open(path, max_pixels))
     except InputError as exc:
         if str(path) in exc.message:
             raise

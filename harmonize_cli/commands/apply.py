@@ -16,6 +16,7 @@ from .. import console
 from ..completion import complete_models, complete_weights
 from ..apply.batch import COMPARISON_DIR
 from ..choices import OUTPUT_FORMATS, RESOLUTION_STRATEGIES
+from ..limits import DEFAULT_MAX_PIXELS
 
 EPILOG = """Examples:
 
@@ -58,10 +59,13 @@ errors.
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
 @click.option("--flip-tta", is_flag=True, help="Average with the horizontally flipped prediction.")
 @click.option("--comparison", is_flag=True, help=f"Also write composite | result to OUT/{COMPARISON_DIR}/.")
+@click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, type=click.IntRange(min=0),
+              help="Refuse images (and masks) with more pixels than this, from their header, before decoding "
+                   "(image bombs); 0: no limit.")
 @click.option("--workers", default=None, type=click.IntRange(min=1),
               help="Decoding/encoding threads (default: up to 4).")
 def apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
-          overwrite, flip_tta, comparison, workers):
+          overwrite, flip_tta, comparison, max_pixels, workers):
     """Harmonize COMPOSITES (a folder or a file) with their MASKS (a folder or a file) into OUT.
 
     Inputs are never modified; every output is written atomically; background pixels (mask 0) are
@@ -72,7 +76,8 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
 
     if composites.is_file() and _names_a_file(out):
         report = harmonize_file(composites, masks, out, model=model, weights=weights, device=device,
-                                resolution=resolution, quality=quality, overwrite=overwrite, flip_tta=flip_tta)
+                                resolution=resolution, quality=quality, overwrite=overwrite, flip_tta=flip_tta,
+                                max_pixels=max_pixels)
         _summarise(report, single=True)
         if report.failed:
             raise HarmonizeError(f"{report.failed[0].composite}: {report.failed[0].reason}")
@@ -93,7 +98,7 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
         report = harmonize_folder(composites, masks, out, model=model, weights=weights, device=device,
                                   resolution=resolution, batch_size=batch_size, ext=ext, quality=quality,
                                   recursive=recursive, overwrite=overwrite, flip_tta=flip_tta, comparison=comparison,
-                                  workers=workers, on_start=on_start, on_done=on_done)
+                                  workers=workers, on_start=on_start, on_done=on_done, max_pixels=max_pixels)
     _summarise(report)
     if report.report_error is not None:
         raise report.report_error

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from .. import console, settings
+from .. import console, interrupts, settings
+from ..errors import HarmonizeError
+from ..limits import DEFAULT_MAX_PIXELS
 
 EPILOG = """\b
 Examples:
   harmonize prepare --root iHarmony4
   harmonize prepare --root iHarmony4 -o /fast/disk/ih4.h5 --workers 16
   harmonize prepare --root my_data --subsets HFlickr,Hday2night --max-side 0 --strict
+  harmonize prepare --root my_eval_set --splits test
 
 The file is remembered as the default dataset of `harmonize train` and `harmonize eval`
-(--data and HARMONIZE_DATA override it). File layout: docs/datasets.md.
+(--data and HARMONIZE_DATA override it). Ctrl-C or SIGTERM stops it within seconds and
+leaves no partial file (exit 130 / 143). File layout: docs/datasets.md; guarantees:
+docs/reliability.md.
 """
 
 
@@ -28,24 +31,6 @@ def _human_bytes(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM cleans up like Ctrl-C (the temporary file is removed)."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _summary(report) -> None:
@@ -70,7 +55,7 @@ def _summary(report) -> None:
         f"[bold]{totals['train'] + totals['test']:,}[/bold]",
     )
     console.print_result(table)
-    lines = []
+    lines = [f"note: {note}" for note in report.notes]
     if report.problems:
         lines.append(
             f"[yellow]problems: {len(report.problems)} bad file(s), {report.skipped} sample(s) skipped[/yellow]"
@@ -132,9 +117,25 @@ def _summary(report) -> None:
     help="pixels: decoded arrays, fast to read, ~10x larger; encoded: original file bytes, "
     "compact, reads as slowly as the folder; both.",
 )
+@click.option(
+    "--splits",
+    default="train,test",
+    show_default=True,
+    metavar="train,test",
+    help="Splits to pack. A subset whose list file for a split is missing or empty is packed "
+    "without that split (noted in the summary); e.g. --splits test for an evaluation set.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Refuse image files whose header declares more pixels (a problem for that file; "
+    "nothing is decoded); 0 = no limit.",
+)
 @click.option("--strict", is_flag=True, help="Fail on any problem instead of skipping bad samples.")
 @click.option("--force", is_flag=True, help="Rebuild even when the output is up to date.")
-def prepare(root, output, subsets, max_side, workers, storage, strict, force):
+def prepare(root, output, subsets, max_side, workers, storage, splits, max_pixels, strict, force):
     """Pack iHarmony4 (or any dataset in its layout) into one HDF5 file for fast training.
 
     Checks every sample (composite, mask and real image present, same size, decodable),
@@ -146,32 +147,52 @@ def prepare(root, output, subsets, max_side, workers, storage, strict, force):
 
     tasks = {}
     labels = {"scan": "scan", "pack": "pack"}
+    caught = None
+    try:
+        with interrupts.handled() as caught:
+            with console.progress("img") as bar:
 
-    with console.progress("img") as bar, _sigterm_as_interrupt():
+                def on_progress(phase, done, total):
+                    if phase not in tasks:
+                        tasks[phase] = bar.add_task(labels.get(phase, phase), total=total)
+                    bar.update(tasks[phase], completed=done, total=total)
 
-        def on_progress(phase, done, total):
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(labels.get(phase, phase), total=total)
-            bar.update(tasks[phase], completed=done, total=total)
+                report = pack_dataset(
+                    root,
+                    output=output,
+                    subsets=subsets,
+                    max_side=max_side,
+                    workers=workers,
+                    strict=strict,
+                    force=force,
+                    storage=storage,
+                    on_progress=on_progress,
+                    on_notice=console.info,
+                    splits=splits,
+                    max_pixels=max_pixels,
+                )
+            remembered = _remember(report.output)
+            if report.up_to_date:
+                console.info(
+                    f"{report.output} is up to date ({report.samples:,} samples); nothing to do "
+                    "(--force rebuilds it)."
+                )
+            _summary(report)
+            if remembered:
+                console.info(f"default dataset for train/eval: {report.output.resolve()}")
+    except KeyboardInterrupt:
+        raise interrupts.Interrupted(
+            getattr(caught, "signum", None) or 2, "interrupted ({signal}); no partial dataset file is left behind"
+        ) from None
 
-        report = pack_dataset(
-            root,
-            output=output,
-            subsets=subsets,
-            max_side=max_side,
-            workers=workers,
-            strict=strict,
-            force=force,
-            storage=storage,
-            on_progress=on_progress,
-            on_notice=console.info,
-        )
 
-    settings.remember_dataset(report.output)
-    if report.up_to_date:
-        console.info(
-            f"{report.output} is up to date ({report.samples:,} samples); nothing to do "
-            "(--force rebuilds it)."
-        )
-    _summary(report)
-    console.info(f"default dataset for train/eval: {report.output.resolve()}")
+def _remember(output) -> bool:
+    """Make ``output`` the default dataset; a failure is a one-line warning, never an error."""
+
+    try:
+        settings.remember_dataset(output)
+    except HarmonizeError as exc:
+        console.warn(f"warning: {exc.message}; the dataset is not remembered as the default "
+                     "(pass --data to train/eval)")
+        return False
+    return True

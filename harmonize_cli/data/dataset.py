@@ -27,6 +27,7 @@ import torch
 from . import imageio, layout
 from .layout import DatasetError
 from .pack import FORMAT, FORMAT_VERSION, KINDS
+from .packfile import check_tables, damaged, require_entries
 from .transforms import _SCALE, _SHIFT, NoResize, SampleReader, Transform, crop_box, normalize
 
 __all__ = ["HarmonizationDataset", "open_source"]
@@ -81,48 +82,63 @@ class _H5Source:
         except OSError as exc:
             raise DatasetError(f"cannot open {self.path} as HDF5 ({exc})") from None
         with handle:
-            attrs = handle.attrs
-            if attrs.get("format") != FORMAT:
-                raise DatasetError(f"{self.path} is not a dataset packed by `harmonize prepare`")
-            if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
-                raise DatasetError(
-                    f"{self.path} uses dataset format {attrs.get('format_version')}, newer than this harmonize",
-                    "upgrade harmonize",
-                )
-            if not bool(attrs.get("complete", False)):
-                raise DatasetError(
-                    f"{self.path} is incomplete (an interrupted `harmonize prepare`)",
-                    "run `harmonize prepare` again",
-                )
-            self.storage = str(attrs.get("storage", "pixels"))
-            self.max_side = int(attrs.get("max_side", 0))
-            available = json.loads(attrs.get("subsets", "[]"))
-            samples = handle["samples"]
-            subset_col = samples["subset"].asstr()[:]
-            split_col = samples["split"].asstr()[:]
-            if not available:
-                available = list(dict.fromkeys(subset_col.tolist()))
-            self.subsets = _match_subsets(available, subsets, self.path)
-            select = (split_col == split) & np.isin(subset_col, self.subsets)
-            index = np.nonzero(select)[0]
-            self.sample_subset = subset_col[index]
-            self.sample_name = samples["name"].asstr()[:][index]
-            self.rows = {kind: samples[kind][:][index].astype(np.int64) for kind in KINDS}
-            self.size = samples["size"][:][index].astype(np.int64)
-            self.original_size = samples["original_size"][:][index].astype(np.int64)
-            self.fg_ratio = samples["fg_ratio"][:][index].astype(np.float32)
-            self.has_pixels = "pixels" in handle["composite"]
-            self.tables = {}
-            for kind in KINDS:
-                group = handle[kind]
-                table = {"shape": group["shape"][:].astype(np.int64)}
-                if self.has_pixels:
-                    table["offset"] = group["offset"][:].astype(np.int64)
-                else:
-                    table["encoded_offset"] = group["encoded_offset"][:].astype(np.int64)
-                    table["encoded_length"] = group["encoded_length"][:].astype(np.int64)
-                self.tables[kind] = table
+            try:
+                self._read_metadata(handle, split, subsets)
+            except DatasetError:
+                raise
+            except (KeyError, ValueError, TypeError, IndexError, OSError, AttributeError) as exc:
+                raise damaged(self.path, handle, exc) from None
         self._state = None
+
+    def _read_metadata(self, handle, split, subsets):
+        """Attributes, the sample table of ``split`` and the row tables (raises on damage)."""
+        attrs = handle.attrs
+        if attrs.get("format") != FORMAT:
+            raise DatasetError(
+                f"{self.path} is not a dataset packed by `harmonize prepare`",
+                f"if it was one, pack it again: harmonize prepare --root SOURCE -o {self.path} --force",
+            )
+        if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
+            raise DatasetError(
+                f"{self.path} uses dataset format {attrs.get('format_version')}, newer than this harmonize",
+                "upgrade harmonize",
+            )
+        if not bool(attrs.get("complete", False)):
+            raise DatasetError(
+                f"{self.path} is incomplete (an interrupted `harmonize prepare`)",
+                "run `harmonize prepare` again",
+            )
+        has_pixels = require_entries(handle)
+        self.storage = str(attrs.get("storage", "pixels"))
+        self.packed_splits = json.loads(attrs.get("splits", json.dumps(list(layout.SPLITS))))
+        self.max_side = int(attrs.get("max_side", 0))
+        available = json.loads(attrs.get("subsets", "[]"))
+        samples = handle["samples"]
+        subset_col = samples["subset"].asstr()[:]
+        split_col = samples["split"].asstr()[:]
+        if not available:
+            available = list(dict.fromkeys(subset_col.tolist()))
+        self.subsets = _match_subsets(available, subsets, self.path)
+        select = (split_col == split) & np.isin(subset_col, self.subsets)
+        index = np.nonzero(select)[0]
+        self.sample_subset = subset_col[index]
+        self.sample_name = samples["name"].asstr()[:][index]
+        self.rows = {kind: samples[kind][:][index].astype(np.int64) for kind in KINDS}
+        self.size = samples["size"][:][index].astype(np.int64)
+        self.original_size = samples["original_size"][:][index].astype(np.int64)
+        self.fg_ratio = samples["fg_ratio"][:][index].astype(np.float32)
+        self.has_pixels = has_pixels
+        self.tables = {}
+        for kind in KINDS:
+            group = handle[kind]
+            table = {"shape": group["shape"][:].astype(np.int64)}
+            if self.has_pixels:
+                table["offset"] = group["offset"][:].astype(np.int64)
+            else:
+                table["encoded_offset"] = group["encoded_offset"][:].astype(np.int64)
+                table["encoded_length"] = group["encoded_length"][:].astype(np.int64)
+            self.tables[kind] = table
+        check_tables(self, handle)
 
     def __len__(self):
         return len(self.sample_name)
@@ -210,15 +226,14 @@ class _FolderReader(SampleReader):
         if array is None:
             path = getattr(self._ref, kind)
             try:
-                array = imageio.decode_mask(path) if kind == "mask" else imageio.decode_image(path)
+                array, header = imageio.decode_capped(path, kind == "mask", self._max_side)
             except (imageio.DecodeError, OSError) as exc:
                 raise DatasetError(f"cannot read {path}: {exc}") from None
-            if array.shape[:2] != tuple(self._original):
+            if tuple(header) != tuple(self._original):
                 raise DatasetError(
                     f"size mismatch in sample {self._ref.subset}/{self._ref.name}: {path} is "
-                    f"{array.shape[0]}x{array.shape[1]}, the composite {self._original[0]}x{self._original[1]}"
+                    f"{header[0]}x{header[1]}, the composite {self._original[0]}x{self._original[1]}"
                 )
-            array = imageio.resize_lanczos(array, self.size)
             self._cache[kind] = array
         return crop_box(array, box)
 
@@ -298,6 +313,12 @@ class HarmonizationDataset(torch.utils.data.Dataset):
         self.split = split
         self._source = open_source(self.source, split, subsets, max_side)
         if len(self._source) == 0:
+            packed = getattr(self._source, "packed_splits", layout.SPLITS)
+            if split not in packed:
+                raise DatasetError(
+                    f"{self.source} has no {split} split (it was packed with --splits {','.join(packed)})",
+                    f"pack the {split} split too: harmonize prepare --root SOURCE --splits train,test",
+                )
             raise DatasetError(
                 f"no {split} samples in {self.source} for subsets {', '.join(self._source.subsets)}"
             )

@@ -13,7 +13,14 @@ Conventions (matching the reference implementation where it matters):
   usual grey-as-RGB masks every channel is the same;
 - the cap on the long side uses the reference's size rule: the long side becomes exactly
   ``max_side`` and the short side ``round(short * max_side / long)``; images and masks are
-  shrunk with Lanczos (PIL's, which is antialiased).
+  shrunk with Lanczos (PIL's, which is antialiased);
+- every file is opened through :mod:`harmonize_cli.limits`: its header size is checked against
+  ``max_pixels`` before anything is decoded (:class:`~harmonize_cli.limits.ImageTooLargeError`),
+  and Pillow's process-wide limit is left as it is;
+- a JPEG over ``DRAFT_ABOVE_PIXELS`` that is to be shrunk is decoded at a reduced DCT scale
+  (Pillow's ``draft``: 1/2, 1/4 or 1/8, never below twice the stored size) before the Lanczos
+  step, so a 150 MP photo never occupies 450 MB; smaller images (all of iHarmony4) are decoded
+  in full, so their pixels stay those of the reference's resize.
 """
 
 from __future__ import annotations
@@ -25,9 +32,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-Image.MAX_IMAGE_PIXELS = None  # HAdobe5k has legitimately huge images (up to ~6000 px)
+from ..limits import DEFAULT_MAX_PIXELS, ImageTooLargeError, open_image
 
 JPEG_QUALITY = 90  # the reference re-encodes resized copies at this quality
+DRAFT_ABOVE_PIXELS = 50_000_000  # JPEGs larger than this are decoded at a reduced scale when shrunk
+
+__all__ = ["DecodeError", "ImageTooLargeError", "probe", "decode_image", "decode_mask", "decode_capped"]
 
 
 class DecodeError(Exception):
@@ -39,12 +49,12 @@ def read_bytes(path) -> bytes:
         return handle.read()
 
 
-def _open(source) -> Image.Image:
+def _open(source, max_pixels=DEFAULT_MAX_PIXELS) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(bytes(source))
     try:
-        return Image.open(source)
-    except FileNotFoundError:
+        return open_image(source, max_pixels)
+    except (FileNotFoundError, ImageTooLargeError):
         raise
     except (OSError, ValueError, SyntaxError) as exc:
         raise DecodeError(f"not a readable image ({_reason(exc)})") from None
@@ -56,9 +66,13 @@ def _reason(exc: BaseException) -> str:
     return text.split(" '")[0] if "cannot identify image file" in text else text
 
 
-def probe(source) -> tuple[tuple[int, int], str]:
-    """``((height, width), format)`` from the file header only (cheap; no pixel decoding)."""
-    image = _open(source)
+def probe(source, max_pixels=DEFAULT_MAX_PIXELS) -> tuple[tuple[int, int], str]:
+    """``((height, width), format)`` from the file header only (cheap; no pixel decoding).
+
+    Raises ImageTooLargeError above ``max_pixels`` (0: no limit), DecodeError for a file that
+    is not an image.
+    """
+    image = _open(source, max_pixels)
     try:
         width, height = image.size
         return (int(height), int(width)), (image.format or "").lower()
@@ -76,26 +90,21 @@ def _to_uint8(image: Image.Image) -> Image.Image:
     return image
 
 
-def _load(source) -> Image.Image:
-    image = _open(source)
+def _decode(image: Image.Image) -> Image.Image:
     try:
         image.load()
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DecodeError(f"cannot decode image data ({_reason(exc)})") from None
     return _to_uint8(image)
 
 
-def decode_image(source) -> np.ndarray:
-    """Decode an image file (path or bytes) to ``H x W x 3`` uint8 RGB."""
-    image = _load(source)
+def _rgb_array(image: Image.Image) -> np.ndarray:
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image)
 
 
-def decode_mask(source) -> np.ndarray:
-    """Decode a mask file (path or bytes) to ``H x W`` uint8, reading it like the reference does."""
-    image = _load(source)
+def _mask_array(image: Image.Image) -> np.ndarray:
     if image.mode in ("L", "1"):
         image = image.convert("L") if image.mode == "1" else image
         return np.asarray(image)
@@ -105,6 +114,35 @@ def decode_mask(source) -> np.ndarray:
         image = image.convert("RGB")
     # OpenCV reads BGR; the reference takes channel 0 of that, i.e. blue.
     return np.ascontiguousarray(np.asarray(image)[:, :, 2])
+
+
+def decode_image(source, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file (path or bytes) to ``H x W x 3`` uint8 RGB."""
+    with _open(source, max_pixels) as image:
+        return _rgb_array(_decode(image))
+
+
+def decode_mask(source, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a mask file (path or bytes) to ``H x W`` uint8, reading it like the reference does."""
+    with _open(source, max_pixels) as image:
+        return _mask_array(_decode(image))
+
+
+def decode_capped(source, mask: bool = False, max_side: int = 0, max_pixels=DEFAULT_MAX_PIXELS):
+    """Decode an image (or a mask) at its stored size, the long side capped at ``max_side``.
+
+    Returns ``(array, (height, width))``: the array at ``capped_size(height, width, max_side)``
+    and the size its header declares. The header is checked against ``max_pixels`` first; a
+    large JPEG is decoded at a reduced scale before the Lanczos step (see the module notes).
+    """
+    with _open(source, max_pixels) as image:
+        width, height = (int(v) for v in image.size)
+        stored = capped_size(height, width, max_side)
+        if stored != (height, width) and width * height > DRAFT_ABOVE_PIXELS and image.format == "JPEG":
+            image.draft(image.mode, (2 * stored[1], 2 * stored[0]))  # never below 2x the target
+        decoded = _decode(image)
+        array = _mask_array(decoded) if mask else _rgb_array(decoded)
+    return resize_lanczos(array, stored), (height, width)
 
 
 def capped_size(height: int, width: int, max_side: int) -> tuple[int, int]:

@@ -246,6 +246,45 @@ def scan(root, subsets=None, splits=SPLITS) -> list[SampleRef]:
     return refs
 
 
+def scan_available(root, subsets=None, splits=SPLITS) -> tuple[list[SampleRef], list[str]]:
+    """Like :func:`scan`, but a split whose list file is missing or empty is left out.
+
+    Returns ``(refs, notes)``: one note per split left out (evaluation sets often have only a
+    test list). A subset with none of the chosen splits is still an error (naming the list
+    file expected), and so is a folder with several list files for one split.
+    """
+    root = Path(root)
+    if isinstance(splits, str):
+        splits = (splits,)
+    refs: list[SampleRef] = []
+    notes: list[str] = []
+    for subset in resolve_subsets(root, subsets):
+        folder = subset_dir(root, subset)
+        found, absent = [], []
+        for split in splits:
+            try:
+                listing = list_file(folder, split)
+            except DatasetError as exc:
+                if not exc.message.startswith(f"no {split} list file"):
+                    raise
+                absent.append((split, f"no {split} list file ({folder.name}_{split}.txt)"))
+                continue
+            if not read_list(listing):
+                absent.append((split, f"{listing.name} lists no images"))
+                continue
+            found.append(split)
+        if not found:
+            wanted = " or ".join(f"{folder.name}_{split}.txt" for split in splits)
+            raise DatasetError(
+                f"no images to pack in {folder}: " + "; ".join(reason for _, reason in absent),
+                f"expected {wanted} (one composite file name per line)",
+            )
+        for split, reason in absent:
+            notes.append(f"{subset}: {reason}; its {split} split is left out")
+        refs.extend(scan(root, [subset], splits=found))
+    return refs, notes
+
+
 def missing_files(ref: SampleRef) -> list[tuple[Path, str]]:
     """``(path, reason)`` for each file of ``ref`` that does not exist."""
     problems = []

@@ -1,0 +1,219 @@
+"""The HDF5 side of a packed dataset: format constants, table writers and checks, disk space.
+
+The layout is documented in ``docs/datasets.md``; :mod:`harmonize_cli.data.pack` drives the
+writing and :mod:`harmonize_cli.data.dataset` reads it back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from . import imageio
+from .layout import DatasetError
+
+FORMAT = "harmonize-iharmony4"
+FORMAT_VERSION = 1
+KINDS = ("composite", "real", "mask")
+
+ENCODED_CHUNK = 1 << 20
+
+
+def relative(root: Path, path: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def read_attrs(path) -> dict | None:
+    """Root attributes of a packed file, or None when it is not one (or cannot be read)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            attrs = dict(handle.attrs)
+    except (OSError, ValueError):
+        return None
+    if attrs.get("format") != FORMAT:
+        return None
+    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
+
+
+def estimate_bytes(plan, storage) -> int:
+    """Expected size of the output: pixel heaps and/or encoded bytes."""
+    total = 0
+    if storage in ("pixels", "both"):
+        total += plan["composite"]["total"] + plan["real"]["total"] + plan["mask"]["total"]
+    if storage in ("encoded", "both"):
+        for kind in KINDS:
+            info = plan[kind]
+            for path, original, stored in zip(info["paths"], info["original"], info["stored"]):
+                state = imageio.file_state(path)
+                size = state[0] if state else 0
+                shrink = (stored[0] * stored[1]) / max(1, original[0] * original[1])
+                total += int(size * min(1.0, shrink))
+    return total
+
+
+def check_disk_space(output: Path, plan, storage) -> None:
+    need = estimate_bytes(plan, storage)
+    try:
+        free = shutil.disk_usage(output.parent).free
+    except OSError:
+        return
+    if need > free * 0.98:
+        gib = 1 << 30
+        hint = "free some space or choose another disk with -o"
+        if storage != "encoded":
+            hint += "; --storage encoded is about as large as the source images (and slower to read)"
+        raise DatasetError(
+            f"not enough disk space for {output}: about {need / gib:.1f} GiB needed, {free / gib:.1f} GiB free",
+            hint,
+        )
+
+
+def append_encoded(state, row, result):
+    data = np.frombuffer(result["encoded"], dtype=np.uint8)
+    dataset, end = state["data"], state["end"]
+    need = end + data.size
+    if need > dataset.shape[0]:
+        dataset.resize((max(need, int(dataset.shape[0] * 1.5) + ENCODED_CHUNK),))
+    dataset[end:need] = data
+    state["offset"][row] = end
+    state["length"][row] = data.size
+    state["end"] = need
+    if result["format"]:
+        state["format"][row] = result["format"]
+
+
+def write_table(group, root, info, store_pixels, encoded):
+    import h5py
+
+    strings = h5py.string_dtype()
+    names = [relative(root, Path(p)) for p in info["paths"]]
+    n = len(names)
+    group.create_dataset("name", data=np.array(names, dtype=object), dtype=strings)
+    shape = np.zeros((n, 3), dtype=np.int32)
+    if n:
+        shape[:, :2] = info["stored"]
+        shape[:, 2] = info["channels"]
+    group.create_dataset("shape", data=shape)
+    group.create_dataset("original_size", data=info["original"].astype(np.int32).reshape(-1, 2))
+    if store_pixels:
+        group.create_dataset("offset", data=info["offsets"].astype(np.int64))
+    if encoded is not None:
+        encoded["data"].resize((encoded["end"],))
+        group.create_dataset("encoded_offset", data=encoded["offset"])
+        group.create_dataset("encoded_length", data=encoded["length"])
+        group.create_dataset("encoded_format", data=np.array(encoded["format"], dtype=object), dtype=strings)
+
+
+def write_samples(handle, keep, plan, fg_ratio, resized_flags):
+    import h5py
+
+    strings = h5py.string_dtype()
+    group = handle.create_group("samples")
+    group.create_dataset("subset", data=np.array([r.subset for r, *_ in keep], dtype=object), dtype=strings)
+    group.create_dataset("split", data=np.array([r.split for r, *_ in keep], dtype=object), dtype=strings)
+    group.create_dataset("name", data=np.array([r.name for r, *_ in keep], dtype=object), dtype=strings)
+    composite = np.array([c for _, c, _, _ in keep], dtype=np.int32)
+    mask = np.array([m for _, _, _, m in keep], dtype=np.int32)
+    group.create_dataset("composite", data=composite)
+    group.create_dataset("real", data=np.array([r for _, _, r, _ in keep], dtype=np.int32))
+    group.create_dataset("mask", data=mask)
+    group.create_dataset("size", data=plan["composite"]["stored"][composite].astype(np.int32))
+    group.create_dataset("original_size", data=plan["composite"]["original"][composite].astype(np.int32))
+    group.create_dataset("resized", data=resized_flags.astype(bool))
+    group.create_dataset("fg_ratio", data=fg_ratio[mask])
+
+
+# ---------------------------------------------------------------------------- temporary files
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_parts(output: Path) -> list[Path]:
+    removed = []
+    for part in output.parent.glob(f".{output.name}.*.part"):
+        pid_text = part.name[len(output.name) + 2 : -len(".part")]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            try:
+                part.unlink()
+                removed.append(part)
+            except OSError:
+                pass
+    return removed
+
+
+# ---------------------------------------------------------------------------- reading checks
+_SAMPLE_COLUMNS = [f"samples/{name}" for name in ("subset", "split", "name", *KINDS, "size", "original_size", "fg_ratio")]
+_TABLE_COLUMNS = {True: ("shape", "offset", "pixels"), False: ("shape", "encoded_offset", "encoded_length", "encoded")}
+
+
+def require_entries(handle) -> bool:
+    """Raise KeyError naming the first missing dataset; return whether pixels are stored."""
+    has_pixels = f"{KINDS[0]}/pixels" in handle
+    names = _SAMPLE_COLUMNS + [f"{kind}/{name}" for kind in KINDS for name in _TABLE_COLUMNS[has_pixels]]
+    for name in names:
+        if name not in handle:
+            raise KeyError(f"'{name}'")
+    return has_pixels
+
+
+def damaged(path, handle, exc) -> DatasetError:
+    """One line for a packed file whose metadata is missing or inconsistent."""
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    missing = re.search(r"object '([^']+)' doesn't exist", text)
+    if missing:
+        what = f"'{missing.group(1)}' is missing"
+    elif isinstance(exc, KeyError):
+        what = f"{text} is missing"
+    else:
+        what = text.splitlines()[0]
+    try:
+        source = handle.attrs.get("source_root")
+        source = source.decode() if isinstance(source, bytes) else source
+    except Exception:  # the attributes themselves may be unreadable
+        source = None
+    root = f"--root {source}" if source else "--root SOURCE"
+    return DatasetError(
+        f"{path} is damaged ({what})",
+        f"pack it again: harmonize prepare {root} -o {path} --force",
+    )
+
+
+def check_tables(source, handle) -> None:
+    """Row indices inside their tables, heaps long enough: a damaged file fails here, not mid-epoch."""
+    n = len(source.sample_name)
+    columns = [source.sample_subset, source.size, source.original_size, source.fg_ratio]
+    columns += [source.rows[kind] for kind in KINDS]
+    if any(len(column) != n for column in columns):
+        raise ValueError("the sample table's columns differ in length")
+    for kind in KINDS:
+        table = source.tables[kind]
+        rows = source.rows[kind]
+        count = len(table["shape"])
+        if n and (rows.min() < 0 or rows.max() >= count):
+            raise ValueError(f"sample rows point outside the {kind} table")
+        if source.has_pixels:
+            shape = table["shape"]
+            ends = table["offset"] + shape[:, 0] * shape[:, 1] * shape[:, 2]
+            if len(table["offset"]) != count or (count and ends.max() > handle[kind]["pixels"].shape[0]):
+                raise ValueError(f"the {kind} pixel table points past its heap")
+        else:
+            ends = table["encoded_offset"] + table["encoded_length"]
+            if len(table["encoded_offset"]) != count or (count and ends.max() > handle[kind]["encoded"].shape[0]):
+                raise ValueError(f"the {kind} encoded table points past its heap")

@@ -1,0 +1,116 @@
+"""harmonize_cli.interrupts: a signal is raised once, never lost, and maps to 130 / 143."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+import pytest
+
+from harmonize_cli import interrupts
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def _spin():
+    total = 0
+    for i in range(200_000):  # backward jumps: Python runs pending signal handlers here
+        total += i
+    return total
+
+
+def test_a_signal_raises_keyboard_interrupt_once_and_is_reported():
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.handled() as caught:
+            os.kill(os.getpid(), signal.SIGTERM)
+            _spin()
+            pytest.fail("the signal did not interrupt")
+    assert caught.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is previous  # restored
+    interrupts.check()  # outside handled(): nothing pending any more
+
+
+def test_a_second_signal_does_not_interrupt_the_cleanup():
+    cleaned = False
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.handled() as caught:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                _spin()
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # e.g. an impatient supervisor
+                _spin()
+                cleaned = True
+    assert cleaned and caught.signum == signal.SIGINT
+
+
+def test_a_signal_swallowed_in_a_finalizer_still_stops_the_run(monkeypatch):
+    reported = []  # what Python would print as "Exception ignored in ..."
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+
+    class SignalledWhileFinalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            _spin()  # the handler raises here, inside __del__, where Python drops the exception
+
+    reached = False
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.handled() as caught:
+            SignalledWhileFinalized()
+            reached = True  # the run went on ...
+            interrupts.check()  # ... until the next check
+            pytest.fail("check() let a pending signal through")
+    assert reached and caught.signum == signal.SIGTERM
+    assert reported == []  # our own interrupt is not reported as an error
+
+    with pytest.raises(KeyboardInterrupt):  # without any check, leaving handled() raises it
+        with interrupts.handled():
+            SignalledWhileFinalized()
+
+
+def test_an_error_after_a_signal_is_reported_as_the_interruption():
+    with pytest.raises(KeyboardInterrupt) as info:
+        with interrupts.handled() as caught:
+            with interrupts.deferred():  # the signal is recorded, not raised, here ...
+                os.kill(os.getpid(), signal.SIGTERM)
+                _spin()
+                raise OSError("a library wrapped the interrupt")  # ... and something else fails
+    assert caught.signum == signal.SIGTERM and isinstance(info.value.__cause__, OSError)
+    with pytest.raises(ValueError):  # without a signal, errors pass through unchanged
+        with interrupts.handled():
+            raise ValueError("plain")
+
+
+def test_deferred_sections_raise_at_their_end():
+    order = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.handled():
+            with interrupts.deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                _spin()
+                order.append("section finished")
+            order.append("after the section")
+    assert order == ["section finished"]
+
+
+def test_interrupted_exit_codes_and_one_line():
+    term = interrupts.Interrupted(signal.SIGTERM, "interrupted ({signal}); cleaned up")
+    assert term.exit_code == 143 and str(term) == "interrupted (SIGTERM); cleaned up"
+    assert interrupts.Interrupted(signal.SIGINT).exit_code == 130
+
+
+def test_outside_the_main_thread_it_changes_nothing():
+    seen = []
+
+    def run():
+        with interrupts.handled() as caught:
+            seen.append((signal.getsignal(signal.SIGTERM), caught.signum))
+
+    before = signal.getsignal(signal.SIGTERM)
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen == [(before, None)]

@@ -16,7 +16,7 @@ import torch
 
 from harmonize_cli.training import TrainConfig, recipe_for
 from harmonize_cli.training.checkpoint import load_checkpoint
-from harmonize_cli.training.trainer import Trainer, TrainingError, TrainingInterrupted, train
+from harmonize_cli.training import Trainer, TrainingError, TrainingInterrupted, train
 from minidata import make_mini_iharmony
 from parity_utils import reference_layouts
 

@@ -103,7 +103,7 @@ def train(arch, recipe, data, out, epochs, milestones, batch_size, lr, loss, min
     from ..errors import HarmonizeError, UsageError
     from ..training import TrainConfig
     from ..training import distributed as dist_env
-    from ..training.trainer import TrainingInterrupted, train as run_training
+    from ..training import TrainingInterrupted, train as run_training
 
     if no_pretrained and backbone_weights:
         raise UsageError("--no-pretrained and --backbone-weights exclude each other")

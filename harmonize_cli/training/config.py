@@ -46,7 +46,11 @@ VAL_RESIZE_CHOICES = ("fixed256", "limit1024", "none")
 
 @dataclass(frozen=True)
 class Recipe:
-    """The per-architecture part of the reference training recipe."""
+    """The per-architecture part of a training recipe.
+
+    In :data:`REFERENCE_RECIPES` a row may also say what changes for 512 px models
+    (``min_area_512``, ``snapshot_every_512``); :meth:`for_input_size` folds that in.
+    """
 
     epochs: int
     milestones: tuple
@@ -54,10 +58,39 @@ class Recipe:
     min_area: float
     init_magnitude: float = 2.0
     snapshot_every: int = 10
+    min_area_512: Optional[float] = None
+    snapshot_every_512: Optional[int] = None
+
+    def for_input_size(self, input_size: Optional[int]) -> "Recipe":
+        """The recipe of a model trained at ``input_size`` (512 and more: the ``*_512`` values)."""
+        large = (input_size or 256) >= 512
+        return dataclasses.replace(
+            self,
+            min_area=self.min_area_512 if large and self.min_area_512 is not None else self.min_area,
+            snapshot_every=(self.snapshot_every_512 if large and self.snapshot_every_512 is not None
+                            else self.snapshot_every),
+            min_area_512=None, snapshot_every_512=None,
+        )
 
 
 RECIPE_CHOICES = ("paper", "reference")
 PAPER_RECIPE = Recipe(180, (160, 175), "fn-mse", 100.0)
+
+_BACKBONED = Recipe(180, (160, 175), "fn-mse", 100.0, min_area_512=1000.0)
+_IMPROVED_BASE = Recipe(120, (105, 115), "fn-mse", 100.0, min_area_512=1000.0, snapshot_every_512=5)
+
+# The authors' training scripts, one row per architecture family (the table in the module docstring).
+REFERENCE_RECIPES: dict[str, Recipe] = {
+    "idih-hrnet": _BACKBONED,
+    "isedih-hrnet": _BACKBONED,
+    "is2am-hrnet": _BACKBONED,
+    "idih-deeplab": _BACKBONED,
+    "idih": _IMPROVED_BASE,
+    "isedih": _IMPROVED_BASE,
+    "is2am": Recipe(120, (105, 115), "fn-mse", 1000.0, init_magnitude=1.0),
+    "s2am": Recipe(120, (105, 115), "mse", 100.0, snapshot_every=5),
+    "dih": Recipe(120, (), "mse", 100.0, snapshot_every=5),
+}
 
 
 def recipe_for(arch: str, recipe: str = "paper") -> Recipe:
@@ -65,28 +98,20 @@ def recipe_for(arch: str, recipe: str = "paper") -> Recipe:
 
     ``paper`` (the default): the paper's recipe for every network, 180 epochs, x0.1 at 160 and 175,
     FN-MSE with A_min 100 (the reference's initialisation scale is kept). ``reference``: the
-    per-architecture scripts of the authors' code (the table above).
+    per-architecture scripts of the authors' code (:data:`REFERENCE_RECIPES`).
     """
     from ..zoo import get_arch
 
     if recipe not in RECIPE_CHOICES:
         raise UsageError(f"unknown recipe {recipe!r}", f"use one of {', '.join(RECIPE_CHOICES)}")
     spec = get_arch(arch)
-    if recipe == "paper" and spec.needs_weights:
-        script = recipe_for(spec.name, "reference")
-        return dataclasses.replace(PAPER_RECIPE, init_magnitude=script.init_magnitude)
-    large = (spec.input_size or 256) >= 512
-    if spec.backbone:
-        return Recipe(180, (160, 175), "fn-mse", 1000.0 if large else 100.0)
-    if spec.family == "dih":
-        return Recipe(120, (), "mse", 100.0, snapshot_every=5)
-    if spec.family == "s2am":
-        return Recipe(120, (105, 115), "mse", 100.0, snapshot_every=5)
-    if spec.family == "is2am":
-        return Recipe(120, (105, 115), "fn-mse", 1000.0, init_magnitude=1.0)
-    if spec.family in ("idih", "isedih"):
-        return Recipe(120, (105, 115), "fn-mse", 1000.0 if large else 100.0, snapshot_every=5 if large else 10)
-    raise UsageError(f"{spec.name} is not trainable", "pick a network from `harmonize zoo list`")
+    row = REFERENCE_RECIPES.get(spec.family)
+    if row is None:
+        raise UsageError(f"{spec.name} is not trainable", "pick a network from `harmonize zoo list`")
+    reference = row.for_input_size(spec.input_size)
+    if recipe == "paper":
+        return dataclasses.replace(PAPER_RECIPE, init_magnitude=reference.init_magnitude)
+    return reference
 
 
 @dataclass

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,16 @@ def recipe_for(arch: str, recipe: str = "paper") -> Recipe:
     return reference
 
 
+def default_workers() -> int:
+    """Data-loading processes for this machine: the cores it gives us minus one (the training
+    process keeps one), at most 4, at least 0 (0: load in the training process)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(4, cores - 1))
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. ``None`` means "the architecture's recipe value"."""
@@ -131,7 +142,7 @@ class TrainConfig:
     val_resize: str = "fixed256"
     crop: Optional[int] = None
     keep_background_prob: float = 0.05
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)  # min(4, cores - 1)
     # optimisation
     epochs: Optional[int] = None
     milestones: Optional[list] = None
@@ -315,7 +326,7 @@ def _coerce(spec: dataclasses.Field, value: Any, source: str):
 
 _TOML_HEADER = (
     "# harmonize training configuration (repeat the run: harmonize train --config THIS_FILE)\n"
-    "# Settings left out take the architecture's reference recipe.\n"
+    "# Settings left out take the defaults of `recipe` (\"paper\": the paper's recipe, for every network).\n"
 )
 
 

@@ -405,13 +405,20 @@ class Trainer:
                                 extra_meta={"world_size": self.env.world_size})
 
     def _nonfinite(self, epoch, step, lr, saver):
+        """Stops on a non-finite loss; the hint fits what is on disk (a last.pth to resume, or not)."""
         last = saver.last
-        kept = (f"the last good checkpoint {last} is kept (epoch {self.metrics[-1]['epoch']})"
-                if self.metrics and last.exists() else "no checkpoint was written")
+        if last.exists():
+            epoch_text = f" (epoch {self.metrics[-1]['epoch']})" if self.metrics else ""
+            kept = f"the last good checkpoint {last} is kept{epoch_text}"
+            hint = (f"`{resume_command(self.run_dir)}` continues from it (with fp16, try --amp bf16 or off); "
+                    "or start over with a lower --lr and --overwrite; check the data")
+        else:
+            kept = "no checkpoint was written, so there is nothing to resume"
+            hint = (f"rerun with a lower learning rate (--lr {self.config.lr / 10:g} instead of {self.config.lr:g}) "
+                    f"and --overwrite (replaces the files of this failed start in {self.run_dir}); "
+                    "with fp16 try --amp bf16 or off; check the data")
         message = (f"the training loss became NaN or infinite at epoch {epoch + 1}, step {step} (lr {lr:.2e}); "
                    f"training stopped and {kept}")
-        hint = ("lower --lr, try --amp off (or bf16 instead of fp16), check the data; "
-                f"then `{resume_command(self.run_dir)}` continues from the last good checkpoint")
         if self.is_main:
             self.log.write(f"ERROR: {message} ({hint})")
         raise TrainingError(message, hint)

@@ -142,7 +142,7 @@ def test_defaults_are_the_papers_recipe_and_toml_round_trips(tmp_path):
     path = tmp_path / "config.toml"
     odd.save(path)
     assert TrainConfig.load(path) == odd
-    from harmonize_cli.training.config import _loads_toml_subset, loads_toml
+    from harmonize_cli.training.tomlio import _loads_toml_subset, loads_toml
 
     assert _loads_toml_subset(path.read_text()) == loads_toml(path.read_text())  # Python < 3.11 fallback
     (tmp_path / "typo.toml").write_text('arch = "idih"\nepoch = 3\n')

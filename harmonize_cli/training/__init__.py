@@ -7,7 +7,7 @@
 
 Pieces, one job each:
 
-- :mod:`.config`: TrainConfig, the per-family recipes (one table), TOML in and out;
+- :mod:`.config`: TrainConfig, the per-family recipes (one table); :mod:`.tomlio`: its TOML;
 - :mod:`.launch`: :func:`train` (a new, configured or resumed run);
 - :mod:`.loop`: the :class:`Trainer` and its epoch / step loop;
 - :mod:`.step`: the loss, the optimizer, the schedule and one training step (what the loop calls);

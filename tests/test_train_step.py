@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from harmonize_cli.training import TrainConfig
-from harmonize_cli.training.setup import build_model
+from harmonize_cli.training.model_and_data import build_model
 from harmonize_cli.training.step import build_loss, build_optimizer, train_step
 from parity_utils import generate_weights, parity_dir
 

@@ -12,7 +12,7 @@ Pieces, one job each:
 - :mod:`.loop`: the :class:`Trainer` and its epoch / step loop;
 - :mod:`.step`: the loss, the optimizer, the schedule and one training step (what the loop calls);
 - :mod:`.losses`: FN-MSE and MSE;
-- :mod:`.preflight` / :mod:`.setup`: the checks before training; the datasets and the model;
+- :mod:`.preflight` / :mod:`.model_and_data`: the checks before training; the datasets and the model;
 - :mod:`.seeding`: derived seeds, per-sample random streams, determinism, the epoch's data loader;
 - :mod:`.runtime`: mixed precision, the GradScaler, the SIGINT / SIGTERM stop flag;
 - :mod:`.rundir` / :mod:`.runlog`: the run folder; train.log, metrics.jsonl, TensorBoard, images;

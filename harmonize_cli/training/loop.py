@@ -44,7 +44,7 @@ from .rundir import CONFIG_FILE, LOG_FILE, clear_run_files, resume_command
 from .runtime import StopFlag, make_grad_scaler, resolve_amp
 from .seeding import (SeededEpochDataset, apply_determinism, derive_seed, determinism_flags, epoch_loader,
                       restore_determinism_flags, seed_everything)
-from .setup import build_model, open_datasets
+from .model_and_data import build_model, open_datasets
 from .step import batch_to, build_loss, build_optimizer, build_scheduler, train_step
 
 

@@ -1,8 +1,8 @@
 """Samples per second and peak memory of one training step of `harmonize train`.
 
-The step is the trainer's: forward under autocast (``--amp``: on CUDA bf16 where supported, else
-fp16 + GradScaler; off on CPU), FN-MSE in float32, backward, Adam with the recipe's parameter
-groups (backbone lr x0.1), channels_last on CUDA. Each step is timed on its own (the loss is read
+The step is the trainer's own (``harmonize_cli.training.step``): forward under autocast (``--amp``:
+on CUDA bf16 where supported, else fp16 + GradScaler; off on CPU), FN-MSE in float32, backward,
+Adam with the recipe's parameter groups (backbone lr x0.1), channels_last on CUDA. Each step is timed on its own (the loss is read
 back, so the GPU has finished); the median and the best step are reported (other load on a shared
 machine only ever slows a step down). Inputs are random 256 x 256 batches, so data
 loading is excluded (see ``benchmarks/data_throughput.py`` for that side). Each architecture runs
@@ -34,10 +34,9 @@ def measure(arch: str, batch: int, size: int, steps: int, warmup: int, device_na
 
     from harmonize_cli import zoo
     from harmonize_cli.device import resolve_device
-    from harmonize_cli.losses import get_loss
-    from harmonize_cli.models.backboned import optimizer_param_groups
-    from harmonize_cli.training import recipe_for
-    from harmonize_cli.training.trainer import make_grad_scaler, resolve_amp
+    from harmonize_cli.training import TrainConfig
+    from harmonize_cli.training.runtime import make_grad_scaler, resolve_amp
+    from harmonize_cli.training.step import build_loss, build_optimizer, train_step
 
     device = resolve_device(device_name)
     cuda = device.type == "cuda"
@@ -46,9 +45,9 @@ def measure(arch: str, batch: int, size: int, steps: int, warmup: int, device_na
     if cuda:
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    recipe = recipe_for(arch)
-    loss_fn = get_loss(recipe.loss, recipe.min_area)
-    optimizer = torch.optim.Adam(optimizer_param_groups(model, 1e-3), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    config = TrainConfig(arch=arch).resolved()  # the paper's recipe: loss, Adam, parameter groups
+    loss_fn = build_loss(config)
+    optimizer = build_optimizer(model, config)
     amp_dtype, use_scaler = resolve_amp(amp, device)
     scaler = make_grad_scaler(device, use_scaler)
     step_model = torch.compile(model) if compile_model else model
@@ -62,14 +61,10 @@ def measure(arch: str, batch: int, size: int, steps: int, warmup: int, device_na
         image = image.contiguous(memory_format=torch.channels_last)
         mask = mask.contiguous(memory_format=torch.channels_last)
 
-    def step():
-        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            prediction = step_model(image, mask)
-        loss = loss_fn(prediction.float(), target, mask)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    inputs = {"image": image, "target": target, "mask": mask}
+
+    def step():  # the trainer's own step
+        loss, _ = train_step(step_model, inputs, loss_fn, optimizer, scaler=scaler, amp_dtype=amp_dtype)
         return loss
 
     for _ in range(warmup):

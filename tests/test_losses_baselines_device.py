@@ -8,7 +8,7 @@ import torch
 from harmonize_cli import zoo
 from harmonize_cli.device import resolve_device
 from harmonize_cli.errors import UsageError
-from harmonize_cli.losses import fn_mse, get_loss, mse
+from harmonize_cli.training.losses import fn_mse, get_loss, mse
 from harmonize_cli.models.baselines import IMAGENET_MEAN, IMAGENET_STD, lab_to_rgb, rgb_to_lab
 
 

@@ -8,15 +8,18 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+import threading
+import types
 from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from harmonize_cli.cli import cli
 from harmonize_cli.training import TrainConfig, recipe_for
 from harmonize_cli.training.checkpoint import load_checkpoint
-from harmonize_cli.training.trainer import Trainer, TrainingError, TrainingInterrupted, train
+from harmonize_cli.training import Trainer, TrainingError, TrainingInterrupted, train
 from minidata import make_mini_iharmony
 from parity_utils import reference_layouts
 
@@ -57,8 +60,50 @@ def subprocess_env():
     return env
 
 
+class StderrWatcher:
+    """Reads a child process's stderr on a thread, so that a test can wait (bounded) for a line."""
+
+    def __init__(self, process):
+        self.process = process
+        self.lines: list = []
+        self.closed = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self.closed = True
+            self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        """True once a line contains ``text``; False when the stream ended or the time ran out."""
+        def seen():
+            return any(text in line for line in self.lines)
+
+        with self._changed:
+            self._changed.wait_for(lambda: seen() or self.closed, timeout)
+            return seen()
+
+    def text(self, timeout: float = 30) -> str:
+        """Everything read (after the process ended: the whole stream)."""
+        self._thread.join(timeout)
+        with self._changed:
+            return "".join(self.lines)
+
+
+def start_training(command, **options):
+    process = subprocess.Popen([str(c) for c in command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, env=subprocess_env(), **options)
+    return process, StderrWatcher(process)
+
+
 # ------------------------------------------------------------------------------ configuration
-def test_defaults_are_the_reference_recipe_and_toml_round_trips(tmp_path):
+def test_defaults_are_the_papers_recipe_and_toml_round_trips(tmp_path):
     config = TrainConfig(arch="hrnet18s_idih256").resolved()
     assert config.arch == "idih-hrnet-w18s"
     assert (config.epochs, config.milestones, config.gamma) == (180, [160, 175], 0.1)
@@ -77,14 +122,27 @@ def test_defaults_are_the_reference_recipe_and_toml_round_trips(tmp_path):
     assert (recipe_for("dih", "reference").loss, recipe_for("dih", "reference").milestones) == ("mse", ())
     reference = TrainConfig(arch="s2am", recipe="reference").resolved()
     assert (reference.epochs, reference.loss) == (120, "mse")
+    # the 512 models: A_min 1000 (and snapshots every 5 epochs for the base networks)
+    assert (recipe_for("idih-512", "reference").min_area, recipe_for("idih-512", "reference").snapshot_every) == (
+        1000.0, 5)
+    assert (recipe_for("idih-hrnet-w18-512", "reference").min_area,
+            recipe_for("idih-hrnet-w18-512", "reference").snapshot_every) == (1000.0, 10)
+    assert (recipe_for("idih-hrnet-w18", "reference").min_area, recipe_for("idih", "reference").min_area) == (
+        100.0, 100.0)
     assert TrainConfig(arch="is2am").resolved().init_magnitude == 1.0
     assert TrainConfig(arch="idih").resolved().pretrained_backbone is False
+
+    from harmonize_cli import zoo
+    from harmonize_cli.training.config import REFERENCE_RECIPES
+
+    assert {s.family for s in zoo.ARCHITECTURES if s.needs_weights} == set(REFERENCE_RECIPES)  # one row each
+    assert "reference recipe" not in config.to_toml() and "paper's recipe" in config.to_toml()
 
     odd = config.updated(out='runs/ä "quoted" \\ path', lr=1e-8, milestones=[], seed=2**40, train_subsets=["HCOCO"])
     path = tmp_path / "config.toml"
     odd.save(path)
     assert TrainConfig.load(path) == odd
-    from harmonize_cli.training.config import _loads_toml_subset, loads_toml
+    from harmonize_cli.training.tomlio import _loads_toml_subset, loads_toml
 
     assert _loads_toml_subset(path.read_text()) == loads_toml(path.read_text())  # Python < 3.11 fallback
     (tmp_path / "typo.toml").write_text('arch = "idih"\nepoch = 3\n')
@@ -233,6 +291,28 @@ def test_every_architecture_family_trains(arch, crop, batch, amp, mini, tmp_path
         assert [g["lr_mult"] for g in groups] == [1.0]
 
 
+# ------------------------------------------------------------------------------ the trainer's own loss and optimizer
+def test_the_trainer_trains_with_the_papers_loss_and_adam(mini, tmp_path):
+    """What a run really uses (not only what training.step builds): FN-MSE with A_min 100 (a
+    hand-computed case with a 4-pixel foreground) and Adam 0.9 / 0.999, eps 1e-8, lr 1e-3."""
+    from test_train_step import fn_mse_example
+
+    used = []
+
+    class RecordingTrainer(Trainer):
+        def _loss(self, loss_fn, prediction, target, mask):
+            used.append(loss_fn)
+            return super()._loss(loss_fn, prediction, target, mask)
+
+    config = TrainConfig(**{**FAST, "epochs": 1, "steps_per_epoch": 1, "val_every": 0, "seed": 0, "data": str(mini)})
+    train(config, out=str(tmp_path / "run"), trainer_cls=RecordingTrainer)
+    prediction, target, mask, expected = fn_mse_example()
+    assert len(used) == 1 and used[0](prediction, target, mask).item() == pytest.approx(expected, rel=1e-6)
+    groups = load_checkpoint(tmp_path / "run" / "last.pth")["optimizer"]["param_groups"]
+    assert [(g["lr"], tuple(g["betas"]), g["eps"], g["weight_decay"], g["amsgrad"]) for g in groups] == [
+        (1e-3, (0.9, 0.999), 1e-8, 0, False)]
+
+
 # ------------------------------------------------------------------------------ resume, signals, NaN
 class _StopAt(Trainer):
     """Acts as if SIGTERM arrived during the given step (epoch 0-based, step 1-based)."""
@@ -266,26 +346,75 @@ def test_stop_and_resume_equals_an_uninterrupted_run(mini, tmp_path):
         assert resumed.epochs_done == 2 and final["scheduler"] == reference["scheduler"]
 
 
+def test_stop_and_resume_with_loading_workers_equals_an_uninterrupted_run(mini, tmp_path):
+    """Two data-loading processes: a resumed epoch starts at another sample on another worker and
+    still draws the same crops."""
+    config = TrainConfig(**{**FAST, "workers": 2, "epochs": 2, "steps_per_epoch": 2, "seed": 5,
+                            "deterministic": True, "val_subsets": [], "data": str(mini)})
+    train(config, out=str(tmp_path / "whole"))
+    run = tmp_path / "stopped"
+    with pytest.raises(TrainingInterrupted):
+        train(config, out=str(run), trainer_cls=type("StopHere", (_StopAt,), {"stop_at": (0, 1)}))
+    assert (load_checkpoint(run / "last.pth")["epoch"], load_checkpoint(run / "last.pth")["step"]) == (0, 1)
+    train(resume=True, out=str(run))
+    assert comparable(read_metrics(run)) == comparable(read_metrics(tmp_path / "whole"))
+    final, reference = load_checkpoint(run / "last.pth"), load_checkpoint(tmp_path / "whole" / "last.pth")
+    assert all(torch.equal(final["model"][k], reference["model"][k]) for k in reference["model"])
+
+
+def test_resume_from_a_checkpoint_path_and_its_conflict_with_config(cli_run, tmp_path, capsys):
+    run = tmp_path / "copy"
+    shutil.copytree(cli_run, run)
+    assert run_cli("train", "--resume", run / "last.pth", "--epochs", 4, "-q") == 0  # --out: the file's folder
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3, 4]
+    assert run_cli("train", "--resume", run, "--epochs", 5, "-q") == 0  # a run folder: its last.pth
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3, 4, 5]
+    assert [r["epoch"] for r in read_metrics(cli_run)] == [1, 2, 3]  # the copied run is untouched
+    capsys.readouterr()
+
+    for resume in (["--resume", run / "last.pth"], ["--resume"]):
+        code = run_cli("train", "--config", run / "config.toml", "--out", run, *resume)
+        assert code == 2
+        assert "--config cannot be combined with --resume" in " ".join(capsys.readouterr().err.split())
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3, 4, 5]
+
+
+def test_ctrl_c_stops_with_exit_code_130_and_a_resumable_checkpoint(mini, tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C does (one data-loading worker)."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "harmonize_cli", "train", "--arch", "is2am", "--crop", 32, "--batch-size", 4,
+               "--workers", 1, "--val-subsets", "none", "--image-every", 0, "--no-tensorboard", "--epochs", 500,
+               "--steps-per-epoch", 1, "--data", mini, "--out", run, "--seed", 1]
+    process, stderr = start_training(command, start_new_session=True)
+    try:
+        assert stderr.wait_for("epoch 1/500: train loss", timeout=120), stderr.text()
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=60) == 130, stderr.text()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    err = " ".join(stderr.text().split())
+    assert "stopped by SIGINT" in err and f"harmonize train --resume --out {run}" in err
+    saved = load_checkpoint(run / "last.pth")
+    assert saved["epoch"] >= 1 and saved["optimizer"] and saved["config"]["epochs"] == 500
+
+
+@pytest.mark.slow
 def test_sigterm_leaves_a_resumable_checkpoint(mini, tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "harmonize_cli", "train", "--arch", "is2am", "--crop", 32, "--batch-size", 4,
                "--workers", 0, "--val-subsets", "none", "--image-every", 0, "--no-tensorboard", "--epochs", 500,
                "--data", mini, "--out", run, "--seed", 1]
-    process = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=subprocess_env())
+    process, stderr = start_training(command)
     try:
-        deadline = time.monotonic() + 90
-        while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().strip()):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no epoch finished in time"
-            time.sleep(0.05)
+        assert stderr.wait_for("epoch 1/500: train loss", timeout=120), stderr.text()
         process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM, stderr.text()
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 128 + signal.SIGTERM, err
-    assert "SIGTERM" in err and f"harmonize train --resume --out {run}" in " ".join(err.split())
+    err = " ".join(stderr.text().split())
+    assert "SIGTERM" in err and f"harmonize train --resume --out {run}" in err
     saved = load_checkpoint(run / "last.pth")
     assert saved["epoch"] >= 1 and saved["optimizer"] and saved["config"]["epochs"] == 500
     done = saved["epoch"] + 1
@@ -294,47 +423,95 @@ def test_sigterm_leaves_a_resumable_checkpoint(mini, tmp_path):
 
 
 class _NaNAfter(Trainer):
-    calls = 0
+    """The loss turns NaN from the ``nan_from``-th step on (counted per run)."""
+
+    nan_from = 3
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
 
     def _loss(self, loss_fn, prediction, target, mask):
-        type(self).calls += 1
+        self.calls += 1
         loss = loss_fn(prediction, target, mask)
-        return loss * float("nan") if type(self).calls >= 3 else loss
+        return loss * float("nan") if self.calls >= self.nan_from else loss
 
 
-class _FakeSummaryWriter:
-    scalars: list = []
+@pytest.fixture
+def tensorboard_scalars(monkeypatch):
+    """A stand-in TensorBoard (it is optional); returns this test's own list of (tag, value, step)."""
+    scalars = []
 
-    def __init__(self, log_dir):
-        self.log_dir = log_dir
+    class FakeSummaryWriter:
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
 
-    def add_scalar(self, tag, value, step):
-        self.scalars.append((tag, value, step))
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, value, step))
 
-    def flush(self):
-        pass
+        def flush(self):
+            pass
 
-    def close(self):
-        pass
+        def close(self):
+            pass
 
-
-def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(mini, tmp_path, monkeypatch):
-    import types
-
-    fake = types.ModuleType("torch.utils.tensorboard")  # tensorboard is optional: a stand-in writer
-    fake.SummaryWriter = _FakeSummaryWriter
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = FakeSummaryWriter
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    return scalars
+
+
+@pytest.mark.parametrize("attempt", [1, 2])  # twice in one process: no state leaks from one run to the next
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(attempt, mini, tmp_path, tensorboard_scalars):
     run = tmp_path / "run"
     config = TrainConfig(**{**FAST, "epochs": 5, "steps_per_epoch": 2, "val_every": 0, "data": str(mini),
                             "tensorboard": True, "log_every": 1})
     with pytest.raises(TrainingError, match="NaN or infinite at epoch 2, step 1") as info:
         train(config, out=str(run), trainer_cls=_NaNAfter)
-    assert "last good checkpoint" in str(info.value) and "--lr" in str(info.value)
+    assert "last good checkpoint" in str(info.value)
+    assert info.value.hint.startswith(f"`harmonize train --resume --out {run}`")  # a last.pth exists
     assert load_checkpoint(run / "last.pth")["epoch"] == 1
     assert len(read_metrics(run)) == 1
     assert "ERROR" in (run / "train.log").read_text()
-    tags = [tag for tag, _, _ in _FakeSummaryWriter.scalars]
+    tags = [tag for tag, _, _ in tensorboard_scalars]
     assert tags.count("train/loss") == 2 and "epoch/train_loss" in tags  # the NaN step is not logged
+    assert train(resume=True, out=str(run), epochs=2).epochs_done == 2  # the hint's command works
+
+
+def test_a_nan_loss_before_any_checkpoint_suggests_a_lower_lr_and_overwrite(mini, tmp_path, capsys):
+    run = tmp_path / "run"
+    config = TrainConfig(**{**FAST, "epochs": 1, "steps_per_epoch": 2, "val_every": 0, "data": str(mini)})
+    with pytest.raises(TrainingError, match="NaN or infinite at epoch 1, step 1") as info:
+        train(config, out=str(run), trainer_cls=type("NaNAtOnce", (_NaNAfter,), {"nan_from": 1}))
+    assert not (run / "last.pth").exists()
+    hint = info.value.hint
+    assert "--resume" not in hint and "--lr 0.0001" in hint and "--overwrite" in hint, hint
+    assert run_cli("train", "--config", run / "config.toml", "--lr", "0.0001", "--overwrite", "-q") == 0  # as told
+    assert load_checkpoint(run / "last.pth")["epoch"] == 1
+
+
+def test_tensorboard_missing_is_said_once_at_start(mini, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # `import` fails as if not installed
+    run = tmp_path / "run"
+    assert run_cli("train", "--arch", "is2am", "--crop", 32, "--batch-size", 4, "--workers", 0, "--epochs", 2,
+                   "--steps-per-epoch", 1, "--val-subsets", "none", "--image-every", 0, "--data", mini,
+                   "--out", run) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("TensorBoard is not installed") == 1, err
+    assert "TensorBoard is not installed" in (run / "train.log").read_text() and not (run / "tb").exists()
+
+
+def test_workers_default_to_what_the_machine_has(monkeypatch):
+    from harmonize_cli.training import config as training_config
+
+    for cores, expected in ((1, 0), (2, 1), (3, 2), (5, 4), (64, 4)):
+        monkeypatch.setattr(training_config.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)),
+                            raising=False)
+        assert training_config.default_workers() == expected, cores
+        assert TrainConfig().workers == expected
+    help_text = " ".join(CliRunner().invoke(cli, ["train", "--help"]).output.split())
+    assert "[default: min(4, CPU cores - 1)" in help_text
+    assert "paper's recipe" in help_text and "reference recipe of the architecture" not in help_text
 
 
 # ------------------------------------------------------------------------------ checks before training
@@ -367,6 +544,7 @@ def test_problems_fail_before_training_with_the_fix(mini, tmp_path, capsys, isol
 
 
 # ------------------------------------------------------------------------------ torchrun
+@pytest.mark.slow
 def test_torchrun_two_processes_write_one_set_of_outputs_and_resume_after_sigterm(mini, tmp_path):
     run = tmp_path / "ddp"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -374,19 +552,15 @@ def test_torchrun_two_processes_write_one_set_of_outputs_and_resume_after_sigter
     options = ["--arch", "is2am", "--crop", 32, "--batch-size", 4, "--workers", 0, "--val-subsets", "Hday2night",
                "--val-resize", "none", "--image-every", 3, "--no-tensorboard", "--seed", 0, "--data", mini,
                "--out", run]
-    first = subprocess.Popen([str(c) for c in torchrun + options + ["--epochs", 100]], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    first, stderr = start_training(torchrun + options + ["--epochs", 100])
     try:
-        deadline = time.monotonic() + 120
-        while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().strip()):
-            assert first.poll() is None, first.communicate()
-            assert time.monotonic() < deadline, "no epoch finished in time"
-            time.sleep(0.05)
+        assert stderr.wait_for("epoch 1/100: train loss", timeout=120), stderr.text()
         first.send_signal(signal.SIGTERM)  # torchrun passes it on to both processes
-        _, err = first.communicate(timeout=90)
+        first.wait(timeout=90)
     finally:
         if first.poll() is None:
             first.kill()
+    err = stderr.text()
     assert err.count("saved a resumable checkpoint") == 1, err[-3000:]  # rank 0 alone reports and saves
     saved = load_checkpoint(run / "last.pth")
     assert saved["meta"]["world_size"] == 2 and not any(k.startswith("module.") for k in saved["model"])

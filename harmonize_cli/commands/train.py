@@ -7,6 +7,7 @@ import sys
 import click
 
 from .. import console
+from ..training.config import default_workers
 
 EPILOG = """Examples:
 
@@ -17,8 +18,8 @@ EPILOG = """Examples:
   harmonize train --arch idih --no-pretrained --epochs 10 --seed 0
   torchrun --nproc_per_node=4 -m harmonize_cli train --arch idih-hrnet-w18s --out runs/ddp
 
-Defaults are the reference recipe of the architecture (docs/training.md); the run folder holds
-config.toml, metrics.jsonl, train.log, last.pth, best.pth, epoch_NNN.pth and images/.
+Defaults are the paper's recipe, the same for every network (--recipe paper; docs/training.md);
+the run folder holds config.toml, metrics.jsonl, train.log, last.pth, best.pth, epoch_NNN.pth and images/.
 """
 
 
@@ -57,9 +58,11 @@ def _names(values):
 @click.option("--lr", type=float, help="Base learning rate (backbone x0.1). [default: 1e-3]")
 @click.option("--loss", type=click.Choice(["fn-mse", "mse"]), help="Training loss (default: the recipe's, fn-mse).")
 @click.option("--min-area", type=float,
-              help="FN-MSE A_min in pixels (default: 100; the reference recipe uses 1000 for iS2AM and 512 models).")
+              help="FN-MSE A_min in pixels (default: 100; --recipe reference: 1000 for iS2AM and the 512 models).")
 @click.option("--crop", type=click.IntRange(min=8), help="RandomResizedCrop size (default: the model input, 256).")
-@click.option("--workers", "-j", type=click.IntRange(min=0), help="Data loading processes per GPU. [default: 4]")
+@click.option("--workers", "-j", type=click.IntRange(min=0),
+              help="Data loading processes per GPU (0: load in the training process). "
+                   f"[default: min(4, CPU cores - 1), here {default_workers()}]")
 @click.option("--device", help="auto, cpu, cuda, cuda:N (default: $HARMONIZE_DEVICE or auto).")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]),
               help="Mixed precision: auto = bf16 on GPUs that have it, else fp16 + GradScaler; off on CPU. [default: auto]")
@@ -103,7 +106,7 @@ def train(arch, recipe, data, out, epochs, milestones, batch_size, lr, loss, min
     from ..errors import HarmonizeError, UsageError
     from ..training import TrainConfig
     from ..training import distributed as dist_env
-    from ..training.trainer import TrainingInterrupted, train as run_training
+    from ..training import TrainingInterrupted, train as run_training
 
     if no_pretrained and backbone_weights:
         raise UsageError("--no-pretrained and --backbone-weights exclude each other")

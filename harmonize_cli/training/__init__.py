@@ -5,9 +5,19 @@
 >>> result = train(config)                        # or train(resume=True, out="runs/hrnet")
 >>> result.best, result.metrics[-1]["val"]
 
-Pieces: :mod:`.config` (TrainConfig, the per-architecture recipes, TOML), :mod:`.checkpoint`
-(atomic, resumable checkpoints; :func:`export_state_dict`), :mod:`.trainer` (the loop) and
-:mod:`.distributed` (torchrun / DDP helpers).
+Pieces, one job each:
+
+- :mod:`.config`: TrainConfig, the per-family recipes (one table); :mod:`.tomlio`: its TOML;
+- :mod:`.launch`: :func:`train` (a new, configured or resumed run);
+- :mod:`.loop`: the :class:`Trainer` and its epoch / step loop;
+- :mod:`.step`: the loss, the optimizer, the schedule and one training step (what the loop calls);
+- :mod:`.losses`: FN-MSE and MSE;
+- :mod:`.preflight` / :mod:`.model_and_data`: the checks before training; the datasets and the model;
+- :mod:`.seeding`: derived seeds, per-sample random streams, determinism, the epoch's data loader;
+- :mod:`.runtime`: mixed precision, the GradScaler, the SIGINT / SIGTERM stop flag;
+- :mod:`.rundir` / :mod:`.runlog`: the run folder; train.log, metrics.jsonl, TensorBoard, images;
+- :mod:`.checkpoint`: atomic, resumable checkpoints, :func:`export_state_dict`;
+- :mod:`.distributed`: torchrun / DDP helpers; :mod:`.outcome`: TrainResult and the two errors.
 """
 
 from __future__ import annotations
@@ -19,12 +29,15 @@ __all__ = [
     "TrainingInterrupted", "export_state_dict", "load_checkpoint",
 ]
 
+_LAZY = {  # these import torch: load them on first use
+    "train": "launch", "Trainer": "loop", "TrainResult": "outcome", "TrainingError": "outcome",
+    "TrainingInterrupted": "outcome", "export_state_dict": "checkpoint", "load_checkpoint": "checkpoint",
+}
 
-def __getattr__(name):  # the loop imports torch: load it on first use
-    import importlib
 
-    if name in ("train", "Trainer", "TrainResult", "TrainingError", "TrainingInterrupted"):
-        return getattr(importlib.import_module(f"{__name__}.trainer"), name)
-    if name in ("export_state_dict", "load_checkpoint"):
-        return getattr(importlib.import_module(f"{__name__}.checkpoint"), name)
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,14 +28,14 @@ of HFlickr, Hday2night and HCOCO resized to 256x256.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import re
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import UsageError
+from .tomlio import dumps_toml, loads_toml
 
 ALL_SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
 DEFAULT_VAL_SUBSETS = ("HFlickr", "Hday2night", "HCOCO")
@@ -46,7 +46,11 @@ VAL_RESIZE_CHOICES = ("fixed256", "limit1024", "none")
 
 @dataclass(frozen=True)
 class Recipe:
-    """The per-architecture part of the reference training recipe."""
+    """The per-architecture part of a training recipe.
+
+    In :data:`REFERENCE_RECIPES` a row may also say what changes for 512 px models
+    (``min_area_512``, ``snapshot_every_512``); :meth:`for_input_size` folds that in.
+    """
 
     epochs: int
     milestones: tuple
@@ -54,10 +58,39 @@ class Recipe:
     min_area: float
     init_magnitude: float = 2.0
     snapshot_every: int = 10
+    min_area_512: Optional[float] = None
+    snapshot_every_512: Optional[int] = None
+
+    def for_input_size(self, input_size: Optional[int]) -> "Recipe":
+        """The recipe of a model trained at ``input_size`` (512 and more: the ``*_512`` values)."""
+        large = (input_size or 256) >= 512
+        return dataclasses.replace(
+            self,
+            min_area=self.min_area_512 if large and self.min_area_512 is not None else self.min_area,
+            snapshot_every=(self.snapshot_every_512 if large and self.snapshot_every_512 is not None
+                            else self.snapshot_every),
+            min_area_512=None, snapshot_every_512=None,
+        )
 
 
 RECIPE_CHOICES = ("paper", "reference")
 PAPER_RECIPE = Recipe(180, (160, 175), "fn-mse", 100.0)
+
+_BACKBONED = Recipe(180, (160, 175), "fn-mse", 100.0, min_area_512=1000.0)
+_IMPROVED_BASE = Recipe(120, (105, 115), "fn-mse", 100.0, min_area_512=1000.0, snapshot_every_512=5)
+
+# The authors' training scripts, one row per architecture family (the table in the module docstring).
+REFERENCE_RECIPES: dict[str, Recipe] = {
+    "idih-hrnet": _BACKBONED,
+    "isedih-hrnet": _BACKBONED,
+    "is2am-hrnet": _BACKBONED,
+    "idih-deeplab": _BACKBONED,
+    "idih": _IMPROVED_BASE,
+    "isedih": _IMPROVED_BASE,
+    "is2am": Recipe(120, (105, 115), "fn-mse", 1000.0, init_magnitude=1.0),
+    "s2am": Recipe(120, (105, 115), "mse", 100.0, snapshot_every=5),
+    "dih": Recipe(120, (), "mse", 100.0, snapshot_every=5),
+}
 
 
 def recipe_for(arch: str, recipe: str = "paper") -> Recipe:
@@ -65,28 +98,30 @@ def recipe_for(arch: str, recipe: str = "paper") -> Recipe:
 
     ``paper`` (the default): the paper's recipe for every network, 180 epochs, x0.1 at 160 and 175,
     FN-MSE with A_min 100 (the reference's initialisation scale is kept). ``reference``: the
-    per-architecture scripts of the authors' code (the table above).
+    per-architecture scripts of the authors' code (:data:`REFERENCE_RECIPES`).
     """
     from ..zoo import get_arch
 
     if recipe not in RECIPE_CHOICES:
         raise UsageError(f"unknown recipe {recipe!r}", f"use one of {', '.join(RECIPE_CHOICES)}")
     spec = get_arch(arch)
-    if recipe == "paper" and spec.needs_weights:
-        script = recipe_for(spec.name, "reference")
-        return dataclasses.replace(PAPER_RECIPE, init_magnitude=script.init_magnitude)
-    large = (spec.input_size or 256) >= 512
-    if spec.backbone:
-        return Recipe(180, (160, 175), "fn-mse", 1000.0 if large else 100.0)
-    if spec.family == "dih":
-        return Recipe(120, (), "mse", 100.0, snapshot_every=5)
-    if spec.family == "s2am":
-        return Recipe(120, (105, 115), "mse", 100.0, snapshot_every=5)
-    if spec.family == "is2am":
-        return Recipe(120, (105, 115), "fn-mse", 1000.0, init_magnitude=1.0)
-    if spec.family in ("idih", "isedih"):
-        return Recipe(120, (105, 115), "fn-mse", 1000.0 if large else 100.0, snapshot_every=5 if large else 10)
-    raise UsageError(f"{spec.name} is not trainable", "pick a network from `harmonize zoo list`")
+    row = REFERENCE_RECIPES.get(spec.family)
+    if row is None:
+        raise UsageError(f"{spec.name} is not trainable", "pick a network from `harmonize zoo list`")
+    reference = row.for_input_size(spec.input_size)
+    if recipe == "paper":
+        return dataclasses.replace(PAPER_RECIPE, init_magnitude=reference.init_magnitude)
+    return reference
+
+
+def default_workers() -> int:
+    """Data-loading processes for this machine: the cores it gives us minus one (the training
+    process keeps one), at most 4, at least 0 (0: load in the training process)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(4, cores - 1))
 
 
 @dataclass
@@ -106,7 +141,7 @@ class TrainConfig:
     val_resize: str = "fixed256"
     crop: Optional[int] = None
     keep_background_prob: float = 0.05
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)  # min(4, cores - 1)
     # optimisation
     epochs: Optional[int] = None
     milestones: Optional[list] = None
@@ -290,126 +325,5 @@ def _coerce(spec: dataclasses.Field, value: Any, source: str):
 
 _TOML_HEADER = (
     "# harmonize training configuration (repeat the run: harmonize train --config THIS_FILE)\n"
-    "# Settings left out take the architecture's reference recipe.\n"
+    "# Settings left out take the defaults of `recipe` (\"paper\": the paper's recipe, for every network).\n"
 )
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        text = repr(value)
-        return text if any(c in text for c in ".en") else text + ".0"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _toml_key(key: str) -> str:
-    if key and all(c.isalnum() or c in "-_" for c in key):
-        return key
-    return json.dumps(key, ensure_ascii=False)
-
-
-def dumps_toml(values: dict, header: str = "") -> str:
-    """A small TOML writer: scalars, lists and nested tables; ``None`` values are left out."""
-    lines = [header.rstrip("\n")] if header else []
-
-    def write_table(table: dict, prefix: tuple):
-        scalars = [(k, v) for k, v in table.items() if v is not None and not isinstance(v, dict)]
-        tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
-        if prefix:
-            if lines:
-                lines.append("")
-            lines.append("[" + ".".join(_toml_key(p) for p in prefix) + "]")
-        for key, value in scalars:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-        for key, value in tables:
-            write_table(value, prefix + (key,))
-
-    write_table(values, ())
-    return "\n".join(lines) + "\n"
-
-
-def loads_toml(text: str) -> dict:
-    """Parse TOML: ``tomllib`` (Python 3.11+), else ``tomli``, else a parser of the subset that
-    :func:`dumps_toml` writes (tables, scalars, one-line arrays). Raises ValueError."""
-    try:
-        import tomllib as toml_reader
-    except ModuleNotFoundError:  # Python < 3.11
-        try:
-            import tomli as toml_reader
-        except ModuleNotFoundError:
-            return _loads_toml_subset(text)
-    try:
-        return toml_reader.loads(text)
-    except toml_reader.TOMLDecodeError as exc:
-        raise ValueError(str(exc)) from None
-
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _loads_toml_subset(text: str) -> dict:
-    root: dict = {}
-    table = root
-    decoder = json.JSONDecoder()
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            names = line.split("#", 1)[0].strip()
-            if not names.endswith("]"):
-                raise ValueError(f"line {number}: bad table header")
-            table = root
-            for name in names[1:-1].split("."):
-                table = table.setdefault(name.strip().strip('"'), {})
-            continue
-        key, sep, rest = line.partition("=")
-        key = key.strip()
-        if not sep or not (_BARE_KEY.match(key) or (key.startswith('"') and key.endswith('"'))):
-            raise ValueError(f"line {number}: expected key = value")
-        value, end = _toml_scalar(rest.strip(), 0, decoder, number)
-        trailing = rest.strip()[end:].strip()
-        if trailing and not trailing.startswith("#"):
-            raise ValueError(f"line {number}: unexpected text after the value")
-        table[json.loads(key) if key.startswith('"') else key] = value
-    return root
-
-
-def _toml_scalar(text: str, pos: int, decoder, number: int):
-    if text.startswith('"', pos):
-        return decoder.raw_decode(text, pos)
-    if text.startswith("[", pos):
-        items, pos = [], pos + 1
-        while True:
-            while pos < len(text) and text[pos] in " ,":
-                pos += 1
-            if pos >= len(text):
-                raise ValueError(f"line {number}: unterminated array")
-            if text[pos] == "]":
-                return items, pos + 1
-            item, pos = _toml_scalar(text, pos, decoder, number)
-            items.append(item)
-    match = re.compile(r"[^,\]\s#]+").match(text, pos)
-    if not match:
-        raise ValueError(f"line {number}: missing value")
-    token = match.group(0)
-    words = {"true": True, "false": False, "inf": math.inf, "+inf": math.inf, "-inf": -math.inf,
-             "nan": math.nan, "+nan": math.nan, "-nan": math.nan}
-    if token in words:
-        return words[token], match.end()
-    try:
-        return (int(token.replace("_", "")) if re.fullmatch(r"[+-]?[0-9_]+", token)
-                else float(token.replace("_", ""))), match.end()
-    except ValueError:
-        raise ValueError(f"line {number}: cannot read {token!r}") from None

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses import fn_mse
+from .losses import fn_mse
 from .pct_negatives import create_negative_samples
 
 PIXEL_WEIGHT = 1.0

@@ -24,6 +24,6 @@ def get_loss(name: str, min_area: float = 100.0):
         return lambda prediction, target, mask: fn_mse(prediction, target, mask, min_area)
     if key == "mse":
         return mse
-    from .errors import UsageError
+    from ..errors import UsageError
 
     raise UsageError(f"unknown loss {name!r}", "use fn-mse or mse")

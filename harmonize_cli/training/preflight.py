@@ -1,0 +1,61 @@
+"""Every check that can fail before training starts, each with its fix: the run folder, the
+dataset, the backbone's ImageNet weights. A failed check leaves no run folder behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from ..errors import DownloadError, HarmonizeError, UsageError
+from .config import TrainConfig
+from .rundir import check_output, default_run_dir, remove_if_created
+
+
+def preflight(config: TrainConfig, *, resuming: bool, overwrite: bool) -> dict:
+    """Checks the run (on rank 0, before anything heavy); returns what it needs:
+    ``{"run_dir", "seed", "data", "backbone"}``. Raises a HarmonizeError with the fix."""
+    from ..settings import default_dataset
+    from ..zoo import get_arch
+
+    spec = get_arch(config.arch)
+    run_dir = Path(config.out) if config.out else default_run_dir(spec.name)
+    info = {"run_dir": str(run_dir), "seed": config.seed}
+    created = check_output(run_dir, resuming=resuming, overwrite=overwrite)
+    try:
+        data = default_dataset(config.data)
+        if not Path(data).exists():
+            raise UsageError(f"dataset {data} does not exist",
+                             "run `harmonize prepare --root iHarmony4` first, or pass --data FILE.h5|DIR")
+        info["data"] = str(data)
+        info["backbone"] = check_backbone(spec, config, resuming=resuming)
+    except HarmonizeError:
+        remove_if_created(created)
+        raise
+    return info
+
+
+def check_backbone(spec, config: TrainConfig, *, resuming: bool) -> Optional[str]:
+    """The ImageNet checkpoint to load into the backbone (None: no backbone, a resumed run, or
+    ``--no-pretrained``); a missing file is a usage error that says how to get it."""
+    if not spec.backbone or resuming:
+        return None  # a resumed run takes every weight from its checkpoint
+    if config.backbone_weights:
+        path = Path(config.backbone_weights).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--backbone-weights {path} does not exist",
+                             f"pass the ImageNet checkpoint of {spec.backbone}, "
+                             f"run `harmonize zoo download {spec.backbone}`, or use --no-pretrained")
+        return str(path)
+    if not config.pretrained_backbone:
+        return None
+    from ..zoo import fetch
+
+    try:
+        return str(fetch(spec.backbone))
+    except DownloadError as exc:
+        raise UsageError(
+            f"the ImageNet weights of the {spec.backbone} backbone of {spec.name} are missing ({exc.message})",
+            f"run `harmonize zoo download {spec.backbone}`"
+            + (f" or {exc.hint}" if exc.hint else "")
+            + ", pass --backbone-weights PATH, or train from scratch with --no-pretrained",
+        ) from None

@@ -7,6 +7,7 @@ import sys
 import click
 
 from .. import console
+from ..completion import complete_architectures, complete_weights
 from ..training.config import default_workers
 
 EPILOG = """Examples:
@@ -16,6 +17,7 @@ EPILOG = """Examples:
   harmonize train --resume --out runs/hrnet18s                  continue after a stop
   harmonize train --config runs/hrnet18s/config.toml --out runs/again
   harmonize train --arch idih --no-pretrained --epochs 10 --seed 0
+  harmonize train --init hrnet18s_idih256 --data my_set.h5 --out runs/tuned     fine-tune
   torchrun --nproc_per_node=4 -m harmonize_cli train --arch idih-hrnet-w18s --out runs/ddp
 
 Defaults are the paper's recipe, the same for every network (--recipe paper; docs/training.md);
@@ -43,8 +45,13 @@ def _names(values):
 
 
 @click.command("train", epilog=EPILOG)
-@click.option("--arch", "-a", metavar="NAME",
-              help="Architecture (our or the reference name, see `harmonize zoo list`). [default: idih-hrnet-w18s]")
+@click.option("--arch", "-a", metavar="NAME", shell_complete=complete_architectures,
+              help="Architecture (our or the reference name, see `harmonize zoo list`). "
+                   "[default: that of --init, else idih-hrnet-w18s]")
+@click.option("--init", metavar="NAME|FILE|URL", shell_complete=complete_weights,
+              help="Fine-tune: start from these weights (a released name such as hrnet18s_idih256, a file or a URL), "
+                   "read safely and verified; --arch defaults to the checkpoint's, and the defaults become "
+                   "20 epochs at lr 1e-4 with x0.1 at epoch 15.")
 @click.option("--data", metavar="FILE.h5|DIR",
               help="Packed dataset or iHarmony4 folder (default: $HARMONIZE_DATA, else the one `prepare` packed).")
 @click.option("--out", "-o", metavar="DIR", help="Run folder (default: runs/ARCH-DATE-TIME).")
@@ -55,7 +62,7 @@ def _names(values):
 @click.option("--milestones", metavar="E1,E2",
               help="MultiStepLR epochs, x0.1 each (default: the recipe's; paper: 160,175; 'none' for a constant lr).")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), help="Global batch over all processes. [default: 16]")
-@click.option("--lr", type=float, help="Base learning rate (backbone x0.1). [default: 1e-3]")
+@click.option("--lr", type=float, help="Base learning rate (backbone x0.1). [default: 1e-3; with --init 1e-4]")
 @click.option("--loss", type=click.Choice(["fn-mse", "mse"]), help="Training loss (default: the recipe's, fn-mse).")
 @click.option("--min-area", type=float,
               help="FN-MSE A_min in pixels (default: 100; --recipe reference: 1000 for iS2AM and the 512 models).")
@@ -91,7 +98,7 @@ def _names(values):
 @click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across GPUs (multi-GPU runs).")
 @click.option("--no-tensorboard", is_flag=True, default=None, help="Do not write TensorBoard events.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (same as `harmonize -q train`).")
-def train(arch, recipe, data, out, epochs, milestones, batch_size, lr, loss, min_area, crop, workers, device, amp,
+def train(arch, init, recipe, data, out, epochs, milestones, batch_size, lr, loss, min_area, crop, workers, device, amp,
           no_pretrained, backbone_weights, resume, overwrite, config_file, seed, train_subsets, val_subsets,
           val_resize, val_every, snapshot_every, image_every, steps_per_epoch, compile_, sync_bn, no_tensorboard,
           quiet):
@@ -114,7 +121,7 @@ def train(arch, recipe, data, out, epochs, milestones, batch_size, lr, loss, min
     if val_names is not None and [n.lower() for n in val_names] == ["none"]:
         val_names = []
     overrides = {
-        "arch": arch, "recipe": recipe, "data": data, "out": out, "epochs": epochs,
+        "arch": arch, "init": init, "recipe": recipe, "data": data, "out": out, "epochs": epochs,
         "milestones": _int_list(milestones, "--milestones"),
         "batch_size": batch_size, "lr": lr, "loss": loss, "min_area": min_area, "crop": crop, "workers": workers,
         "device": device, "amp": amp, "backbone_weights": backbone_weights, "seed": seed,

@@ -37,11 +37,11 @@ from typing import Any, Optional
 from ..errors import UsageError
 from .tomlio import dumps_toml, loads_toml
 
-ALL_SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
+from ..choices import EVAL_RESIZES as VAL_RESIZE_CHOICES
+from ..choices import IHARMONY4_SUBSETS as ALL_SUBSETS
 DEFAULT_VAL_SUBSETS = ("HFlickr", "Hday2night", "HCOCO")
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 LOSS_CHOICES = ("fn-mse", "mse")
-VAL_RESIZE_CHOICES = ("fixed256", "limit1024", "none")
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,14 @@ class Recipe:
 
 RECIPE_CHOICES = ("paper", "reference")
 PAPER_RECIPE = Recipe(180, (160, 175), "fn-mse", 100.0)
+DEFAULT_ARCH = "idih-hrnet-w18s"
+DEFAULT_LR = 1e-3
+
+# Fine-tuning (``--init``): the network starts from trained weights, so a short schedule at a lower
+# learning rate, with one decay; the loss and A_min stay the architecture's recipe's.
+FINE_TUNE_EPOCHS = 20
+FINE_TUNE_MILESTONES = (15,)
+FINE_TUNE_LR = 1e-4
 
 _BACKBONED = Recipe(180, (160, 175), "fn-mse", 100.0, min_area_512=1000.0)
 _IMPROVED_BASE = Recipe(120, (105, 115), "fn-mse", 100.0, min_area_512=1000.0, snapshot_every_512=5)
@@ -114,6 +122,14 @@ def recipe_for(arch: str, recipe: str = "paper") -> Recipe:
     return reference
 
 
+def init_architecture(source) -> str:
+    """The architecture of a ``--init`` checkpoint (read safely; a released name is fetched)."""
+    from ..zoo import detect_arch, read_checkpoint
+
+    checkpoint, _ = read_checkpoint(source)
+    return detect_arch(checkpoint)
+
+
 def default_workers() -> int:
     """Data-loading processes for this machine: the cores it gives us minus one (the training
     process keeps one), at most 4, at least 0 (0: load in the training process)."""
@@ -129,7 +145,8 @@ class TrainConfig:
     """Everything that defines a training run. ``None`` means "the architecture's recipe value"."""
 
     # model
-    arch: str = "idih-hrnet-w18s"
+    arch: Optional[str] = None  # None: that of --init's checkpoint, else idih-hrnet-w18s
+    init: Optional[str] = None  # start from these weights (fine-tuning): path, URL or released name
     recipe: str = "paper"
     pretrained_backbone: bool = True
     backbone_weights: Optional[str] = None
@@ -148,7 +165,7 @@ class TrainConfig:
     gamma: float = 0.1
     batch_size: int = 16
     val_batch_size: Optional[int] = None
-    lr: float = 1e-3
+    lr: Optional[float] = None  # None: 1e-3, or 1e-4 when fine-tuning (--init)
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     loss: Optional[str] = None
@@ -174,7 +191,7 @@ class TrainConfig:
         """A copy with every recipe field filled in and values checked."""
         from ..zoo import get_arch
 
-        spec = get_arch(self.arch)
+        spec = get_arch(self.arch or (init_architecture(self.init) if self.init else DEFAULT_ARCH))
         if not spec.needs_weights:
             raise UsageError(f"{spec.name} is a training-free baseline", "pick a network from `harmonize zoo list`")
         recipe = recipe_for(spec.name, self.recipe)
@@ -184,8 +201,11 @@ class TrainConfig:
             "epochs": recipe.epochs, "milestones": list(recipe.milestones), "loss": recipe.loss,
             "min_area": recipe.min_area, "init_magnitude": recipe.init_magnitude,
             "snapshot_every": recipe.snapshot_every, "crop": spec.input_size or 256,
-            "val_batch_size": self.batch_size,
+            "val_batch_size": self.batch_size, "lr": DEFAULT_LR,
         }
+        if self.init:  # fine-tuning: a short schedule at a lower rate (each overridable)
+            defaults.update(epochs=FINE_TUNE_EPOCHS, milestones=list(FINE_TUNE_MILESTONES), lr=FINE_TUNE_LR)
+            values["pretrained_backbone"] = False  # every weight comes from the checkpoint
         for key, value in defaults.items():
             if values[key] is None:
                 values[key] = value
@@ -207,7 +227,7 @@ class TrainConfig:
                 bad(f"--milestones must be increasing positive epochs, got {self.milestones}", "e.g. --milestones 160,175")
         if self.batch_size < 1:
             bad(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             bad(f"--lr must be a positive number, got {self.lr}")
         if self.loss is not None and self.loss not in LOSS_CHOICES:
             bad(f"unknown loss {self.loss!r}", "use fn-mse or mse")
@@ -223,11 +243,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 bad(f"{name} must be 0 or more, got {value}")
-        unknown = [s for s in list(self.train_subsets) + list(self.val_subsets) if s not in ALL_SUBSETS]
-        if unknown:
-            bad(f"unknown subset(s) {', '.join(unknown)}", f"choose from {', '.join(ALL_SUBSETS)}")
-        if not self.train_subsets:
-            bad("no training subsets", f"choose from {', '.join(ALL_SUBSETS)}")
+        if not self.train_subsets:  # names are checked against the data when it is opened
+            bad("no training subsets", f"e.g. {', '.join(ALL_SUBSETS)}, or the subsets of your own data")
         if len(self.betas) != 2:
             bad(f"betas must hold two numbers, got {self.betas}")
 

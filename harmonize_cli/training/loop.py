@@ -107,6 +107,8 @@ class Trainer:
         self.metrics: list = []
         self.best: Optional[dict] = None
         self.run_dir: Optional[Path] = None
+        # where a fine-tuned run started (--init): recorded in every checkpoint's meta
+        self.init_info: Optional[dict] = ((checkpoint or {}).get("meta") or {}).get("init")
 
     @property
     def resuming(self) -> bool:
@@ -191,7 +193,9 @@ class Trainer:
                              "use a smaller --batch-size")
         steps_per_epoch = min(steps_available, config.steps_per_epoch) if config.steps_per_epoch else steps_available
 
-        model, backbone_weights = build_model(config, verdict.get("backbone"), resuming=self.resuming)
+        self.init_info = verdict.get("init") or self.init_info
+        model, backbone_weights = build_model(config, verdict.get("backbone"), resuming=self.resuming,
+                                              init_path=(verdict.get("init") or {}).get("path"))
         model.to(device)
         if cuda and config.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -407,6 +411,7 @@ class Trainer:
                                 scaler=parts.scaler, epoch=epoch, step=step, partial=partial,
                                 config=self.config.to_dict(), metrics=self.metrics, best=self.best,
                                 extra_meta={"world_size": self.env.world_size, "arch": spec.name,
+                                            "init": self.init_info,
                                             "input_size": spec.input_size,
                                             "backbone_weights": parts.backbone_weights})
 

@@ -7,7 +7,7 @@ import torch
 
 from .. import console
 from ..errors import HarmonizeError, UsageError
-from .config import TrainConfig
+from .config import ALL_SUBSETS, DEFAULT_VAL_SUBSETS, TrainConfig
 from .seeding import derive_seed
 
 
@@ -22,9 +22,11 @@ def open_datasets(config: TrainConfig, data: str, *, with_validation: bool):
     """The training set and (``with_validation``: rank 0) the validation set, or None."""
     from ..data import HarmonizationDataset, eval_transform, train_transform
 
-    def open_split(split, requested, transform, **options):
+    def open_split(split, requested, transform, default, **options):
         everything = HarmonizationDataset(data, split=split, transform=transform, **options)
         chosen, missing = _present(requested, everything.subset_names)
+        if not chosen and list(requested) == list(default):  # your own data (e.g. `harmonize synth`)
+            chosen, missing = list(everything.subset_names), []
         if chosen and set(chosen) != set(everything.subset_names):  # opened once when all are wanted
             return HarmonizationDataset(data, split=split, subsets=chosen, transform=transform,
                                         **options), missing, everything.subset_names
@@ -32,7 +34,7 @@ def open_datasets(config: TrainConfig, data: str, *, with_validation: bool):
 
     try:
         train_set, missing, available = open_split("train", config.train_subsets, train_transform(config.crop),
-                                                   keep_background_prob=config.keep_background_prob)
+                                                   ALL_SUBSETS, keep_background_prob=config.keep_background_prob)
     except HarmonizeError as exc:
         raise UsageError(f"no training data in {data}: {exc.message}",
                          exc.hint or "run `harmonize prepare --root iHarmony4` and pass its output with --data")
@@ -45,7 +47,7 @@ def open_datasets(config: TrainConfig, data: str, *, with_validation: bool):
     if with_validation and config.val_subsets and config.val_every:
         try:
             val_set, val_missing, _ = open_split("test", config.val_subsets, eval_transform(config.val_resize),
-                                                 keep_background_prob=-1, keep_raw=True)
+                                                 DEFAULT_VAL_SUBSETS, keep_background_prob=-1, keep_raw=True)
         except HarmonizeError:
             val_missing = list(config.val_subsets)
         if val_missing:
@@ -55,10 +57,11 @@ def open_datasets(config: TrainConfig, data: str, *, with_validation: bool):
     return train_set, val_set
 
 
-def build_model(config: TrainConfig, backbone_path, *, resuming: bool):
+def build_model(config: TrainConfig, backbone_path, *, resuming: bool, init_path=None):
     """The architecture with the reference initialisation (seeded from the run's seed) and, for a
-    new run, the ImageNet weights in its backbone. Returns ``(model, backbone_weights)``: the latter
-    says what was loaded into the backbone (None without one)."""
+    new run, the ImageNet weights in its backbone, or every weight from ``init_path`` (fine-tuning,
+    ``--init``). Returns ``(model, backbone_weights)``: the latter says what was loaded into the
+    backbone (None without one)."""
     from .. import zoo
     from ..models.initialization import init_weights
 
@@ -67,6 +70,9 @@ def build_model(config: TrainConfig, backbone_path, *, resuming: bool):
     model = zoo.create_model(spec.name, init=False)
     init_weights(model, magnitude=config.init_magnitude)
     backbone_weights = None
+    if init_path and not resuming:
+        zoo.load_weights(model, init_path, arch=spec.name)  # read safely, strictly, as everywhere
+        return model, ({"source": str(init_path), "note": "from the --init checkpoint"} if spec.backbone else None)
     if spec.backbone and backbone_path and not resuming:
         backbone_weights = zoo.load_backbone_weights(model, spec, backbone_path)
     elif spec.backbone:

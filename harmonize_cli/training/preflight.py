@@ -28,17 +28,30 @@ def preflight(config: TrainConfig, *, resuming: bool, overwrite: bool) -> dict:
                              "run `harmonize prepare --root iHarmony4` first, or pass --data FILE.h5|DIR")
         info["data"] = str(data)
         info["backbone"] = check_backbone(spec, config, resuming=resuming)
+        if config.init and not resuming:
+            info["init"] = check_init(spec, config)
     except HarmonizeError:
         remove_if_created(created)
         raise
     return info
 
 
+def check_init(spec, config: TrainConfig) -> dict:
+    """The ``--init`` checkpoint, read safely and checked against the architecture (a mismatch is
+    one line naming both); returns ``{"source", "path", "sha256"}`` for the run's records."""
+    from ..zoo import resolve
+
+    resolved = resolve(spec.name, weights=config.init)
+    if resolved.path is None:
+        raise UsageError(f"--init {config.init} is not a file", "pass a checkpoint file, URL or released name")
+    return {"source": str(config.init), "path": str(resolved.path), "sha256": resolved.sha256}
+
+
 def check_backbone(spec, config: TrainConfig, *, resuming: bool) -> Optional[str]:
     """The ImageNet checkpoint to load into the backbone (None: no backbone, a resumed run, or
     ``--no-pretrained``); a missing file is a usage error that says how to get it."""
-    if not spec.backbone or resuming:
-        return None  # a resumed run takes every weight from its checkpoint
+    if not spec.backbone or resuming or config.init:
+        return None  # a resumed or fine-tuned run takes every weight from its checkpoint
     if config.backbone_weights:
         path = Path(config.backbone_weights).expanduser()
         if not path.is_file():

@@ -119,7 +119,8 @@ def start_lines(config, run_dir: Path, parts, world_size: int, resumed_at=None):
     lines = [
         f"harmonize {__version__}, torch {torch.__version__}",
         f"run folder: {run_dir}",
-        f"architecture: {config.arch}; backbone weights: {json.dumps(backbone) if backbone else 'none'}",
+        f"architecture: {config.arch}; backbone weights: {json.dumps(backbone) if backbone else 'none'}"
+        + (f"; fine-tuning from {config.init}" if config.init else ""),
         f"device: {parts.device}, processes: {world_size}, mixed precision: {amp}, "
         f"compile: {config.compile}, deterministic: {config.deterministic} (seed {config.seed})",
         f"train: {len(train_set)} samples of {', '.join(train_set.subset_names)}; batch {config.batch_size} "

@@ -209,7 +209,7 @@ def _check_fits(arch: str, checkpoint, label) -> None:
         score, looks_like = rank_architectures(state)[0]
         kind = f"no known architecture (closest {looks_like}, {score:.0%} of tensors agree)"
     raise WeightsError(f"{label} is a checkpoint of {kind}, but the model asked for is {arch}",
-                       f"drop --model to use it as {looks_like}, or pass weights of {arch}")
+                       f"drop --model (--arch for train) to use it as {looks_like}, or pass weights of {arch}")
 
 
 def _released_rank(weights):

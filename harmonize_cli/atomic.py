@@ -59,3 +59,19 @@ def atomic_write_bytes(target, data: bytes) -> None:
 
 def atomic_write_text(target, text: str) -> None:
     atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def check_writable(folder) -> None:
+    """Fail before any work, in one line, when files cannot be created in ``folder`` (created if
+    missing): a read-only folder, a file in its place, a full disk."""
+    from .errors import HarmonizeError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".harmonize-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise HarmonizeError(f"cannot write into {folder}: {exc.strerror or exc}",
+                             "choose a writable output location") from None

@@ -197,3 +197,18 @@ def test_an_image_bomb_is_refused_in_one_line_and_the_batch_goes_on(tmp_path):
     assert files["good.png"]["status"] == "done"
     assert files["bomb.png"]["status"] == "failed" and "28000x28000" in files["bomb.png"]["reason"]
     assert "--max-pixels" in result["stderr"] and "Traceback" not in result["stderr"]
+
+
+def test_eval_and_export_outputs_that_cannot_be_written_fail_first(tmp_path, run_cli, mini_iharmony,
+                                                                   idih_checkpoint):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, out, err = run_cli("eval", "--data", mini_iharmony, "--model", "composite", "--workers", "0",
+                             "-o", blocker / "results.json")
+    assert code == 1 and "cannot write into" in err and "Traceback" not in err
+    assert out == ""  # failed before the work and the tables
+    code, _, err = run_cli("eval", "--data", mini_iharmony, "--model", "composite", "--markdown",
+                           blocker / "t.md")
+    assert code == 1 and "cannot write into" in err
+    code, _, err = run_cli("export", idih_checkpoint, "-o", blocker / "model.pth")
+    assert code == 1 and "cannot write into" in err and "Traceback" not in err

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from .. import __version__, console
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, check_writable
 from ..errors import HarmonizeError, UsageError
 from ..limits import DEFAULT_MAX_PIXELS, image_size
 from .imageio import format_for, output_suffix, read_image, read_mask, side_by_side, write_image
@@ -192,19 +192,6 @@ def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None
     report = BatchReport(out=output.parent, entries=[entry], model=harmonizer.describe(), options=options)
     _run(report, _Run(harmonizer, quality, max_pixels=max_pixels), started, write_report=False)
     return report
-
-
-def check_writable(folder: Path) -> None:
-    """Fail before any work (one line, exit 1) when results could not be written into ``folder``."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".harmonize-write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise HarmonizeError(f"cannot write into {folder}: {exc.strerror or exc}",
-                             "choose a writable output folder") from None
 
 
 def make_harmonizer(model="auto", weights=None, device=None, resolution="auto", batch_size=8, flip_tta=False):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .. import console
-from ..completion import complete_models, complete_weights
+from ..atomic import check_writable
 from ..choices import EVAL_RESIZES, parse_list
+from ..completion import complete_models, complete_weights
 
 EPILOG = """Examples:
 
@@ -79,10 +82,9 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
     numbers are comparable with the paper's Tables 1 and 2.
     """
     from .. import settings, zoo
-    from ..evaluation import report
     from ..device import resolve_device
     from ..errors import UsageError
-    from ..evaluation import evaluate, load_models, open_test_set
+    from ..evaluation import evaluate, load_models, open_test_set, report
 
     peak = _psnr_peak(psnr_peak)
     if not models and not weights:
@@ -92,6 +94,11 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
     subset_names = _split_subsets(subsets)
     for name in models:
         zoo.get_arch(name)  # unknown names fail before any work, suggesting the closest
+    for target in (output, markdown, csv_path):  # unwritable outputs fail now, not after the work
+        if target and target != "-":
+            check_writable(Path(target).parent)
+    if save_predictions:
+        check_writable(Path(save_predictions))
     source = settings.default_dataset(data)
     torch_device = resolve_device(device)
     dataset = open_test_set(source, resize=resize, subsets=subset_names)

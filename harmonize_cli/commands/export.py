@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .. import console
+from ..atomic import check_writable
 
 EPILOG = """Examples:
 
@@ -41,6 +42,7 @@ def export(checkpoint, output, force, no_check):
         raise UsageError(f"{output} already exists", "pass --force to replace it")
     if output.resolve() == source.resolve():
         raise UsageError("the output would replace the checkpoint itself", "choose another -o")
+    check_writable(output.parent)
     meta = export_state_dict(source, output)
     arch = meta.get("arch")
     if not no_check:

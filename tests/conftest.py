@@ -42,15 +42,9 @@ def idih_checkpoint(tmp_path_factory):
 @pytest.fixture
 def run_cli(capsys):
     """Run the console entry point as a user would: ``code, out, err = run_cli("apply", ...)``."""
-    from harmonize_cli.cli import main
+    from clitools import run_main
 
-    def run(*argv):
-        with pytest.raises(SystemExit) as exit_info:
-            main([str(arg) for arg in argv])
-        captured = capsys.readouterr()
-        return exit_info.value.code, captured.out, captured.err
-
-    return run
+    return lambda *argv: run_main(capsys, *argv)
 
 
 @pytest.fixture

@@ -9,20 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import run_main as run
 from PIL import Image
 
 from harmonize_cli.apply.imageio import read_image, read_mask, write_image
-from harmonize_cli.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(capsys, *args):
-    """Run `harmonize ARGS` as the console script does; returns (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as info:
-        main([str(arg) for arg in args])
-    captured = capsys.readouterr()
-    return info.value.code, captured.out, captured.err
 
 
 def photo(height=40, width=56, seed=0):

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import run_main
 import torch
 from PIL import Image
 
 from harmonize_cli import zoo
-from harmonize_cli.cli import main
 from harmonize_cli.evaluation import evaluate, load_models, open_test_set
 from harmonize_cli.evaluation.metrics import fg_ratio_bins
 from minidata import load_manifest, make_mini_iharmony
@@ -23,17 +23,14 @@ from minidata import load_manifest, make_mini_iharmony
 SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
 
 
-@pytest.fixture(scope="module")
-def mini(tmp_path_factory):
-    return make_mini_iharmony(tmp_path_factory.mktemp("data") / "iHarmony4", n_train=1, n_test=3, seed=3)
+@pytest.fixture
+def mini(mini_iharmony):
+    return mini_iharmony
 
 
 def run(argv, capsys):
-    """Run the console entry point; returns (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(["-q", *argv] if "--show" not in argv else [a for a in argv if a != "--show"])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+    """``harmonize -q ARGV`` (``--show`` in ARGV: without -q); returns (exit code, stdout, stderr)."""
+    return run_main(capsys, *(["-q", *argv] if "--show" not in argv else [a for a in argv if a != "--show"]))
 
 
 # ------------------------------------------------------------------------------ independent check

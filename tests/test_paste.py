@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import run_main as run
 from PIL import Image
 
 from harmonize_cli.errors import HarmonizeError, UsageError
@@ -79,15 +80,6 @@ class ShiftHarmonizer:
         if self.noise_outside:  # a sloppy harmonizer: paste must still keep the background exactly
             out[mask == 0] += 3
         return np.clip(out, 0, 255).astype(np.uint8)
-
-
-def run(capsys, *args):
-    from harmonize_cli.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main([str(arg) for arg in args])
-    captured = capsys.readouterr()
-    return info.value.code, captured.out, captured.err
 
 
 def one_line_error(err):

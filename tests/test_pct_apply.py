@@ -1,7 +1,6 @@
 """PCT-Net in the zoo and in apply: released layout names, its own full-resolution path (#16)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from harmonize_cli import Harmonizer, zoo
+from parity_utils import require_parity_file
 
-PCT_JSON = Path(__file__).resolve().parents[2] / "shared" / "parity" / "pctnet" / "pctnet_state_dicts.json"
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +22,7 @@ def pct_checkpoint(tmp_path_factory):
 
 
 def test_zoo_entries_aliases_counts_and_released_weights():
-    layouts = json.loads(PCT_JSON.read_text())
+    layouts = json.loads(require_parity_file("pctnet/pctnet_state_dicts.json").read_text())
     for name, alias in (("pctnet-cnn", "CNN_pct"), ("pctnet-vit", "ViT_pct")):
         spec = zoo.get_arch(alias)
         assert spec.name == name and spec.num_params == layouts[alias]["num_params"]

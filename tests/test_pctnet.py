@@ -19,7 +19,7 @@ from harmonize_cli.models.pct_transform import (
 )
 from harmonize_cli.models.pctnet import PCT_CONFIGS, PCTNet, build_pctnet
 from harmonize_cli.models.vit import PatchesToTokens
-from parity_utils import generate_weights, parity_dir
+from parity_utils import generate_weights, require_parity_file
 
 PCT_NAMES = ["CNN_pct", "ViT_pct"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -27,10 +27,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _pct_dir():
-    directory = parity_dir() / "pctnet"
-    if not (directory / "pctnet_state_dicts.json").is_file():
-        pytest.skip(f"PCT-Net parity files not found in {directory} (set HARMONIZE_PARITY_DIR)")
-    return directory
+    return require_parity_file("pctnet/pctnet_state_dicts.json").parent
 
 
 @lru_cache(maxsize=1)

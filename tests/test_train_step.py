@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,28 +17,12 @@ import torch
 from harmonize_cli.training import TrainConfig
 from harmonize_cli.training.model_and_data import build_model
 from harmonize_cli.training.step import build_loss, build_optimizer, train_step
-from parity_utils import generate_weights, parity_dir
+from parity_utils import generate_weights, require_parity_file
 
 # the values the reference used (parity README): ImageNet statistics, the paper's Adam
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_STEP_FIXTURES = ("improved_dih256", "hrnet18s_idih256")
-
-
-def running_under_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def require_parity_file(relative: str) -> Path:
-    """The fixture file; missing: a failure under CI, a skip elsewhere."""
-    path = parity_dir() / relative
-    if not path.is_file():
-        message = (f"reference fixture {path} not found: put ../shared/parity beside the checkout "
-                   "or set HARMONIZE_PARITY_DIR")
-        if running_under_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def load_train_step(name: str):

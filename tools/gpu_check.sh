@@ -7,11 +7,13 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check}"; mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HARMONIZE_HOME="$(mktemp -d)" HARMONIZE_OFFLINE=1 PYTHONPATH="$PWD:${PYTHONPATH:-}"
 log="$out/gpu_check.log"
+failed=0
 step() { echo "== $*" | tee -a "$log"; }
+check() { if [ "$1" -ne 0 ]; then echo "FAILED: $2" | tee -a "$log"; failed=1; fi; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$log"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), 'bf16', torch.cuda.is_bf16_supported())" | tee -a "$log"
 
-step "parity on CUDA (fp32) and the zoo tests"
+step "parity on CUDA (fp32): every fixture within 5e-4 (asserted)"
 timeout 150 python3 - <<'PY' 2>&1 | tee -a "$log"
 import sys, torch
 sys.path.insert(0, "tests")
@@ -19,14 +21,38 @@ from parity_utils import fixture_names, generate_weights, load_fixture
 from harmonize_cli import zoo
 torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False
+worst = 0.0
 for name in fixture_names():
     f = load_fixture(name)
     weights, _ = generate_weights(f["manifest"], f["seed"])
     model = zoo.create_model(name, weights=weights, device="cuda")
     with torch.no_grad():
         out = model(f["image"].cuda(), f["mask"].cuda()).cpu()
-    print(name, "max abs diff on CUDA", (out - f["expected"]).abs().max().item())
+    diff = (out - f["expected"]).abs().max().item()
+    worst = max(worst, diff)
+    print(name, "max abs diff on CUDA", diff)
+assert worst <= 5e-4, f"CUDA parity {worst:.2e} > 5e-4"
 PY
+check "${PIPESTATUS[0]}" "CUDA parity"
+
+step "AMP: bf16 and fp16 losses finite and within 5% of float32 on the same batch (asserted)"
+timeout 120 python3 - <<'PY' 2>&1 | tee -a "$log"
+import torch
+from harmonize_cli import zoo
+from harmonize_cli.training.losses import fn_mse
+torch.manual_seed(0)
+model = zoo.create_model("idih-hrnet-w18s", device="cuda").train()
+image, target = torch.randn(4, 3, 256, 256, device="cuda"), torch.randn(4, 3, 256, 256, device="cuda")
+mask = torch.zeros(4, 1, 256, 256, device="cuda"); mask[:, :, 64:192, 64:192] = 1
+with torch.no_grad():
+    reference = fn_mse(model(image, mask).float(), target, mask).item()
+    for dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cuda", dtype=dtype):
+            loss = fn_mse(model(image, mask).float(), target, mask).item()
+        print(dtype, loss, "float32", reference)
+        assert torch.isfinite(torch.tensor(loss)) and abs(loss - reference) <= 0.05 * abs(reference), dtype
+PY
+check "${PIPESTATUS[0]}" "AMP losses"
 
 step "train: bf16 and fp16 steps, channels_last, compile off/on (benchmark)"
 timeout 240 python3 benchmarks/train_throughput.py --device cuda --steps 20 --warmup 5 --json "$out/train_gpu.json" 2>&1 | tail -8 | tee -a "$log"
@@ -47,3 +73,4 @@ if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
       --epochs 1 --batch-size 4 --workers 1 --out "$data/ddp" 2>&1 | tail -3 | tee -a "$log"
 fi
 step "done"
+exit "$failed"

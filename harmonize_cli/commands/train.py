@@ -8,7 +8,8 @@ import click
 
 from .. import console
 from ..completion import complete_architectures, complete_weights
-from ..training.config import default_workers
+from ..choices import EVAL_RESIZES
+from ..training.config import AMP_CHOICES, LOSS_CHOICES, RECIPE_CHOICES, default_workers
 
 EPILOG = """Examples:
 
@@ -55,7 +56,7 @@ def _names(values):
 @click.option("--data", metavar="FILE.h5|DIR",
               help="Packed dataset or iHarmony4 folder (default: $HARMONIZE_DATA, else the one `prepare` packed).")
 @click.option("--out", "-o", metavar="DIR", help="Run folder (default: runs/ARCH-DATE-TIME).")
-@click.option("--recipe", type=click.Choice(["paper", "reference"]),
+@click.option("--recipe", type=click.Choice(RECIPE_CHOICES),
               help="Defaults for the options below: 'paper' (180 epochs, x0.1 at 160,175, FN-MSE A_min 100, for "
                    "every network) or 'reference' (the authors' per-architecture scripts). [default: paper]")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the recipe's; paper: 180).")
@@ -63,7 +64,7 @@ def _names(values):
               help="MultiStepLR epochs, x0.1 each (default: the recipe's; paper: 160,175; 'none' for a constant lr).")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), help="Global batch over all processes. [default: 16]")
 @click.option("--lr", type=float, help="Base learning rate (backbone x0.1). [default: 1e-3; with --init 1e-4]")
-@click.option("--loss", type=click.Choice(["fn-mse", "mse"]), help="Training loss (default: the recipe's, fn-mse).")
+@click.option("--loss", type=click.Choice(LOSS_CHOICES), help="Training loss (default: the recipe's, fn-mse).")
 @click.option("--min-area", type=float,
               help="FN-MSE A_min in pixels (default: 100; --recipe reference: 1000 for iS2AM and the 512 models).")
 @click.option("--crop", type=click.IntRange(min=8), help="RandomResizedCrop size (default: the model input, 256).")
@@ -71,7 +72,7 @@ def _names(values):
               help="Data loading processes per GPU (0: load in the training process). "
                    f"[default: min(4, CPU cores - 1), here {default_workers()}]")
 @click.option("--device", help="auto, cpu, cuda, cuda:N (default: $HARMONIZE_DEVICE or auto).")
-@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]),
+@click.option("--amp", type=click.Choice(AMP_CHOICES),
               help="Mixed precision: auto = bf16 on GPUs that have it, else fp16 + GradScaler; off on CPU. [default: auto]")
 @click.option("--no-pretrained", is_flag=True, default=None,
               help="Do not load ImageNet weights into the backbone (train it from scratch).")
@@ -87,7 +88,7 @@ def _names(values):
 @click.option("--train-subsets", multiple=True, metavar="A,B", help="Training subsets (default: all four).")
 @click.option("--val-subsets", multiple=True, metavar="A,B",
               help="Validation subsets' test splits (default: HFlickr,Hday2night,HCOCO; 'none' to skip).")
-@click.option("--val-resize", type=click.Choice(["fixed256", "limit1024", "none"]),
+@click.option("--val-resize", type=click.Choice(EVAL_RESIZES),
               help="Validation resize (default: fixed256, the reference practice).")
 @click.option("--val-every", type=click.IntRange(min=0), help="Validate every N epochs (0: never). [default: 1]")
 @click.option("--snapshot-every", type=click.IntRange(min=0),

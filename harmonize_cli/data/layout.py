@@ -22,13 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..choices import IHARMONY4_SUBSETS  # noqa: F401  (re-exported: the dataset API names it)
 from ..errors import HarmonizeError
 
 SPLITS = ("train", "test")
 COMPOSITES_DIR = "composite_images"
 MASKS_DIR = "masks"
 REALS_DIR = "real_images"
-IHARMONY4_SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
 
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".tif", ".tiff", ".webp")
 _MASK_EXTENSIONS = (".png", ".PNG", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")

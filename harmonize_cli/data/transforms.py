@@ -22,10 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-EVAL_STRATEGIES = ("fixed256", "limit1024", "none")
+from ..choices import EVAL_RESIZES as EVAL_STRATEGIES
+from ..choices import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "IMAGENET_MEAN",

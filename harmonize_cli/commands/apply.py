@@ -13,10 +13,10 @@ from pathlib import Path
 import click
 
 from .. import console
-from ..completion import complete_models, complete_weights
 from ..apply.batch import COMPARISON_DIR
-from ..choices import OUTPUT_FORMATS, RESOLUTION_STRATEGIES
+from ..choices import OUTPUT_FORMATS
 from ..limits import DEFAULT_MAX_PIXELS
+from .options import model_options, overwrite_option, quality_option
 
 EPILOG = """Examples:
 
@@ -40,23 +40,14 @@ errors.
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
               help="Output folder (results keep the composites' relative paths and stems); for a single "
                    "COMPOSITES file, an output file name such as out.png (format from its extension).")
-@click.option("--model", shell_complete=complete_models, default="auto", show_default=True,
-              help="Architecture (see `harmonize zoo list`), or auto: that of --weights, else the best "
-                   "released checkpoint in the cache, else the training-free lab-transfer.")
-@click.option("--weights", shell_complete=complete_weights, default=None,
-              help="Checkpoint file, URL or released name; alone, its architecture is detected.")
-@click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps.")
+@model_options
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
               help="Images per forward pass at the network size.")
-@click.option("--resolution", type=click.Choice(RESOLUTION_STRATEGIES), default="auto", show_default=True,
-              help="auto: network at its training size, correction carried to full resolution; "
-                   "fixed: resize, run, resize back (reference); native: full size, padded.")
 @click.option("--ext", type=click.Choice(OUTPUT_FORMATS), default="same", show_default=True,
               help="Output format (same: that of the input).")
-@click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100),
-              help="JPEG/WebP quality (WebP at 100 is lossless).")
+@quality_option
 @click.option("--recursive", is_flag=True, help="Walk COMPOSITES and MASKS as trees.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
+@overwrite_option
 @click.option("--flip-tta", is_flag=True, help="Average with the horizontally flipped prediction.")
 @click.option("--comparison", is_flag=True, help=f"Also write composite | result to OUT/{COMPARISON_DIR}/.")
 @click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, type=click.IntRange(min=0),

@@ -17,9 +17,9 @@ import click
 import numpy as np
 
 from .. import console
-from ..completion import complete_models, complete_weights
 from ..apply.paste import ANCHORS
-from ..choices import OUTPUT_FORMATS, RESOLUTION_STRATEGIES
+from ..choices import OUTPUT_FORMATS
+from .options import model_options, overwrite_option, quality_option
 
 EPILOG = """Examples:
 
@@ -64,22 +64,13 @@ class Task:
               help="Resize the object to this height: pixels (240) or a fraction of the background's (0.3).")
 @click.option("--mask", "mask", default=None, type=click.Path(path_type=Path),
               help="The object's mask when it has no alpha (a folder of masks, by stem, for a folder OBJECT).")
-@click.option("--model", shell_complete=complete_models, default="auto", show_default=True,
-              help="Architecture (see `harmonize zoo list`), or auto: that of --weights, else the best "
-                   "released checkpoint in the cache, else the training-free lab-transfer.")
-@click.option("--weights", shell_complete=complete_weights, default=None,
-              help="Checkpoint file, URL or released name; alone, its architecture is detected.")
-@click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps.")
-@click.option("--resolution", type=click.Choice(RESOLUTION_STRATEGIES), default="auto", show_default=True,
-              help="auto: network at its training size, correction carried to full resolution; "
-                   "fixed: resize, run, resize back (reference); native: full size, padded.")
+@model_options
 @click.option("--save-composite", is_flag=True,
               help="Also write <result stem>_composite.png and <result stem>_mask.png beside the result.")
 @click.option("--ext", type=click.Choice([fmt for fmt in OUTPUT_FORMATS if fmt != "same"]), default=None,
               help="Format of the results in a folder OUT (default png).")
-@click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100),
-              help="JPEG/WebP quality (WebP at 100 is lossless).")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
+@quality_option
+@overwrite_option
 def paste(object_path, background, out, at, anchor, scale, height, mask, model, weights, device, resolution,
           save_composite, ext, quality, overwrite):
     """Paste the cut-out OBJECT onto BACKGROUND and harmonize it into OUT.

@@ -210,13 +210,13 @@ def _torch_hub_file(weights: PretrainedWeights) -> Optional[Path]:
 
 def _check_writable(folder: Path) -> None:
     """The cache folder must be creatable and writable: one line otherwise."""
+    from ..atomic import check_writable
+    from ..errors import HarmonizeError
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise DownloadError(f"cannot write the weights cache {folder}: {exc.strerror or exc}",
+        check_writable(folder)
+    except HarmonizeError as exc:
+        raise DownloadError(f"cannot write the weights cache: {exc.message.split(': ', 1)[-1]} ({folder})",
                             "set HARMONIZE_HOME to a writable folder") from None
 
 

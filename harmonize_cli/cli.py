@@ -125,20 +125,41 @@ def cli(quiet: bool, verbose: bool) -> None:
 def main(argv=None) -> None:
     """Entry point of the console script: clear one-line errors and meaningful exit codes."""
     try:
+        code = _run(argv)
+    finally:
+        if argv is None:  # the real process (tests call main(argv) in their own)
+            _finished()
+    sys.exit(code)
+
+
+def _run(argv) -> int:
+    try:
         code = cli.main(args=argv, prog_name="harmonize", standalone_mode=False)
     except HarmonizeError as exc:
         console.error(str(exc))
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.exceptions.Abort:
         console.error("interrupted.")
-        sys.exit(130)
+        return 130
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
         console.error("interrupted.")
-        sys.exit(130)
+        return 130
     # under standalone_mode=False click returns the code of `ctx.exit(n)` / `Exit(n)` instead of exiting
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0
+
+
+def _finished() -> None:
+    """The work is done and its outputs are in place: a Ctrl-C or SIGTERM that lands while Python
+    shuts down (atexit handlers, thread joins) must not print a traceback over a finished run."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(signum, signal.SIG_IGN)
+        except (ValueError, OSError):  # not the main thread, or no such signal here
+            pass

@@ -163,11 +163,13 @@ def test_first_use_downloads_the_recommended_network_verifies_and_records_it(
 
 
 def test_auto_falls_back_fast_and_says_why(http_server, monkeypatch):
-    h = Harmonizer()  # HARMONIZE_OFFLINE is set by the test set-up
+    with pytest.warns(UserWarning, match="HARMONIZE_OFFLINE"):
+        h = Harmonizer()  # HARMONIZE_OFFLINE is set by the test set-up
     assert h.model_name == "lab-transfer" and "HARMONIZE_OFFLINE" in h.notice
     handler, base = http_server
     _mirror(monkeypatch, base)  # the mirror has nothing: HTTP 404
-    h = Harmonizer()
+    with pytest.warns(UserWarning, match="could not be downloaded"):
+        h = Harmonizer()
     assert h.model_name == "lab-transfer" and "hrnet18s_idih256 could not be downloaded" in h.notice
     assert handler.hits == ["hrnet18s_idih256.pth"]
 

@@ -1,7 +1,7 @@
 """Fine-tuning on one's own photos, end to end on the CPU: synth -> prepare -> train --init -> eval.
 
 The released checkpoints cannot be downloaded on the build machine, so the demonstration starts
-from a stand-in: an iDIH trained here on composites of one kind (colour transfer and retouching,
+from a stand-in: an iS2AM (the cheapest network to train on a CPU, at 128-px crops) trained here on composites of one kind (colour transfer and retouching,
 "the domain it was trained on"), then fine-tuned with `harmonize train --init` on another kind
 (illumination changes, "your domain"), and evaluated on the held-out photos of "your domain"
 before and after. The photos are scikit-image's bundled sample images (public domain / CC0) with
@@ -68,24 +68,26 @@ def harmonize(*args) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, type=Path)
-    parser.add_argument("--steps", type=int, default=60, help="training steps of the stand-in base model")
-    parser.add_argument("--finetune-steps", type=int, default=30)
+    parser.add_argument("--arch", default="is2am", help="the network (is2am: the cheapest to train on a CPU)")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs of the stand-in base model")
+    parser.add_argument("--finetune-epochs", type=int, default=10)
     args = parser.parse_args(argv)
     work = args.work
     make_photos(work)
     harmonize("synth", "--images", work / "photos", "--masks", work / "masks", "-o", work / "general",
-              "--styles", "color,retouch", "--per-image", 6, "--test-fraction", 0.25, "--seed", 1, "--subset",
+              "--styles", "color,retouch", "--per-image", 10, "--test-fraction", 0.25, "--seed", 1, "--subset",
               "General", "--overwrite", "-q")
     harmonize("synth", "--images", work / "photos", "--masks", work / "masks", "-o", work / "mine",
-              "--styles", "illumination", "--per-image", 6, "--test-fraction", 0.25, "--seed", 2, "--subset",
+              "--styles", "illumination", "--per-image", 10, "--test-fraction", 0.25, "--seed", 2, "--subset",
               "Mine", "--overwrite", "-q")
     harmonize("prepare", "--root", work / "general", "-o", work / "general.h5", "--force", "-q")
     harmonize("prepare", "--root", work / "mine", "-o", work / "mine.h5", "--force", "-q")
-    common = ["--batch-size", 8, "--workers", 1, "--seed", 0, "--image-every", 0, "--no-tensorboard", "-q"]
-    harmonize("train", "--arch", "idih", "--data", work / "general.h5", "--out", work / "base", "--overwrite",
-              "--epochs", 1, "--steps-per-epoch", args.steps, "--val-every", 0, *common)
+    common = ["--batch-size", 8, "--crop", 128, "--workers", 1, "--seed", 0, "--image-every", 0,
+              "--no-tensorboard", "--val-every", 0, "--overwrite", "-q"]
+    harmonize("train", "--arch", args.arch, "--data", work / "general.h5", "--out", work / "base",
+              "--epochs", args.epochs, "--milestones", max(1, args.epochs - 5), *common)
     harmonize("train", "--init", work / "base" / "last.pth", "--data", work / "mine.h5", "--out", work / "tuned",
-              "--overwrite", "--epochs", 1, "--steps-per-epoch", args.finetune_steps, "--val-every", 0, *common)
+              "--epochs", args.finetune_epochs, "--milestones", max(1, args.finetune_epochs - 2), *common)
     results = work / "before_after.json"
     harmonize("eval", "--data", work / "mine.h5", "--model", "composite", "--model", "lab-transfer",
               "--weights", work / "base" / "last.pth", "--weights", work / "tuned" / "last.pth",

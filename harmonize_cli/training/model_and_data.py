@@ -41,6 +41,10 @@ def open_datasets(config: TrainConfig, data: str, *, with_validation: bool):
                          f"it holds {', '.join(available)}; set train_subsets accordingly")
     if missing and with_validation:
         console.warn(f"training subsets not in the data, skipped: {', '.join(missing)}")
+    if config.crop_ratio is not None:  # PCT-Net: full-resolution crops and the network's view of them
+        from .pct_training import full_resolution_train_set
+
+        train_set = full_resolution_train_set(train_set, config)
     val_set = None
     if with_validation and config.val_subsets and config.val_every:
         try:
@@ -60,12 +64,16 @@ def build_model(config: TrainConfig, backbone_path, *, resuming: bool):
     new run, the ImageNet weights in its backbone. Returns ``(model, backbone_weights)``: the latter
     says what was loaded into the backbone (None without one)."""
     from .. import zoo
-    from ..models.initialization import init_weights
+    from ..models.initialization import initializer_for
 
     spec = zoo.get_arch(config.arch)
     torch.manual_seed(derive_seed(config.seed, "init"))
     model = zoo.create_model(spec.name, init=False)
-    init_weights(model, magnitude=config.init_magnitude)
+    initializer_for(spec)(model, magnitude=config.init_magnitude)
+    if spec.family == "pctnet":
+        from .pct_training import freeze_unused
+
+        freeze_unused(model)
     backbone_weights = None
     if spec.backbone and backbone_path and not resuming:
         backbone_weights = zoo.load_backbone_weights(model, spec, backbone_path)

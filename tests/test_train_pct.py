@@ -216,11 +216,21 @@ def test_the_step_feeds_full_resolution_crops_and_the_loss_falls_on_a_fixed_batc
     model, _ = build_model(config, None, resuming=False)
     loss_fn, optimizer = build_loss(config, vgg), build_optimizer(model, config)
     model.train()
+    # what the step must minimise: the objective on the full-resolution output, and its gradient
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    torch.manual_seed(3)  # the same dropout (ViT) and negatives draws in both
+    outputs = model(batch["image"], batch["mask"], image_fullres=batch["image_fullres"],
+                    mask_fullres=batch["mask_fullres"])
+    expected = loss_fn(outputs, batch)
+    gradients = torch.autograd.grad(expected, trainable)
+    torch.manual_seed(3)
     losses = []
     for _ in range(3):
         loss, prediction = train_step(model, batch, loss_fn, optimizer)
         losses.append(loss.item())
         if len(losses) == 1:
+            assert losses[0] == pytest.approx(expected.item(), rel=1e-5)
+            assert all(torch.allclose(p.grad, g, rtol=1e-3, atol=1e-8) for p, g in zip(trainable, gradients))
             assert prediction.shape == (2, 3, 32, 32)
             trainable = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
             assert trainable == []  # nothing unused (DDP without find_unused_parameters)

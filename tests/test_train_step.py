@@ -69,7 +69,7 @@ def test_the_trainers_step_matches_one_reference_training_step(name):
     assert digest == stats["weights_sha256"], "the weight rule disagrees with the fixture"
 
     config = TrainConfig(arch=name, seed=0).resolved()  # what `harmonize train --arch NAME` uses
-    model = build_model(config, None, resuming=False)
+    model, _ = build_model(config, None, resuming=False)
     model.load_state_dict(weights, strict=True)
     model.train()
     for module in model.modules():  # the reference's step ran with dropout switched off

@@ -358,3 +358,24 @@ def test_cli_trains_pctnet_vit_and_a_missing_vgg16_fails_before_training(mini, v
     assert (tmp_path / "run" / "images").is_dir()
     config = TrainConfig.load(tmp_path / "run" / "config.toml")
     assert (config.loss, config.schedule, config.milestones, config.lr) == ("pct", "constant-linear", [50], 1.25e-5)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_pctnet_cnn(mini, vgg, tmp_path):
+    """DDP needs a gradient for every trainable parameter at every step: PCTNet-CNN's unused
+    to_rgb is frozen, or the second step fails ("Expected to have finished reduction ...")."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "harmonize_cli", "train", "--arch", "pctnet-cnn", "--crop", 32, "--batch-size", 4,
+               "--epochs", 1, "--steps-per-epoch", 3, "--workers", 0, "--val-subsets", "none", "--device", "cpu",
+               "--no-tensorboard", "--seed", 0, "--data", mini, "--vgg-weights", vgg, "--out", tmp_path / "ddp"]
+    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = load_checkpoint(tmp_path / "ddp" / "last.pth")
+    assert saved["meta"]["world_size"] == 2 and saved["metrics"][0]["steps"] == 3

@@ -356,6 +356,9 @@ def test_cli_trains_pctnet_vit_and_a_missing_vgg16_fails_before_training(mini, v
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pth")
     assert checkpoint["meta"]["arch"] == "pctnet-vit" and math.isfinite(checkpoint["metrics"][0]["train_loss"])
     assert (tmp_path / "run" / "images").is_dir()
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "view of full-resolution crops, ratio 0.7, long side at most 1024" in log
+    assert "constant, then linear from epoch 50 to 0 at 1; 1 epochs; loss pct (A_min 1000)" in log
     config = TrainConfig.load(tmp_path / "run" / "config.toml")
     assert (config.loss, config.schedule, config.milestones, config.lr) == ("pct", "constant-linear", [50], 1.25e-5)
 

@@ -139,7 +139,8 @@ def start_lines(config, run_dir: Path, parts, world_size: int, resumed_at=None):
                            if val_set is not None else "none"),
         f"optimiser: Adam lr {config.lr:g} betas {tuple(config.betas)} eps {config.eps:g}; "
         f"lr multipliers {multipliers}; " + (
-            f"constant, then linear to 0 from epoch {list(config.milestones)[:1]}" if config.schedule == "constant-linear"
+            f"constant, then linear from epoch {(list(config.milestones) or [config.epochs])[0]} to 0 at {config.epochs}"
+            if config.schedule == "constant-linear"
             else f"MultiStepLR {list(config.milestones)} x{config.gamma:g}")
         + f"; {config.epochs} epochs; loss {config.loss} (A_min {config.min_area:g})",
     ]

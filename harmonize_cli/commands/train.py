@@ -19,6 +19,7 @@ EPILOG = """Examples:
   harmonize train --config runs/hrnet18s/config.toml --out runs/again
   harmonize train --arch idih --no-pretrained --epochs 10 --seed 0
   harmonize train --init hrnet18s_idih256 --data my_set.h5 --out runs/tuned     fine-tune
+  harmonize train --arch pctnet-vit --data iharmony4.h5 --out runs/pct    PCT-Net, its authors' recipe
   torchrun --nproc_per_node=4 -m harmonize_cli train --arch idih-hrnet-w18s --out runs/ddp
 
 Defaults are the paper's recipe, the same for every network (--recipe paper; docs/training.md);
@@ -58,16 +59,28 @@ def _names(values):
 @click.option("--out", "-o", metavar="DIR", help="Run folder (default: runs/ARCH-DATE-TIME).")
 @click.option("--recipe", type=click.Choice(RECIPE_CHOICES),
               help="Defaults for the options below: 'paper' (180 epochs, x0.1 at 160,175, FN-MSE A_min 100, for "
-                   "every network) or 'reference' (the authors' per-architecture scripts). [default: paper]")
+                   "every network) or 'reference' (the authors' per-architecture scripts); PCT-Net: its authors' recipe "
+                   "either way. [default: paper]")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the recipe's; paper: 180).")
 @click.option("--milestones", metavar="E1,E2",
-              help="MultiStepLR epochs, x0.1 each (default: the recipe's; paper: 160,175; 'none' for a constant lr).")
+              help="MultiStepLR epochs, x0.1 each (default: the recipe's; paper: 160,175; 'none' for a constant lr); "
+                   "with --schedule constant-linear, the epoch where the linear decay starts.")
+@click.option("--schedule", type=click.Choice(["multistep", "constant-linear"]),
+              help="Learning-rate schedule (default: the recipe's: multistep; PCTNet-ViT: constant-linear).")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), help="Global batch over all processes. [default: 16]")
-@click.option("--lr", type=float, help="Base learning rate (backbone x0.1). [default: 1e-3; with --init 1e-4]")
-@click.option("--loss", type=click.Choice(LOSS_CHOICES), help="Training loss (default: the recipe's, fn-mse).")
+@click.option("--lr", type=float,
+              help="Base learning rate (backbone x0.1) (default: the recipe's: 1e-3; PCT-Net: 1e-4 (ViT) or 1e-3 "
+                   "(CNN) x batch / 16; with --init: 1e-4).")
+@click.option("--loss", type=click.Choice(LOSS_CHOICES),
+              help="Training loss (default: the recipe's, fn-mse; PCT-Net: pct).")
 @click.option("--min-area", type=float,
-              help="FN-MSE A_min in pixels (default: 100; --recipe reference: 1000 for iS2AM and the 512 models).")
-@click.option("--crop", type=click.IntRange(min=8), help="RandomResizedCrop size (default: the model input, 256).")
+              help="FN-MSE A_min in pixels (default: 100; --recipe reference: 1000 for iS2AM and the 512 models; "
+                   "PCT-Net: 1000, at full resolution).")
+@click.option("--crop", type=click.IntRange(min=8),
+              help="RandomResizedCrop size; PCT-Net: the size of the network's view of its full-resolution crops "
+                   "(default: the model input, 256).")
+@click.option("--fullres-max-side", type=click.IntRange(min=0),
+              help="PCT-Net: shrink full-resolution crops to this long side, for memory (0: never). [default: 1024]")
 @click.option("--workers", "-j", type=click.IntRange(min=0),
               help="Data loading processes per GPU (0: load in the training process). "
                    f"[default: min(4, CPU cores - 1), here {default_workers()}]")
@@ -78,6 +91,9 @@ def _names(values):
               help="Do not load ImageNet weights into the backbone (train it from scratch).")
 @click.option("--backbone-weights", type=click.Path(dir_okay=False), metavar="PATH",
               help="ImageNet backbone checkpoint to use instead of the cached download.")
+@click.option("--vgg-weights", type=click.Path(dir_okay=False), metavar="PATH",
+              help="PCT-Net: VGG16 ImageNet checkpoint of the contrastive loss instead of the cached download "
+                   "(`harmonize zoo download vgg16`).")
 @click.option("--resume", is_flag=False, flag_value="last", default=None, metavar="[PATH]",
               help="Continue a run: alone, from OUT/last.pth; or from the given checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Start over in an existing run folder (its run files are deleted).")
@@ -99,8 +115,9 @@ def _names(values):
 @click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across GPUs (multi-GPU runs).")
 @click.option("--no-tensorboard", is_flag=True, default=None, help="Do not write TensorBoard events.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (same as `harmonize -q train`).")
-def train(arch, init, recipe, data, out, epochs, milestones, batch_size, lr, loss, min_area, crop, workers, device, amp,
-          no_pretrained, backbone_weights, resume, overwrite, config_file, seed, train_subsets, val_subsets,
+def train(arch, init, recipe, data, out, epochs, milestones, schedule, batch_size, lr, loss, min_area, crop,
+          fullres_max_side, workers, device, amp, no_pretrained, backbone_weights, vgg_weights, resume, overwrite,
+          config_file, seed, train_subsets, val_subsets,
           val_resize, val_every, snapshot_every, image_every, steps_per_epoch, compile_, sync_bn, no_tensorboard,
           quiet):
     """Train a harmonization model with the paper's recipe (Adam, MultiStepLR, FN-MSE, ImageNet backbone).
@@ -126,6 +143,7 @@ def train(arch, init, recipe, data, out, epochs, milestones, batch_size, lr, los
         "milestones": _int_list(milestones, "--milestones"),
         "batch_size": batch_size, "lr": lr, "loss": loss, "min_area": min_area, "crop": crop, "workers": workers,
         "device": device, "amp": amp, "backbone_weights": backbone_weights, "seed": seed,
+        "schedule": schedule, "fullres_max_side": fullres_max_side, "vgg_weights": vgg_weights,
         "deterministic": True if seed is not None else None,
         "pretrained_backbone": False if no_pretrained else None,
         "train_subsets": _names(train_subsets), "val_subsets": val_names, "val_resize": val_resize,

@@ -97,5 +97,7 @@ def init_pctnet(model: nn.Module, gain: float = 0.02, **_ignored) -> nn.Module:
 
 
 def initializer_for(spec):
-    """The initialisation function of an architecture (``ArchSpec.family``)."""
-    return init_pctnet if spec.family == "pctnet" else init_weights
+    """The initialisation function of an architecture, as its authors' training script applies it:
+    N(0, 0.02) for PCTNet-ViT (``models/PCTNet_ViT.py``), XavierGluon (:func:`init_weights`) for
+    every other network, PCTNet-CNN included (``models/PCTNet_CNN.py``)."""
+    return init_pctnet if spec.family == "pctnet" and spec.reference_name == "ViT_pct" else init_weights

@@ -11,7 +11,8 @@ Pieces, one job each:
 - :mod:`.launch`: :func:`train` (a new, configured or resumed run);
 - :mod:`.loop`: the :class:`Trainer` and its epoch / step loop;
 - :mod:`.step`: the loss, the optimizer, the schedule and one training step (what the loop calls);
-- :mod:`.losses`: FN-MSE and MSE;
+- :mod:`.losses`: FN-MSE and MSE; :mod:`.pct_losses`, :mod:`.pct_negatives`, :mod:`.pct_training`:
+  PCT-Net's objective (VGG16 contrastive, smoothness), its full-resolution training set;
 - :mod:`.preflight` / :mod:`.model_and_data`: the checks before training; the datasets and the model;
 - :mod:`.seeding`: derived seeds, per-sample random streams, determinism, the epoch's data loader;
 - :mod:`.runtime`: mixed precision, the GradScaler, the SIGINT / SIGTERM stop flag;

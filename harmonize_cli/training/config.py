@@ -23,6 +23,19 @@ Every recipe uses Adam (betas 0.9 / 0.999, eps 1e-8) at lr 1e-3 with MultiStepLR
 batch 16, RandomResizedCrop (scale 0.5-1) + horizontal flip, the train splits of all four subsets
 (keeping 5 % of the samples whose foreground equals the target), and validates on the test splits
 of HFlickr, Hday2night and HCOCO resized to 256x256.
+
+PCT-Net (family ``pctnet``, another paper) has only its authors' recipe (``models/PCTNet_*.py``):
+both ``paper`` and ``reference`` give it. Loss ``pct`` (FN-MSE with A_min 1000 on the
+full-resolution output + 0.01 x style contrastive + 0.1 x smoothness), full-resolution crops
+``RandomCropNoResize(0.7)`` with the network fed their 256 px view, the train splits of HFlickr,
+Hday2night and HCOCO, Adam at lr x batch / 16, and per model:
+
+==============  ======  ===========================================  =========  ===============
+model           epochs  schedule                                     lr (b=16)  initialisation
+==============  ======  ===========================================  =========  ===============
+PCTNet-ViT      100     constant for 50, then linear to 0 at 100     1e-4       N(0, 0.02)
+PCTNet-CNN      180     MultiStepLR x0.1 at 160, 175                 1e-3       XavierGluon 2.0
+==============  ======  ===========================================  =========  ===============
 """
 
 from __future__ import annotations
@@ -32,7 +45,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from ..errors import UsageError
 from .tomlio import dumps_toml, loads_toml
@@ -41,7 +54,9 @@ from ..choices import EVAL_RESIZES as VAL_RESIZE_CHOICES
 from ..choices import IHARMONY4_SUBSETS as ALL_SUBSETS
 DEFAULT_VAL_SUBSETS = ("HFlickr", "Hday2night", "HCOCO")
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
-LOSS_CHOICES = ("fn-mse", "mse")
+LOSS_CHOICES = ("fn-mse", "mse", "pct")
+SCHEDULE_CHOICES = ("multistep", "constant-linear")
+CROP_TRANSFORMS = ("random-resized-crop", "crop-no-resize")
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,12 @@ class Recipe:
     snapshot_every: int = 10
     min_area_512: Optional[float] = None
     snapshot_every_512: Optional[int] = None
+    lr: float = 1e-3
+    lr_per_16: bool = False  # lr is for a batch of 16, scaled by batch / 16
+    schedule: str = "multistep"  # or "constant-linear": constant until milestones[0], then linear to 0
+    train_subsets: Optional[tuple] = None  # None: all four
+    crop_transform: str = "random-resized-crop"  # or "crop-no-resize" (full-resolution crops, PCT-Net)
+    crop_ratio: Optional[float] = None  # RandomCropNoResize's ratio
 
     def for_input_size(self, input_size: Optional[int]) -> "Recipe":
         """The recipe of a model trained at ``input_size`` (512 and more: the ``*_512`` values)."""
@@ -76,7 +97,6 @@ class Recipe:
 RECIPE_CHOICES = ("paper", "reference")
 PAPER_RECIPE = Recipe(180, (160, 175), "fn-mse", 100.0)
 DEFAULT_ARCH = "idih-hrnet-w18s"
-DEFAULT_LR = 1e-3
 
 # Fine-tuning (``--init``): the network starts from trained weights, so a short schedule at a lower
 # learning rate, with one decay; the loss and A_min stay the architecture's recipe's.
@@ -87,8 +107,11 @@ FINE_TUNE_LR = 1e-4
 _BACKBONED = Recipe(180, (160, 175), "fn-mse", 100.0, min_area_512=1000.0)
 _IMPROVED_BASE = Recipe(120, (105, 115), "fn-mse", 100.0, min_area_512=1000.0, snapshot_every_512=5)
 
+_PCT = dict(lr_per_16=True, train_subsets=("HFlickr", "Hday2night", "HCOCO"),
+            crop_transform="crop-no-resize", crop_ratio=0.7)
+
 # The authors' training scripts, one row per architecture family (the table in the module docstring).
-REFERENCE_RECIPES: dict[str, Recipe] = {
+REFERENCE_RECIPES: dict[str, Union[Recipe, dict]] = {
     "idih-hrnet": _BACKBONED,
     "isedih-hrnet": _BACKBONED,
     "is2am-hrnet": _BACKBONED,
@@ -98,7 +121,15 @@ REFERENCE_RECIPES: dict[str, Recipe] = {
     "is2am": Recipe(120, (105, 115), "fn-mse", 1000.0, init_magnitude=1.0),
     "s2am": Recipe(120, (105, 115), "mse", 100.0, snapshot_every=5),
     "dih": Recipe(120, (), "mse", 100.0, snapshot_every=5),
+    # one family, two scripts (models/PCTNet_ViT.py, models/PCTNet_CNN.py): one row per model
+    "pctnet": {
+        "pctnet-vit": Recipe(100, (50,), "pct", 1000.0, lr=1e-4, schedule="constant-linear", **_PCT),
+        "pctnet-cnn": Recipe(180, (160, 175), "pct", 1000.0, lr=1e-3, **_PCT),
+    },
 }
+# families whose networks come from another paper: the iDIH paper's recipe does not apply to them,
+# and `--recipe paper` gives their authors' recipe too
+AUTHORS_RECIPE_ONLY = ("pctnet",)
 
 
 def recipe_for(arch: str, recipe: str = "paper") -> Recipe:
@@ -106,7 +137,8 @@ def recipe_for(arch: str, recipe: str = "paper") -> Recipe:
 
     ``paper`` (the default): the paper's recipe for every network, 180 epochs, x0.1 at 160 and 175,
     FN-MSE with A_min 100 (the reference's initialisation scale is kept). ``reference``: the
-    per-architecture scripts of the authors' code (:data:`REFERENCE_RECIPES`).
+    per-architecture scripts of the authors' code (:data:`REFERENCE_RECIPES`). The families of
+    :data:`AUTHORS_RECIPE_ONLY` (PCT-Net) get their authors' recipe from both.
     """
     from ..zoo import get_arch
 
@@ -116,8 +148,10 @@ def recipe_for(arch: str, recipe: str = "paper") -> Recipe:
     row = REFERENCE_RECIPES.get(spec.family)
     if row is None:
         raise UsageError(f"{spec.name} is not trainable", "pick a network from `harmonize zoo list`")
+    if isinstance(row, dict):  # a family with one script per model
+        row = row[spec.name]
     reference = row.for_input_size(spec.input_size)
-    if recipe == "paper":
+    if recipe == "paper" and spec.family not in AUTHORS_RECIPE_ONLY:
         return dataclasses.replace(PAPER_RECIPE, init_magnitude=reference.init_magnitude)
     return reference
 
@@ -150,22 +184,26 @@ class TrainConfig:
     recipe: str = "paper"
     pretrained_backbone: bool = True
     backbone_weights: Optional[str] = None
+    vgg_weights: Optional[str] = None  # PCT-Net's loss network (default: the cached download)
     init_magnitude: Optional[float] = None
     # data
     data: Optional[str] = None
-    train_subsets: list = field(default_factory=lambda: list(ALL_SUBSETS))
+    train_subsets: Optional[list] = None  # None: the recipe's (all four; PCT-Net: HFlickr, Hday2night, HCOCO)
     val_subsets: list = field(default_factory=lambda: list(DEFAULT_VAL_SUBSETS))
     val_resize: str = "fixed256"
     crop: Optional[int] = None
+    crop_ratio: Optional[float] = None  # PCT-Net: RandomCropNoResize's ratio (0.7)
+    fullres_max_side: int = 1024  # PCT-Net: full-resolution crops are shrunk to this long side (0: never)
     keep_background_prob: float = 0.05
     workers: int = field(default_factory=default_workers)  # min(4, cores - 1)
     # optimisation
     epochs: Optional[int] = None
     milestones: Optional[list] = None
+    schedule: Optional[str] = None  # "multistep", or "constant-linear" (constant, then linear to 0 from milestones[0])
     gamma: float = 0.1
     batch_size: int = 16
     val_batch_size: Optional[int] = None
-    lr: Optional[float] = None  # None: 1e-3, or 1e-4 when fine-tuning (--init)
+    lr: Optional[float] = None  # None: the recipe's (1e-3; PCT-Net: 1e-4 or 1e-3 x batch / 16; --init: 1e-4)
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     loss: Optional[str] = None
@@ -201,7 +239,9 @@ class TrainConfig:
             "epochs": recipe.epochs, "milestones": list(recipe.milestones), "loss": recipe.loss,
             "min_area": recipe.min_area, "init_magnitude": recipe.init_magnitude,
             "snapshot_every": recipe.snapshot_every, "crop": spec.input_size or 256,
-            "val_batch_size": self.batch_size, "lr": DEFAULT_LR,
+            "val_batch_size": self.batch_size, "schedule": recipe.schedule, "crop_ratio": recipe.crop_ratio,
+            "lr": recipe.lr * (self.batch_size / 16 if recipe.lr_per_16 else 1.0),
+            "train_subsets": list(recipe.train_subsets or ALL_SUBSETS),
         }
         if self.init:  # fine-tuning: a short schedule at a lower rate (each overridable)
             defaults.update(epochs=FINE_TUNE_EPOCHS, milestones=list(FINE_TUNE_MILESTONES), lr=FINE_TUNE_LR)
@@ -212,6 +252,13 @@ class TrainConfig:
         if not spec.backbone:
             values["pretrained_backbone"] = False
             values["backbone_weights"] = None
+        if (values["loss"] == "pct") != (spec.family == "pctnet"):
+            raise UsageError(f"loss {values['loss']!r} does not train {spec.name}",
+                             "PCT-Net trains with loss 'pct' only, the other networks with fn-mse or mse")
+        if recipe.crop_transform != "crop-no-resize":
+            if self.crop_ratio is not None:
+                raise UsageError("crop_ratio is for PCT-Net's full-resolution crops", "leave it out for " + spec.name)
+            values["vgg_weights"] = None
         config = TrainConfig(**values)
         config.validate()
         return config
@@ -230,7 +277,16 @@ class TrainConfig:
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             bad(f"--lr must be a positive number, got {self.lr}")
         if self.loss is not None and self.loss not in LOSS_CHOICES:
-            bad(f"unknown loss {self.loss!r}", "use fn-mse or mse")
+            bad(f"unknown loss {self.loss!r}", "use fn-mse or mse (pct for PCT-Net)")
+        if self.schedule is not None and self.schedule not in SCHEDULE_CHOICES:
+            bad(f"unknown schedule {self.schedule!r}", f"use one of {', '.join(SCHEDULE_CHOICES)}")
+        if self.schedule == "constant-linear" and self.milestones is not None and len(self.milestones) != 1:
+            bad(f"the constant-linear schedule takes one milestone (where the decay starts), got {self.milestones}",
+                "e.g. --milestones 50")
+        if self.crop_ratio is not None and not 0 < self.crop_ratio <= 1:
+            bad(f"crop_ratio must be in (0, 1], got {self.crop_ratio}")
+        if self.fullres_max_side < 0:
+            bad(f"fullres_max_side must be 0 or more, got {self.fullres_max_side}")
         if self.amp not in AMP_CHOICES:
             bad(f"unknown --amp {self.amp!r}", "use auto, bf16, fp16 or off")
         if self.val_resize not in VAL_RESIZE_CHOICES:
@@ -243,7 +299,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 bad(f"{name} must be 0 or more, got {value}")
-        if not self.train_subsets:  # names are checked against the data when it is opened
+        if self.train_subsets is not None and not self.train_subsets:  # names are checked against the data
             bad("no training subsets", f"e.g. {', '.join(ALL_SUBSETS)}, or the subsets of your own data")
         if len(self.betas) != 2:
             bad(f"betas must hold two numbers, got {self.betas}")

@@ -7,7 +7,7 @@ What one epoch does (every process under torchrun, rank 0 alone for files and va
    function of the seed and the state at its start: a resumed run repeats an uninterrupted one
    (:mod:`.seeding`);
 2. each step (:func:`.step.train_step`): forward under autocast (bf16, or fp16 with a GradScaler),
-   FN-MSE in float32, backward, Adam step; the loss and the stop / non-finite flags are summed
+   the loss in float32, backward, Adam step; the loss and the stop / non-finite flags are summed
    over processes, so every process stops at the same step;
 3. MultiStepLR steps, the model is validated with the shared evaluation engine
    (:func:`harmonize_cli.evaluation.evaluate`), and ``last.pth`` / ``best.pth`` / snapshots and
@@ -37,7 +37,7 @@ from . import distributed
 from .checkpoint import CheckpointSaver, build_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
 from .outcome import TrainingError, TrainingInterrupted, TrainResult
-from .preflight import check_backbone, preflight
+from .preflight import check_backbone, check_vgg, preflight
 from .runlog import (RunLog, append_metrics, best_text, log_epoch, open_tensorboard, rewrite_metrics, save_grid,
                      start_lines)
 from .rundir import CONFIG_FILE, LOG_FILE, clear_run_files, resume_command
@@ -153,6 +153,7 @@ class Trainer:
 
             self.config = config = config.updated(seed=verdict["seed"])  # one seed for all processes
             verdict["backbone"] = check_backbone(get_arch(config.arch), config, resuming=self.resuming)
+            verdict["vgg"] = check_vgg(config)
         # record what was resolved (the dataset `prepare` remembered, the default run folder)
         self.config = config.updated(data=verdict["data"], out=verdict["run_dir"])
         self.run_dir = Path(verdict["run_dir"])
@@ -202,7 +203,7 @@ class Trainer:
         optimizer = build_optimizer(model, config)
         amp_dtype, use_scaler = resolve_amp(config.amp, device)
         return RunParts(
-            device=device, model=model, loss_fn=build_loss(config), optimizer=optimizer,
+            device=device, model=model, loss_fn=build_loss(config, verdict.get("vgg"), device), optimizer=optimizer,
             scheduler=build_scheduler(optimizer, config), scaler=make_grad_scaler(device, use_scaler),
             amp_dtype=amp_dtype, use_scaler=use_scaler, train_set=train_set, val_set=val_set, sampler=sampler,
             seeded=SeededEpochDataset(train_set, config.seed), local_batch=local_batch,
@@ -329,7 +330,8 @@ class Trainer:
             self.tb.add_scalar("train/loss", batch_loss_sum / parts.global_batch, global_step)
             self.tb.add_scalar("train/lr", totals.lr, global_step)
         if config.image_every and global_step % config.image_every == 0:
-            save_grid(self.run_dir, epoch, global_step, batch["image"], batch["mask"], prediction, batch["target"])
+            save_grid(self.run_dir, epoch, global_step, batch["image"], batch["mask"], prediction, batch["target"],
+                      getattr(parts.model, "input_normalization", None))
 
     def _end_epoch(self, parts: RunParts, epoch: int, totals: EpochTotals) -> None:
         """Schedule step; on rank 0 validation, checkpoints, metrics and the epoch's log line."""
@@ -381,8 +383,10 @@ class Trainer:
 
     def _validate(self, raw_model, val_set, device) -> dict:
         from ..evaluation import evaluate
+        from ..zoo import ResolvedModel, get_arch
 
-        result = evaluate(raw_model, val_set, batch_size=self.config.val_batch_size, device=device,
+        model = ResolvedModel(get_arch(self.config.arch), raw_model)  # its normalisation; PCT-Net: its low_size
+        result = evaluate(model, val_set, batch_size=self.config.val_batch_size, device=device,
                           progress=not console.is_quiet(), workers=self.config.workers, resize=self.config.val_resize)
         return {key: (float(value) if value is not None else None) for key, value in result.summary().items()}
 
@@ -391,8 +395,8 @@ class Trainer:
         """Called after every optimisation step, before the processes share their stop flags
         (epoch 0-based, step 1-based)."""
 
-    def _loss(self, loss_fn, prediction, target, mask):
-        return loss_fn(prediction, target, mask)
+    def _loss(self, loss_fn, *args):  # (prediction, target, mask); full-resolution networks: (outputs, batch)
+        return loss_fn(*args)
 
     # ------------------------------------------------------------------ stops
     def _any_stop(self) -> bool:

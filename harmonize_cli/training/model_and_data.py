@@ -7,7 +7,7 @@ import torch
 
 from .. import console
 from ..errors import HarmonizeError, UsageError
-from .config import ALL_SUBSETS, DEFAULT_VAL_SUBSETS, TrainConfig
+from .config import ALL_SUBSETS, DEFAULT_VAL_SUBSETS, TrainConfig, recipe_for
 from .seeding import derive_seed
 
 
@@ -33,8 +33,9 @@ def open_datasets(config: TrainConfig, data: str, *, with_validation: bool):
         return (everything if chosen else None), missing, everything.subset_names
 
     try:
+        default_subsets = list(recipe_for(config.arch, config.recipe).train_subsets or ALL_SUBSETS)
         train_set, missing, available = open_split("train", config.train_subsets, train_transform(config.crop),
-                                                   ALL_SUBSETS, keep_background_prob=config.keep_background_prob)
+                                                   default_subsets, keep_background_prob=config.keep_background_prob)
     except HarmonizeError as exc:
         raise UsageError(f"no training data in {data}: {exc.message}",
                          exc.hint or "run `harmonize prepare --root iHarmony4` and pass its output with --data")
@@ -43,6 +44,10 @@ def open_datasets(config: TrainConfig, data: str, *, with_validation: bool):
                          f"it holds {', '.join(available)}; set train_subsets accordingly")
     if missing and with_validation:
         console.warn(f"training subsets not in the data, skipped: {', '.join(missing)}")
+    if config.crop_ratio is not None:  # PCT-Net: full-resolution crops and the network's view of them
+        from .pct_training import full_resolution_train_set
+
+        train_set = full_resolution_train_set(train_set, config)
     val_set = None
     if with_validation and config.val_subsets and config.val_every:
         try:
@@ -63,12 +68,16 @@ def build_model(config: TrainConfig, backbone_path, *, resuming: bool, init_path
     ``--init``). Returns ``(model, backbone_weights)``: the latter says what was loaded into the
     backbone (None without one)."""
     from .. import zoo
-    from ..models.initialization import init_weights
+    from ..models.initialization import initializer_for
 
     spec = zoo.get_arch(config.arch)
     torch.manual_seed(derive_seed(config.seed, "init"))
     model = zoo.create_model(spec.name, init=False)
-    init_weights(model, magnitude=config.init_magnitude)
+    initializer_for(spec)(model, magnitude=config.init_magnitude)
+    if spec.family == "pctnet":
+        from .pct_training import freeze_unused
+
+        freeze_unused(model)
     backbone_weights = None
     if init_path and not resuming:
         zoo.load_weights(model, init_path, arch=spec.name)  # read safely, strictly, as everywhere

@@ -1,5 +1,6 @@
 """Every check that can fail before training starts, each with its fix: the run folder, the
-dataset, the backbone's ImageNet weights. A failed check leaves no run folder behind."""
+dataset, the backbone's ImageNet weights, PCT-Net's VGG16 loss network. A failed check leaves no
+run folder behind."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .rundir import check_output, default_run_dir, remove_if_created
 
 def preflight(config: TrainConfig, *, resuming: bool, overwrite: bool) -> dict:
     """Checks the run (on rank 0, before anything heavy); returns what it needs:
-    ``{"run_dir", "seed", "data", "backbone"}``. Raises a HarmonizeError with the fix."""
+    ``{"run_dir", "seed", "data", "backbone", "vgg"}``. Raises a HarmonizeError with the fix."""
     from ..settings import default_dataset
     from ..zoo import get_arch
 
@@ -28,6 +29,7 @@ def preflight(config: TrainConfig, *, resuming: bool, overwrite: bool) -> dict:
                              "run `harmonize prepare --root iHarmony4` first, or pass --data FILE.h5|DIR")
         info["data"] = str(data)
         info["backbone"] = check_backbone(spec, config, resuming=resuming)
+        info["vgg"] = check_vgg(config)
         if config.init and not resuming:
             info["init"] = check_init(spec, config)
     except HarmonizeError:
@@ -71,4 +73,27 @@ def check_backbone(spec, config: TrainConfig, *, resuming: bool) -> Optional[str
             f"run `harmonize zoo download {spec.backbone}`"
             + (f" or {exc.hint}" if exc.hint else "")
             + ", pass --backbone-weights PATH, or train from scratch with --no-pretrained",
+        ) from None
+
+
+def check_vgg(config: TrainConfig) -> Optional[str]:
+    """The VGG16 ImageNet checkpoint of PCT-Net's contrastive loss (None for the other losses); it
+    is not in the run's checkpoints, so a resumed run needs it too."""
+    if config.loss != "pct":
+        return None
+    if config.vgg_weights:
+        path = Path(config.vgg_weights).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--vgg-weights {path} does not exist",
+                             "pass torchvision's vgg16-397923af.pth, or run `harmonize zoo download vgg16`")
+        return str(path)
+    from ..zoo import fetch
+
+    try:
+        return str(fetch("vgg16"))
+    except DownloadError as exc:
+        raise UsageError(
+            f"the VGG16 ImageNet weights of PCT-Net's contrastive loss are missing ({exc.message})",
+            "run `harmonize zoo download vgg16`" + (f" or {exc.hint}" if exc.hint else "")
+            + ", or pass --vgg-weights PATH",
         ) from None

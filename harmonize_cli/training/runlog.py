@@ -79,11 +79,20 @@ def log_epoch(tb, epoch_number: int, train_loss: float, lr: float, val: Optional
     tb.flush()
 
 
-def save_grid(run_dir: Path, epoch: int, global_step: int, image, mask, prediction, target) -> Path:
-    """``images/epochEEE_stepSSSSSSS.png``: composite | mask | prediction | target, up to 4 rows."""
+def save_grid(run_dir: Path, epoch: int, global_step: int, image, mask, prediction, target,
+              normalization=None) -> Path:
+    """``images/epochEEE_stepSSSSSSS.png``: composite | mask | prediction | target, up to 4 rows
+    (``normalization``: the network's input normalisation, default ImageNet's)."""
     from PIL import Image
 
-    from ..data import denormalize
+    from ..choices import IMAGENET_NORMALIZATION
+
+    norm = normalization or IMAGENET_NORMALIZATION
+    mean = torch.tensor(norm["mean"], dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(norm["std"], dtype=torch.float32).view(3, 1, 1)
+
+    def denormalize(tensor):
+        return (tensor * std + mean) * 255.0
 
     rows = []
     with torch.no_grad():
@@ -124,12 +133,17 @@ def start_lines(config, run_dir: Path, parts, world_size: int, resumed_at=None):
         f"device: {parts.device}, processes: {world_size}, mixed precision: {amp}, "
         f"compile: {config.compile}, deterministic: {config.deterministic} (seed {config.seed})",
         f"train: {len(train_set)} samples of {', '.join(train_set.subset_names)}; batch {config.batch_size} "
-        f"({parts.local_batch} per process), {parts.steps_per_epoch} steps per epoch, crop {config.crop}",
+        f"({parts.local_batch} per process), {parts.steps_per_epoch} steps per epoch, crop {config.crop}"
+        + (f" (view of full-resolution crops, ratio {config.crop_ratio:g}, long side at most "
+           f"{config.fullres_max_side or 'unbounded'})" if config.crop_ratio is not None else ""),
         "validation: " + (f"{len(val_set)} test images of {', '.join(val_set.subset_names)} at {config.val_resize}"
                            if val_set is not None else "none"),
         f"optimiser: Adam lr {config.lr:g} betas {tuple(config.betas)} eps {config.eps:g}; "
-        f"lr multipliers {multipliers}; MultiStepLR {list(config.milestones)} "
-        f"x{config.gamma:g}; {config.epochs} epochs; loss {config.loss} (A_min {config.min_area:g})",
+        f"lr multipliers {multipliers}; " + (
+            f"constant, then linear from epoch {(list(config.milestones) or [config.epochs])[0]} to 0 at {config.epochs}"
+            if config.schedule == "constant-linear"
+            else f"MultiStepLR {list(config.milestones)} x{config.gamma:g}")
+        + f"; {config.epochs} epochs; loss {config.loss} (A_min {config.min_area:g})",
     ]
     if resumed_at is not None:
         epoch, step = resumed_at

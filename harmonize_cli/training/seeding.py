@@ -65,11 +65,17 @@ class SeededEpochDataset(torch.utils.data.Dataset):
                 random.setstate(saved[0])
                 np.random.set_state(saved[1])
                 torch.set_rng_state(saved[2])
-        return {"image": sample["image"], "target": sample["target"], "mask": sample["mask"]}
+        return {key: sample[key] for key in TRAINING_KEYS if key in sample}
+
+
+TRAINING_KEYS = ("image", "target", "mask", "image_fullres", "target_fullres", "mask_fullres")
 
 
 def collate(samples):
-    return {key: torch.stack([s[key] for s in samples]) for key in ("image", "target", "mask")}
+    """Stacks the samples' tensors; the full-resolution crops (``*_fullres``, sizes differ) stay
+    lists of 1 x C x H x W tensors."""
+    return {key: [s[key][None] for s in samples] if key.endswith("_fullres")
+            else torch.stack([s[key] for s in samples]) for key in TRAINING_KEYS if key in samples[0]}
 
 
 def worker_init(_worker_id):

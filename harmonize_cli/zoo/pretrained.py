@@ -111,6 +111,13 @@ BACKBONE_WEIGHTS = [
                       source="https://pytorch.org/vision/stable/models/generated/torchvision.models.resnet34.html",
                       preprocessing={"normalization": _IMAGENET_NORM},
                       metrics={"ImageNet": {"acc@1": 73.314, "acc@5": 91.42}}),
+    # not a backbone of a network: the feature network of PCT-Net's contrastive loss (training only)
+    PretrainedWeights("vgg16", "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth",
+                      "vgg16", kind="backbone", input_size=224, hash_prefix="397923af",
+                      source="https://pytorch.org/vision/stable/models/generated/torchvision.models.vgg16.html",
+                      note="the VGG16 features of PCT-Net's contrastive loss (harmonize train --arch pctnet-*)",
+                      preprocessing={"normalization": _IMAGENET_NORM},
+                      metrics={"ImageNet": {"acc@1": 71.592, "acc@5": 90.382}}),
 ]
 
 _ALL = {weights.name: weights for weights in HARMONIZATION_WEIGHTS + BACKBONE_WEIGHTS}

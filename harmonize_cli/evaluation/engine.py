@@ -469,6 +469,10 @@ def load_models(names: Sequence[str] = (), weights: Sequence[str] = ()):
                          "give one --weights per --model that needs weights (baselines need none), "
                          "or omit --model to detect each checkpoint's architecture")
     resolved = [zoo.resolve(name, source) for name, source in pairs]
+    labels = [model.label for model in resolved]
+    for model in resolved:  # two files of the same name (runs/a/best.pth, runs/b/best.pth): name the folder
+        if labels.count(model.label) > 1 and model.path is not None:
+            model.label = f"{model.name} ({model.path.parent.name}/{model.path.name})"
     seen: Dict[str, int] = {}
     for model in resolved:
         label = model.label

@@ -60,7 +60,7 @@ def test_auto_fallback_is_a_python_warning_not_console_output(capsys):
     assert h.model_name == "lab-transfer" and h.notice
     assert h.describe()["model"] == "lab-transfer" and h.describe()["weights"] is None
     assert repr(h) == ("Harmonizer(model='lab-transfer', weights='none', device='cpu', resolution='auto', "
-                       "batch_size=8, flip_tta=False)")
+                       "batch_size=1, flip_tta=False)")  # batch 1 on the CPU
 
 
 def test_repr_names_the_weights_file(idih_checkpoint):

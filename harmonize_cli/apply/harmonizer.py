@@ -38,6 +38,12 @@ from .resolution import (
 DEFAULT_SIZE = 256  # network size for models that run at any size (the baselines)
 
 
+def default_batch_size(device) -> int:
+    """Images per forward pass: 1 on the CPU, where a batch of 8 measured slower per image
+    (docs/benchmarks.md, "Against the reference"), 8 on accelerators, where batching keeps them busy."""
+    return 1 if getattr(device, "type", str(device)) == "cpu" else 8
+
+
 @dataclass
 class Job:
     """One image on its way through the harmonizer (see :meth:`Harmonizer.prepare`)."""
@@ -69,25 +75,30 @@ class Harmonizer:
     device: "cpu", "cuda", "cuda:1", "mps" or None/"auto" (CUDA when available).
     resolution: "auto" (network at its training size, correction carried to full resolution),
         "fixed" (reference: resize, run, resize back) or "native" (full size, padded).
-    batch_size: images per forward pass at the network size.
+    batch_size: images per forward pass at the network size (default: 1 on the CPU, where a batch
+        is slower per image, 8 on a GPU).
     flip_tta: average the prediction with that of the horizontally flipped input.
     """
 
     def __init__(self, model: str = "auto", weights=None, device=None, resolution: str = "auto",
-                 batch_size: int = 8, flip_tta: bool = False, quiet: bool = False):
+                 batch_size: Optional[int] = None, flip_tta: bool = False, quiet: bool = False):
         from ..device import resolve_device
+        from ..inference_opt import optimize_for_inference
         from ..zoo import resolve
 
-        if int(batch_size) < 1:
+        if batch_size is not None and int(batch_size) < 1:
             raise UsageError("batch size must be at least 1")
         self.resolution = check_strategy(resolution)
-        self.batch_size = int(batch_size)
         self.flip_tta = bool(flip_tta)
         self.device = resolve_device(device)
+        self.batch_size = int(batch_size) if batch_size is not None else default_batch_size(self.device)
         self.model = resolve(model, weights)  # what runs: spec, network, weights source, sha256
         self.network = self.model.network.to(self.device).eval()
         for parameter in self.network.parameters():
             parameter.requires_grad_(False)
+        # what the forward passes run: the same function, batch norms folded (and on the CPU a
+        # vectorised ELU, channels-last weights); the resolved network itself stays as it is
+        self.runner = optimize_for_inference(self.network, self.device)
         self.input_size = int(self.model.input_size or DEFAULT_SIZE)
         self.divisor = self.model.divisor
         # PCT-Net carries its 256-px prediction to full resolution itself (``auto``)
@@ -223,7 +234,7 @@ class Harmonizer:
         with self._lock, torch.inference_mode():
             image = torch.from_numpy(images).to(self.device, non_blocking=True)
             mask = torch.from_numpy(masks).to(self.device, non_blocking=True).unsqueeze(1)
-            output = predict(self.network, image, mask, normalization=self.model.normalization,
+            output = predict(self.runner, image, mask, normalization=self.model.normalization,
                              divisor=self.divisor, flip_tta=self.flip_tta, peak=1.0)
             return output.cpu().numpy()
 

@@ -46,8 +46,9 @@ errors.
 @click.option("--weights", shell_complete=complete_weights, default=None,
               help="Checkpoint file, URL or released name; alone, its architecture is detected.")
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Images per forward pass at the network size.")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help="Images per forward pass at the network size (default: 1 on the CPU, where it is faster; "
+                   "8 on a GPU).")
 @click.option("--resolution", type=click.Choice(RESOLUTION_STRATEGIES), default="auto", show_default=True,
               help="auto: network at its training size, correction carried to full resolution; "
                    "fixed: resize, run, resize back (reference); native: full size, padded.")

@@ -32,6 +32,7 @@ from .resolution import (
     fit_correction,
     mask_bbox,
     resize_mask,
+    resize_pil_rgb,
     resize_rgb,
 )
 
@@ -184,6 +185,9 @@ class Harmonizer:
     def prepare(self, image, mask, context=None) -> Job:
         """Decode and check the inputs and build the network's view (thread-safe, CPU)."""
         started = time.perf_counter()
+        decoded = getattr(image, "pil_rgb", None)  # read_image's Pillow image: the view is made from it
+        if decoded is not None:
+            image.pil_rgb = None  # not kept beyond this view
         rgb, alpha, gray = image_to_arrays(image)
         mask_values = mask_to_array(mask)
         if mask_values.shape != rgb.shape[:2]:
@@ -195,7 +199,7 @@ class Harmonizer:
                 self._prepare_native(job)
             else:
                 size = (self.input_size, self.input_size)
-                job.net_image = resize_rgb(rgb, size)
+                job.net_image = resize_rgb(rgb, size) if decoded is None else resize_pil_rgb(decoded, size)
                 job.net_mask = resize_mask(mask_values, size)
         job.seconds += time.perf_counter() - started
         return job

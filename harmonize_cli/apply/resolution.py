@@ -57,9 +57,16 @@ def resize_rgb(rgb: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     channels-first (3 x h x w)."""
     from PIL import Image
 
+    return resize_pil_rgb(Image.fromarray(rgb), size)
+
+
+def resize_pil_rgb(image, size: Tuple[int, int]) -> np.ndarray:
+    """:func:`resize_rgb` of an RGB Pillow image (the decoded photo itself: no copy into Pillow)."""
+    from PIL import Image
+
     height, width = size
-    small = Image.fromarray(rgb).resize((width, height), Image.BILINEAR, reducing_gap=3.0)
-    return np.asarray(small, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    small = image.resize((width, height), Image.BILINEAR, reducing_gap=3.0)
+    return np.asarray(small, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
 
 
 def resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -67,8 +74,8 @@ def resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
     height, width = size
-    small = Image.fromarray(mask.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR,
-                                                                       reducing_gap=3.0)
+    small = Image.fromarray(np.asarray(mask, dtype=np.float32), mode="F").resize((width, height), Image.BILINEAR,
+                                                                                 reducing_gap=3.0)
     return np.clip(np.asarray(small, dtype=np.float32), 0.0, 1.0)
 
 

@@ -25,6 +25,7 @@ from ..errors import HarmonizeError, UsageError
 from ..limits import DEFAULT_MAX_PIXELS, image_size
 from .imageio import format_for, output_suffix, read_image, read_mask, side_by_side, write_image
 from .pairing import find_pairs, output_path
+from .pipeline import plan_threads, torch_threads
 
 REPORT_NAME = "harmonize.json"
 COMPARISON_DIR = "comparison"
@@ -255,9 +256,11 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
             if run.on_start is not None:
                 run.on_start(len(todo))
             processing = time.perf_counter()
+            plan = plan_threads(harmonizer.device, run.workers)
             try:
-                harmonizer.process(todo, load, save, on_result,
-                                   workers=run.workers or min(4, os.cpu_count() or 1), size_of=_pixels_of)
+                with torch_threads(plan.torch_threads):
+                    harmonizer.process(todo, load, save, on_result, workers=plan.workers, size_of=_pixels_of,
+                                       shared_pool=plan.shared)
             finally:
                 report.processing_seconds = time.perf_counter() - processing
     except KeyboardInterrupt:

@@ -64,7 +64,8 @@ errors.
               help="Refuse images (and masks) with more pixels than this, from their header, before decoding "
                    "(image bombs); 0: no limit.")
 @click.option("--workers", default=None, type=click.IntRange(min=1),
-              help="Decoding/encoding threads (default: up to 4).")
+              help="Decoding and encoding threads (default: up to 4 each with a GPU; on the CPU one pool of half the "
+                   "cores plus one, the other half running the network).")
 def apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
           overwrite, flip_tta, comparison, max_pixels, workers):
     """Harmonize COMPOSITES (a folder or a file) with their MASKS (a folder or a file) into OUT.

@@ -25,6 +25,7 @@ from ..errors import HarmonizeError, UsageError
 from ..limits import DEFAULT_MAX_PIXELS, image_size
 from .imageio import format_for, output_suffix, read_image, read_mask, side_by_side, write_image
 from .pairing import find_pairs, output_path
+from .pipeline import plan_threads, torch_threads
 
 REPORT_NAME = "harmonize.json"
 COMPARISON_DIR = "comparison"
@@ -128,7 +129,7 @@ class _Run:
 
 
 def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=None, device=None,
-                     resolution: str = "auto", batch_size: int = 8, ext: str = "same", quality: int = 95,
+                     resolution: str = "auto", batch_size: Optional[int] = None, ext: str = "same", quality: int = 95,
                      recursive: bool = False, overwrite: bool = False, flip_tta: bool = False,
                      comparison: bool = False, workers: Optional[int] = None, harmonizer=None,
                      on_start: Optional[Callable[[int], None]] = None,
@@ -139,7 +140,8 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
     Returns the :class:`BatchReport` (also written to ``OUT/harmonize.json``, even when Ctrl-C
     stops the run, in which case KeyboardInterrupt is re-raised after the report is written).
     ``harmonizer``: an existing :class:`~harmonize_cli.apply.Harmonizer` (else one is built from
-    ``model``, ``weights``, ``device``, ``resolution``, ``batch_size``, ``flip_tta``).
+    ``model``, ``weights``, ``device``, ``resolution``, ``batch_size`` (None: 1 on the CPU, 8 on a
+    GPU), ``flip_tta``).
     ``on_start(n_to_do)`` and ``on_done(entry)`` report progress. ``max_pixels``: images (and
     masks) over this many pixels are refused from their header, never decoded (0: no limit).
     """
@@ -151,7 +153,7 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
     harmonizer = harmonizer or make_harmonizer(model, weights, device, resolution, batch_size, flip_tta)
     options = {"composites": str(composites), "masks": str(masks), "out": str(out), "model": model,
                "weights": weights if weights is None or isinstance(weights, str) else str(weights),
-               "device": device, "batch_size": batch_size, "resolution": resolution, "ext": ext,
+               "device": device, "batch_size": harmonizer.batch_size, "resolution": resolution, "ext": ext,
                "quality": quality, "recursive": recursive, "overwrite": overwrite, "flip_tta": flip_tta,
                "comparison": comparison, "max_pixels": max_pixels}
     report = BatchReport(out=out, entries=entries, model=harmonizer.describe(), options=options)
@@ -194,7 +196,7 @@ def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None
     return report
 
 
-def make_harmonizer(model="auto", weights=None, device=None, resolution="auto", batch_size=8, flip_tta=False):
+def make_harmonizer(model="auto", weights=None, device=None, resolution="auto", batch_size=None, flip_tta=False):
     """A Harmonizer for the commands: its notice (e.g. the training-free fallback) printed as one line."""
     from .harmonizer import Harmonizer
 
@@ -241,9 +243,11 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
             if run.on_start is not None:
                 run.on_start(len(todo))
             processing = time.perf_counter()
+            plan = plan_threads(harmonizer.device, run.workers)
             try:
-                harmonizer.process(todo, load, save, on_result,
-                                   workers=run.workers or min(4, os.cpu_count() or 1), size_of=_pixels_of)
+                with torch_threads(plan.torch_threads):
+                    harmonizer.process(todo, load, save, on_result, workers=plan.workers, size_of=_pixels_of,
+                                       shared_pool=plan.shared)
             finally:
                 report.processing_seconds = time.perf_counter() - processing
     except KeyboardInterrupt:

@@ -32,10 +32,17 @@ from .resolution import (
     fit_correction,
     mask_bbox,
     resize_mask,
+    resize_pil_rgb,
     resize_rgb,
 )
 
 DEFAULT_SIZE = 256  # network size for models that run at any size (the baselines)
+
+
+def default_batch_size(device) -> int:
+    """Images per forward pass: 1 on the CPU, where a batch of 8 measured slower per image
+    (docs/benchmarks.md, "Against the reference"), 8 on accelerators, where batching keeps them busy."""
+    return 1 if getattr(device, "type", str(device)) == "cpu" else 8
 
 
 @dataclass
@@ -69,25 +76,30 @@ class Harmonizer:
     device: "cpu", "cuda", "cuda:1", "mps" or None/"auto" (CUDA when available).
     resolution: "auto" (network at its training size, correction carried to full resolution),
         "fixed" (reference: resize, run, resize back) or "native" (full size, padded).
-    batch_size: images per forward pass at the network size.
+    batch_size: images per forward pass at the network size (default: 1 on the CPU, where a batch
+        is slower per image, 8 on a GPU).
     flip_tta: average the prediction with that of the horizontally flipped input.
     """
 
     def __init__(self, model: str = "auto", weights=None, device=None, resolution: str = "auto",
-                 batch_size: int = 8, flip_tta: bool = False, quiet: bool = False):
+                 batch_size: Optional[int] = None, flip_tta: bool = False, quiet: bool = False):
         from ..device import resolve_device
+        from ..inference_opt import optimize_for_inference
         from ..zoo import resolve
 
-        if int(batch_size) < 1:
+        if batch_size is not None and int(batch_size) < 1:
             raise UsageError("batch size must be at least 1")
         self.resolution = check_strategy(resolution)
-        self.batch_size = int(batch_size)
         self.flip_tta = bool(flip_tta)
         self.device = resolve_device(device)
+        self.batch_size = int(batch_size) if batch_size is not None else default_batch_size(self.device)
         self.model = resolve(model, weights)  # what runs: spec, network, weights source, sha256
         self.network = self.model.network.to(self.device).eval()
         for parameter in self.network.parameters():
             parameter.requires_grad_(False)
+        # what the forward passes run: the same function, batch norms folded (and on the CPU a
+        # vectorised ELU, channels-last weights); the resolved network itself stays as it is
+        self.runner = optimize_for_inference(self.network, self.device)
         self.input_size = int(self.model.input_size or DEFAULT_SIZE)
         self.divisor = self.model.divisor
         # PCT-Net carries its 256-px prediction to full resolution itself (``auto``)
@@ -173,6 +185,9 @@ class Harmonizer:
     def prepare(self, image, mask, context=None) -> Job:
         """Decode and check the inputs and build the network's view (thread-safe, CPU)."""
         started = time.perf_counter()
+        decoded = getattr(image, "pil_rgb", None)  # read_image's Pillow image: the view is made from it
+        if decoded is not None:
+            image.pil_rgb = None  # not kept beyond this view
         rgb, alpha, gray = image_to_arrays(image)
         mask_values = mask_to_array(mask)
         if mask_values.shape != rgb.shape[:2]:
@@ -184,7 +199,7 @@ class Harmonizer:
                 self._prepare_native(job)
             else:
                 size = (self.input_size, self.input_size)
-                job.net_image = resize_rgb(rgb, size)
+                job.net_image = resize_rgb(rgb, size) if decoded is None else resize_pil_rgb(decoded, size)
                 job.net_mask = resize_mask(mask_values, size)
         job.seconds += time.perf_counter() - started
         return job
@@ -223,7 +238,7 @@ class Harmonizer:
         with self._lock, torch.inference_mode():
             image = torch.from_numpy(images).to(self.device, non_blocking=True)
             mask = torch.from_numpy(masks).to(self.device, non_blocking=True).unsqueeze(1)
-            output = predict(self.network, image, mask, normalization=self.model.normalization,
+            output = predict(self.runner, image, mask, normalization=self.model.normalization,
                              divisor=self.divisor, flip_tta=self.flip_tta, peak=1.0)
             return output.cpu().numpy()
 
@@ -272,10 +287,11 @@ class Harmonizer:
     # ------------------------------------------------------------------------------ pipeline
 
     def process(self, tasks: Iterable, load, save, on_result, workers: int = 2, pixel_budget: Optional[int] = None,
-                size_of=None) -> None:
+                size_of=None, shared_pool: bool = False) -> None:
         """Stream tasks through this harmonizer with decoding and encoding overlapped with inference
         (see :func:`harmonize_cli.apply.pipeline.run_pipeline`)."""
         from .pipeline import DEFAULT_PIXEL_BUDGET, run_pipeline
 
         run_pipeline(self, tasks, load, save, on_result, workers=workers,
-                     pixel_budget=DEFAULT_PIXEL_BUDGET if pixel_budget is None else pixel_budget, size_of=size_of)
+                     pixel_budget=DEFAULT_PIXEL_BUDGET if pixel_budget is None else pixel_budget, size_of=size_of,
+                     shared_pool=shared_pool)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -59,6 +59,9 @@ class ImageData:
     bit_depth: int = 8
     icc_profile: Optional[bytes] = None
     exif: Optional[bytes] = None  # with the orientation tag removed
+    # the decoded RGB Pillow image, kept until the network's view is made from it (no copy back
+    # into Pillow for the resize); :meth:`Harmonizer.prepare` drops it
+    pil_rgb: Optional[object] = field(default=None, repr=False, compare=False)
 
     @property
     def size(self):
@@ -82,13 +85,23 @@ def _open(path, max_pixels=DEFAULT_MAX_PIXELS):
             image = open_image(path, max_pixels)
             image.load()
             fmt = image.format
-            upright = ImageOps.exif_transpose(image)
+            upright = _upright(image, ImageOps)
             upright.format = fmt
         return upright
     except UnidentifiedImageError as exc:
         raise InputError(f"{path}: not an image Pillow can read") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(f"{path}: cannot decode ({str(exc).splitlines()[0][:160] or type(exc).__name__})") from exc
+
+
+def _upright(image, ImageOps):
+    """The image turned upright by its EXIF orientation; without one, the image itself (no copy
+    of a photo that is already upright)."""
+    try:
+        ImageOps.exif_transpose(image, in_place=True)  # Pillow >= 9.4
+        return image
+    except TypeError:
+        return ImageOps.exif_transpose(image)
 
 
 def _scale_to_uint8(array: np.ndarray, bit_depth: Optional[int] = None) -> np.ndarray:
@@ -133,7 +146,7 @@ def _pil_to_arrays(image):
     if mode in ("RGBA", "RGBa"):
         values = np.asarray(image.convert("RGBA"))
         return np.ascontiguousarray(values[..., :3]), np.ascontiguousarray(values[..., 3]), False, 8
-    return np.asarray(image.convert("RGB")), None, False, 8
+    return np.asarray(image if mode == "RGB" else image.convert("RGB")), None, False, 8
 
 
 def read_image(path, max_pixels=DEFAULT_MAX_PIXELS) -> ImageData:
@@ -151,7 +164,8 @@ def read_image(path, max_pixels=DEFAULT_MAX_PIXELS) -> ImageData:
     except Exception:  # unreadable EXIF is dropped, not fatal
         exif = None
     return ImageData(rgb=np.ascontiguousarray(rgb), alpha=alpha, gray=gray, format=image.format, mode=source_mode,
-                     bit_depth=depth, icc_profile=image.info.get("icc_profile"), exif=exif)
+                     bit_depth=depth, icc_profile=image.info.get("icc_profile"), exif=exif,
+                     pil_rgb=image if image.mode == "RGB" else None)
 
 
 def image_to_arrays(image):

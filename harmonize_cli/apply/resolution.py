@@ -25,7 +25,7 @@ In every strategy the result is ``input + mask * (harmonized - input)`` with the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import numpy as np
@@ -57,9 +57,16 @@ def resize_rgb(rgb: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     channels-first (3 x h x w)."""
     from PIL import Image
 
+    return resize_pil_rgb(Image.fromarray(rgb), size)
+
+
+def resize_pil_rgb(image, size: Tuple[int, int]) -> np.ndarray:
+    """:func:`resize_rgb` of an RGB Pillow image (the decoded photo itself: no copy into Pillow)."""
+    from PIL import Image
+
     height, width = size
-    small = Image.fromarray(rgb).resize((width, height), Image.BILINEAR, reducing_gap=3.0)
-    return np.asarray(small, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    small = image.resize((width, height), Image.BILINEAR, reducing_gap=3.0)
+    return np.asarray(small, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
 
 
 def resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -67,35 +74,52 @@ def resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
     height, width = size
-    small = Image.fromarray(mask.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR,
-                                                                       reducing_gap=3.0)
+    small = Image.fromarray(np.asarray(mask, dtype=np.float32), mode="F").resize((width, height), Image.BILINEAR,
+                                                                                 reducing_gap=3.0)
     return np.clip(np.asarray(small, dtype=np.float32), 0.0, 1.0)
 
 
 # -------------------------------------------------------------------------- full-res sampling
 
-class Upsampler:
-    """Bilinear upsampling of a small C x h x w map to (H, W), one strip of rows at a time.
+def _taps(size_in: int, size_out: int, start: int, stop: int):
+    """Linear-interpolation taps of output positions ``start..stop-1`` (``align_corners=False``,
+    PyTorch's rule): (first source index, second source index, weight of the second)."""
+    scale = size_in / size_out
+    where = ((torch.arange(start, stop, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_(min=0.0)
+    first = where.floor().long().clamp_(max=size_in - 1)
+    second = (first + 1).clamp_(max=size_in - 1)
+    return first, second, (where - first).to(torch.float32)
 
-    The vertical pass is done once for the whole height (C x H x w, small); each strip then only
-    needs the horizontal pass. Equal to ``F.interpolate(mode="bilinear", align_corners=False)``.
+
+class Upsampler:
+    """Bilinear upsampling (``F.interpolate(mode="bilinear", align_corners=False)``) of a small
+    C x h x w map to (H, W), one window at a time.
+
+    The horizontal pass is done once, on the low-resolution rows and only for the window's
+    columns (C x h x width, small); a window of rows then blends two of those rows per output row
+    (two row gathers and one lerp), so no work is spent outside the mask's box.
     """
 
     def __init__(self, low_res: torch.Tensor, out_size: Tuple[int, int]):
-        import torch.nn.functional as F
-
         self.out_size = out_size
-        channels, _, width = low_res.shape
-        self.vertical = F.interpolate(low_res[None].float(), size=(out_size[0], width), mode="bilinear",
-                                      align_corners=False)[0]
+        self.low_res = low_res.float()
+        self.vertical = _taps(low_res.shape[1], out_size[0], 0, out_size[0])
+        self._cols, self._rows_at_cols = None, None
+
+    def _columns(self, cols: Tuple[int, int]) -> torch.Tensor:
+        if self._cols != tuple(cols):
+            first, second, weight = _taps(self.low_res.shape[2], self.out_size[1], cols[0], cols[1])
+            left, right = self.low_res.index_select(2, first), self.low_res.index_select(2, second)
+            self._rows_at_cols = left.lerp_(right, weight)  # C x h x width
+            self._cols = tuple(cols)
+        return self._rows_at_cols
 
     def window(self, rows: Tuple[int, int], cols: Tuple[int, int]) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        channels, _, width = self.vertical.shape
-        band = self.vertical[:, rows[0]:rows[1], :].reshape(1, -1, width)
-        wide = F.interpolate(band, size=self.out_size[1], mode="linear", align_corners=False)
-        return wide.view(channels, rows[1] - rows[0], self.out_size[1])[:, :, cols[0]:cols[1]]
+        """The window as C x rows x cols (contiguous, a new tensor)."""
+        band = self._columns(cols)
+        first, second, weight = (taps[rows[0]:rows[1]] for taps in self.vertical)
+        top, bottom = band.index_select(1, first), band.index_select(1, second)
+        return top.lerp_(bottom, weight[:, None])
 
 
 def _strips(bbox, width_pixels: int):
@@ -118,15 +142,30 @@ def _blend_into(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, bo
     """out[top:bottom, x0:x1] = input + mask * (harmonized - input), rounded; where the mask is 0
     the input is copied bit for bit.
 
-    ``harmonized``: h x w x 3 float in [0, 1] (modified in place); ``source``: the strip of the
-    input as h x w x 3 float in [0, 255], if already converted."""
+    ``harmonized``: h x w x 3 float in [0, 1] (modified in place; NaN counts as 0); ``source``: the
+    strip of the input as h x w x 3 float in [0, 255], if already converted."""
+    target = torch.nan_to_num_(harmonized, nan=0.0).mul_(255.0).permute(2, 0, 1)
+    _blend_255(out, rgb, mask, top, bottom, x0, x1, target, None if source is None else source.permute(2, 0, 1))
+
+
+def _planar_source(rgb: np.ndarray, top: int, bottom: int, x0: int, x1: int) -> torch.Tensor:
+    """The strip of the input as 3 x h x w float32 (0..255), contiguous."""
+    strip = strip_tensor(rgb[top:bottom, x0:x1]).permute(2, 0, 1)
+    return torch.empty(strip.shape, dtype=torch.float32).copy_(strip)
+
+
+def _blend_255(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, bottom: int, x0: int, x1: int,
+               target: torch.Tensor, source: Optional[torch.Tensor] = None) -> None:
+    """:func:`_blend_into` for a *finite* 3 x h x w ``target`` in 0..255 units (modified in place):
+    one pass per operation and no background select, because ``source + 0 * (target - source)``
+    is the source exactly and a convex combination of two values in [0, 255] stays in it."""
     if source is None:
-        source = strip_tensor(rgb[top:bottom, x0:x1]).float()
-    weight = strip_tensor(mask[top:bottom, x0:x1]).float().unsqueeze(-1)
-    target = torch.nan_to_num_(harmonized, nan=0.0).clamp_(0.0, 1.0).mul_(255.0)
-    mixed = target.sub_(source).mul_(weight).add_(source).round_().clamp_(0, 255).to(torch.uint8).numpy()
-    keep = (mask[top:bottom, x0:x1] <= 0)[..., None]
-    out[top:bottom, x0:x1] = np.where(keep, rgb[top:bottom, x0:x1], mixed)
+        source = _planar_source(rgb, top, bottom, x0, x1)
+    weight = strip_tensor(mask[top:bottom, x0:x1])
+    if weight.dtype != torch.float32:
+        weight = weight.float()
+    mixed = target.clamp_(0.0, 255.0).sub_(source).mul_(weight).add_(source).round_()
+    out[top:bottom, x0:x1] = mixed.to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 # --------------------------------------------------------------------------- colour mapping
@@ -150,6 +189,7 @@ class ColourMap:
     low: torch.Tensor  # per-channel range of the colours it was fitted on (extrapolation guard)
     high: torch.Tensor
     linear: torch.Tensor  # 4 x 3 affine fit, used beyond the fitted range
+    _folded: Optional[tuple] = field(default=None, repr=False, compare=False)  # apply_255's coefficients
 
     def apply(self, pixels: torch.Tensor) -> torch.Tensor:
         """Map N x 3 colours (float, [0, 1])."""
@@ -165,6 +205,38 @@ class ColourMap:
             mapped = torch.addmm(self.coefficients[9], features, self.coefficients[_FEATURE_ORDER])
         overflow = pixels - inside  # colours outside the fitted range continue linearly
         return mapped.addmm_(overflow, self.linear[:3])
+
+    def apply_255(self, pixels: torch.Tensor) -> torch.Tensor:
+        """:meth:`apply` in 0..255 units on both sides, on planar colours (3 x N float, one row
+        per channel: contiguous rows make every step one vectorised pass), with the scale folded
+        into the coefficients: the clamped colours, their squares and products, and the overflow
+        beyond the fitted range go through two small matrix products."""
+        if self._folded is None:
+            self._folded = self._coefficients_255()
+        bias, weights, overflow, low, high = self._folded
+        features = torch.empty((9 if self.degree == 2 else 3, pixels.shape[1]), dtype=pixels.dtype)
+        inside = torch.clamp(pixels, low, high, out=features[0:3])
+        if self.degree == 2:
+            torch.mul(inside, inside, out=features[3:6])
+            torch.mul(inside[0:2], inside[1:3], out=features[6:8])  # rg, gb
+            torch.mul(inside[0], inside[2], out=features[8])  # rb
+        return torch.addmm(bias, weights, features).addmm_(overflow, pixels)
+
+    def _coefficients_255(self):
+        # mapped_255 = 255 * poly(p) with p = x / 255: linear rows keep their value, products of
+        # two colours are divided by 255, the constant is multiplied by 255; the overflow term
+        # (x - inside) @ linear is split into x @ linear - inside @ linear
+        linear = self.linear[:3]
+        if self.degree == 1:
+            weights = self.coefficients[:3] - linear
+            bias = self.coefficients[3] * 255.0
+        else:
+            weights = self.coefficients[_FEATURE_ORDER].clone()
+            weights[3:] /= 255.0
+            weights[:3] -= linear
+            bias = self.coefficients[9] * 255.0
+        return (bias.view(3, 1), weights.T.contiguous(), linear.T.contiguous(), self.low.view(3, 1) * 255.0,
+                self.high.view(3, 1) * 255.0)
 
 
 # rows of the degree-2 coefficients (r g b r2 g2 b2 rg rb gb 1) in the order ``apply`` builds them
@@ -205,6 +277,8 @@ def fit_colour_map(source: torch.Tensor, target: torch.Tensor, weights: torch.Te
         low, high = source[used].amin(dim=0), source[used].amax(dim=0)
     else:
         low, high = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    if not all(bool(torch.isfinite(value).all()) for value in (coefficients, linear, low, high)):
+        return fit_colour_map(source, target, weights, degree=0)  # NaN in, identity out: never NaN pixels
     return ColourMap(coefficients.float(), degree, low.float(), high.float(), linear.float())
 
 
@@ -217,11 +291,11 @@ def compose_fixed(rgb: np.ndarray, mask: np.ndarray, prediction: np.ndarray, bbo
     bbox = bbox if bbox is not None else mask_bbox(mask)
     if bbox is None:
         return out
-    upsampler = Upsampler(torch.from_numpy(np.ascontiguousarray(prediction, dtype=np.float32)), mask.shape)
+    low = torch.from_numpy(np.array(prediction, dtype=np.float32))  # a copy: scaled in place
+    upsampler = Upsampler(torch.nan_to_num_(low, nan=0.0).clamp_(0.0, 1.0).mul_(255.0), mask.shape)
     _, _, x0, x1 = bbox
     for top, bottom in _strips(bbox, x1 - x0):
-        harmonized = upsampler.window((top, bottom), (x0, x1)).permute(1, 2, 0).contiguous()
-        _blend_into(out, rgb, mask, top, bottom, x0, x1, harmonized)
+        _blend_255(out, rgb, mask, top, bottom, x0, x1, upsampler.window((top, bottom), (x0, x1)))
     return out
 
 
@@ -234,7 +308,8 @@ def compose_native(rgb: np.ndarray, mask: np.ndarray, prediction: np.ndarray, bb
     full = torch.from_numpy(np.ascontiguousarray(prediction, dtype=np.float32))
     _, _, x0, x1 = bbox
     for top, bottom in _strips(bbox, x1 - x0):
-        _blend_into(out, rgb, mask, top, bottom, x0, x1, full[:, top:bottom, x0:x1].permute(1, 2, 0).contiguous())
+        target = torch.nan_to_num(full[:, top:bottom, x0:x1], nan=0.0).mul_(255.0)  # a copy, 3 x rows x cols
+        _blend_255(out, rgb, mask, top, bottom, x0, x1, target)
     return out
 
 
@@ -252,7 +327,7 @@ def fit_correction(low_input: np.ndarray, prediction: np.ndarray, low_mask: np.n
     """Fit the ``auto`` correction from the network's view: input, prediction (3 x h x w in
     [0, 1]) and mask (h x w)."""
     source = torch.from_numpy(np.ascontiguousarray(low_input, dtype=np.float32))
-    target = torch.from_numpy(np.ascontiguousarray(prediction, dtype=np.float32))
+    target = torch.nan_to_num(torch.from_numpy(np.ascontiguousarray(prediction, dtype=np.float32)), nan=0.0)
     weight = torch.from_numpy(np.ascontiguousarray(low_mask, dtype=np.float32))
     pixels_in = source.reshape(3, -1).T
     pixels_out = target.reshape(3, -1).T
@@ -268,7 +343,8 @@ def fit_correction(low_input: np.ndarray, prediction: np.ndarray, low_mask: np.n
 
 def compose_auto(rgb: np.ndarray, mask: np.ndarray, correction: Correction, bbox=None) -> np.ndarray:
     """``auto``: the colour mapping applied to every full-resolution foreground pixel, plus the
-    upsampled (mask-normalised) low-resolution residual, blended into the input."""
+    upsampled (mask-normalised) low-resolution residual, blended into the input. Computed in
+    0..255 units (scale folded into the coefficients), float32, strip by strip in the mask's box."""
     out = rgb.copy()
     bbox = bbox if bbox is not None else mask_bbox(mask)
     if bbox is None:
@@ -276,18 +352,16 @@ def compose_auto(rgb: np.ndarray, mask: np.ndarray, correction: Correction, bbox
     _, _, x0, x1 = bbox
     upsampler = None
     if bool(correction.residual_numerator.abs().max() > 0):
-        stacked = torch.cat((correction.residual_numerator, correction.residual_weight))
+        stacked = torch.cat((correction.residual_numerator * 255.0, correction.residual_weight))
         upsampler = Upsampler(stacked, mask.shape)
     for top, bottom in _strips(bbox, x1 - x0):
-        source = strip_tensor(rgb[top:bottom, x0:x1]).float()
-        strip_h, strip_w = source.shape[:2]
-        mapped = correction.colour_map.apply(source.view(-1, 3) / 255.0).view(strip_h, strip_w, 3)
+        source = _planar_source(rgb, top, bottom, x0, x1)  # 3 x rows x cols
+        mapped = correction.colour_map.apply_255(source.view(3, -1)).view(source.shape)
         if upsampler is not None:
-            window = upsampler.window((top, bottom), (x0, x1))
+            window = upsampler.window((top, bottom), (x0, x1))  # (3 + 1) x rows x cols
             numerator, denominator = window[:3], window[3:]
-            residual = numerator.div_(denominator.clamp_min(1e-4)).mul_(denominator > 1e-4)
-            mapped += residual.permute(1, 2, 0)
-        _blend_into(out, rgb, mask, top, bottom, x0, x1, mapped, source)
+            mapped.add_(numerator.div_(denominator.clamp_min(1e-4)).mul_(denominator > 1e-4))
+        _blend_255(out, rgb, mask, top, bottom, x0, x1, mapped, source)
     return out
 
 

@@ -41,8 +41,9 @@ errors.
               help="Output folder (results keep the composites' relative paths and stems); for a single "
                    "COMPOSITES file, an output file name such as out.png (format from its extension).")
 @model_options
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Images per forward pass at the network size.")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help="Images per forward pass at the network size (default: 1 on the CPU, where it is faster; "
+                   "8 on a GPU).")
 @click.option("--ext", type=click.Choice(OUTPUT_FORMATS), default="same", show_default=True,
               help="Output format (same: that of the input).")
 @quality_option
@@ -54,7 +55,8 @@ errors.
               help="Refuse images (and masks) with more pixels than this, from their header, before decoding "
                    "(image bombs); 0: no limit.")
 @click.option("--workers", default=None, type=click.IntRange(min=1),
-              help="Decoding/encoding threads (default: up to 4).")
+              help="Decoding and encoding threads (default: up to 4 each with a GPU; on the CPU one pool of half the "
+                   "cores plus one, the other half running the network).")
 def apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
           overwrite, flip_tta, comparison, max_pixels, workers):
     """Harmonize COMPOSITES (a folder or a file) with their MASKS (a folder or a file) into OUT.

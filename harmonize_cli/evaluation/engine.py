@@ -39,6 +39,7 @@ from .. import console
 from ..data.transforms import denormalize
 from ..errors import UsageError
 from ..inference import normalization_of, pad_divisor, predict
+from ..inference_opt import optimize_for_inference
 from .metrics import (
     FG_RATIO_RANGES,
     METRIC_NAMES,
@@ -190,6 +191,9 @@ class _Prepared:
             model.to(device)
         model.eval()
         self.divisor = pad_divisor(model)
+        # what the forward passes run: the same function, faster (batch norms folded; on the CPU a
+        # vectorised ELU and channels-last weights); the caller's model is not changed
+        self.runner = optimize_for_inference(model, device)
         self.sums: Dict[str, MetricSums] = {}
         self.fg_sums = {name: MetricSums() for name in FG_RATIO_RANGES}
         self.per_image: List[dict] = []
@@ -388,7 +392,7 @@ def _evaluate_group(prepared, group, device, flip_tta, psnr_peak, save_root, wri
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        pred = predict(item.model, image, mask, normalization=item.normalization, divisor=item.divisor,
+        pred = predict(item.runner, image, mask, normalization=item.normalization, divisor=item.divisor,
                        flip_tta=flip_tta, peak=255.0, low_size=item.low_size)
         if device.type == "cuda":
             torch.cuda.synchronize(device)

@@ -158,7 +158,13 @@ def rank_architectures(state_dict):
 
 
 def fits(arch_name: str, state_dict) -> bool:
-    """True when the state dict has exactly the architecture's keys and shapes."""
+    """True when the state dict has exactly the architecture's keys and shapes (from the recorded
+    layout fingerprint when it agrees, else by building the architecture's layout)."""
+    from .fingerprints import LAYOUT_FINGERPRINTS, layout_fingerprint
+
+    recorded = LAYOUT_FINGERPRINTS.get(arch_name)
+    if recorded is not None and layout_fingerprint(state_dict) == recorded:
+        return True
     expected = layout_of(arch_name)
     return len(expected) == len(state_dict) and all(
         expected.get(key) == tuple(value.shape) for key, value in state_dict.items()
@@ -171,8 +177,10 @@ def detect_arch(state_dict) -> str:
     Accepts a state dict, any checkpoint layout that :func:`extract_state_dict` reads, or a path,
     URL or registry name. The architecture recorded by ``harmonize train`` (``meta.arch``) wins
     when its layout agrees; otherwise architectures are tried in registry order and the first
-    exact match wins, so only the layouts up to it are built.
+    exact match wins. The layouts are recognised from their recorded fingerprints
+    (:mod:`~harmonize_cli.zoo.fingerprints`) first, so no model is built for a known layout.
     """
+    from .fingerprints import matching_architectures
     from .registry import ARCHITECTURES, get_arch
 
     if not isinstance(state_dict, Mapping) or not any(hasattr(v, "shape") for v in state_dict.values()):
@@ -186,6 +194,10 @@ def detect_arch(state_dict) -> str:
             candidates.insert(0, recorded)
         except Exception:  # an architecture this version does not know
             pass
+    known = matching_architectures(tensors)
+    for spec in candidates:  # the recorded architecture first, then registry order
+        if spec.name in known:
+            return spec.name
     for spec in candidates:
         if fits(spec.name, tensors):
             return spec.name

@@ -188,7 +188,8 @@ def _build(spec, checkpoint, label) -> ResolvedModel:
     from . import create_model, load_weights
 
     network = create_model(spec.name, init=False)
-    load_weights(network, checkpoint, arch=spec.name, label=label)
+    # a checkpoint read from a file here is ours to hand over; a state dict passed in is copied
+    load_weights(network, checkpoint, arch=spec.name, label=label, owned=not str(label).startswith("<"))
     path = None if label is None or str(label).startswith("<") else Path(label)
     return ResolvedModel(spec=spec, network=network, source=None if path is None else str(label), path=path)
 

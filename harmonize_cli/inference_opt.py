@@ -1,0 +1,172 @@
+"""Inference-time rewrites of a network: the same function, computed faster.
+
+:func:`optimize_for_inference` returns a copy of a network (the original is never touched) with
+
+- every BatchNorm that directly follows a convolution folded into that convolution's weights and
+  bias (eval mode only: the running statistics become constants), so the normalisation costs
+  nothing at run time;
+- on the CPU, every ``nn.ELU`` replaced by :class:`FastELU`: PyTorch's CPU ELU evaluates
+  ``expm1`` element by element (about 5 ms per 1M values on the 2-core VM, half of the iDIH
+  forward pass), while ``exp`` is vectorised (0.3 ms); ``max(x, exp(min(x, 0)) - 1)`` is the
+  same function to within ~1e-7;
+- on the CPU, channels-last weights (the convolutions then run in oneDNN's native layout, the
+  transposed ones without layout copies): with the two rewrites above it measured faster for
+  every architecture of the paper (iDIH 19 -> 15 ms, HRNet18s-iDIH 78 -> 63 ms at batch 1).
+
+Outputs stay within the parity tolerance (5e-4 on the reference fixtures,
+``tests/test_inference_opt.py``). Apply and eval run the optimised copy; training (and its
+validation) runs the network as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterable, Optional, Tuple
+
+import torch
+from torch import nn
+
+__all__ = ["FastELU", "fold_batchnorm", "use_fast_elu", "optimizable", "optimize_for_inference"]
+
+
+class FastELU(nn.Module):
+    """``ELU(alpha)`` computed from a vectorised ``exp``: ``max(x, alpha * (exp(min(x, 0)) - 1))``
+    for ``alpha <= 1`` (where ``alpha * (e^x - 1) <= x`` for every x, so the maximum picks the
+    right branch)."""
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"FastELU needs 0 < alpha <= 1, not {alpha}")
+        self.alpha = float(alpha)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        negative = torch.clamp(x, max=0.0).exp_().sub_(1.0)
+        if self.alpha != 1.0:
+            negative.mul_(self.alpha)
+        return torch.maximum(x, negative, out=negative)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+# ------------------------------------------------------------------------------ batch-norm folding
+
+_CONVOLUTIONS = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+def _foldable(conv, norm) -> bool:
+    return (isinstance(conv, _CONVOLUTIONS) and isinstance(norm, nn.BatchNorm2d) and not norm.training
+            and norm.track_running_stats and norm.running_mean is not None
+            and conv.out_channels == norm.num_features)
+
+
+@torch.no_grad()
+def _fold_pair(conv, norm) -> None:
+    """Fold ``norm(conv(x))`` into ``conv`` (weights and bias changed in place)."""
+    scale = norm.running_var.double().add(norm.eps).rsqrt()
+    if norm.weight is not None:
+        scale = scale * norm.weight.double()
+    shift = -norm.running_mean.double() * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.double()
+    weight = conv.weight.double()
+    if isinstance(conv, nn.ConvTranspose2d):  # in x out/groups x kh x kw
+        groups = conv.groups
+        in_per_group = weight.shape[0] // groups
+        grouped = weight.view(groups, in_per_group, -1, *weight.shape[2:])
+        grouped = grouped * scale.view(groups, 1, -1, 1, 1)
+        weight = grouped.view_as(weight)
+    else:  # out x in/groups x kh x kw
+        weight = weight * scale.view(-1, 1, 1, 1)
+    bias = conv.bias.double() * scale + shift if conv.bias is not None else shift
+    conv.weight.copy_(weight.to(conv.weight.dtype))
+    if conv.bias is None:
+        conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+    else:
+        conv.bias.copy_(bias.to(conv.bias.dtype))
+
+
+def _attribute_pairs(module) -> Iterable[Tuple[str, str]]:
+    """(conv, norm) attribute names whose forward is ``norm(conv(x))`` with nothing between."""
+    from .models.hrnet import HighResolutionNet
+    from .models.resnet import BasicBlock, Bottleneck, ResNetBackbone
+
+    if isinstance(module, (BasicBlock, HighResolutionNet)):
+        return (("conv1", "bn1"), ("conv2", "bn2"))
+    if isinstance(module, Bottleneck):
+        return (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
+    if isinstance(module, ResNetBackbone):
+        return (("conv1", "bn1"),)  # a deep stem (Sequential conv1) is not a convolution: skipped
+    return ()
+
+
+def fold_batchnorm(network: nn.Module) -> int:
+    """Fold, in place, each eval-mode ``BatchNorm2d`` that directly follows a convolution (in a
+    ``Sequential``, or as a known ``convN``/``bnN`` pair of the residual blocks and stems) into
+    that convolution; the norm becomes ``nn.Identity``. Returns how many were folded."""
+    folded = 0
+    for module in list(network.modules()):
+        if isinstance(module, nn.Sequential):
+            children = list(module._modules.items())
+            for (_, first), (second_name, second) in zip(children, children[1:]):
+                if _foldable(first, second):
+                    _fold_pair(first, second)
+                    module._modules[second_name] = nn.Identity()
+                    folded += 1
+                elif (isinstance(second, nn.Sequential) and len(second) and _foldable(first, second[0])):
+                    _fold_pair(first, second[0])  # conv -> Sequential(norm, relu): the OCR layout
+                    second._modules[next(iter(second._modules))] = nn.Identity()
+                    folded += 1
+        for conv_name, norm_name in _attribute_pairs(module):
+            conv, norm = getattr(module, conv_name, None), getattr(module, norm_name, None)
+            if _foldable(conv, norm):
+                _fold_pair(conv, norm)
+                setattr(module, norm_name, nn.Identity())
+                folded += 1
+    return folded
+
+
+def use_fast_elu(network: nn.Module) -> int:
+    """Replace, in place, every ``nn.ELU`` (alpha <= 1) by :class:`FastELU`; returns the count."""
+    replaced = 0
+    for module in list(network.modules()):
+        for name, child in list(module._modules.items()):
+            if type(child) is nn.ELU and 0.0 < child.alpha <= 1.0:
+                module._modules[name] = FastELU(child.alpha)
+                replaced += 1
+    return replaced
+
+
+def optimizable(network: nn.Module) -> bool:
+    """Whether the rewrites apply: the paper's networks (DIH / iDIH / S2AM, with or without an
+    HRNet or DeepLab backbone), whose parity is tested; other networks (PCT-Net, the baselines)
+    run as they are."""
+    from .models.backboned import BackbonedHarmonizationModel
+    from .models.dih import DeepImageHarmonization
+    from .models.ssam import SSAMImageHarmonization
+
+    return isinstance(network, (DeepImageHarmonization, SSAMImageHarmonization, BackbonedHarmonizationModel))
+
+
+def optimize_for_inference(network: nn.Module, device: Optional[torch.device] = None) -> nn.Module:
+    """A faster copy of ``network`` for inference on ``device`` (default: where it is); see the
+    module doc. The copy is in eval mode without gradients; ``network`` itself is left unchanged.
+    A network that is not :func:`optimizable` is returned as it is."""
+    if not optimizable(network):
+        return network
+    if device is None:
+        parameter = next(iter(network.parameters()), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+    device = torch.device(device)
+    try:
+        fast = copy.deepcopy(network).eval()
+    except Exception:  # a module that cannot be copied (e.g. holding a file handle): run it as it is
+        return network
+    for parameter in fast.parameters():
+        parameter.requires_grad_(False)
+    fold_batchnorm(fast)
+    if device.type == "cpu":
+        use_fast_elu(fast)
+        fast = fast.to(memory_format=torch.channels_last)
+    return fast.to(device)

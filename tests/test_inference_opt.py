@@ -1,0 +1,157 @@
+"""The optimised inference path (folded batch norms, vectorised ELU, channels-last weights) computes
+the same function as the networks themselves; cheap architecture detection; weights loading."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harmonize_cli import zoo
+from harmonize_cli.inference_opt import FastELU, fold_batchnorm, optimizable, optimize_for_inference
+from parity_utils import fixture_names, generate_weights, load_fixture, reference_layouts
+
+TOLERANCE = 5e-4  # the parity criterion of shared/parity/README.md
+
+
+# ------------------------------------------------------------------------------------ the pieces
+
+def test_fast_elu_is_elu():
+    x = torch.cat((torch.linspace(-30, 30, 20001), torch.tensor([0.0, -0.0, 1e-8, -1e-8, -88.0, 50.0])))
+    assert torch.allclose(FastELU()(x), F.elu(x), atol=1e-6, rtol=0)
+    assert torch.allclose(FastELU(0.5)(x), F.elu(x, alpha=0.5), atol=1e-6, rtol=0)
+    assert torch.equal(FastELU()(torch.tensor([2.5, 0.0])), torch.tensor([2.5, 0.0]))  # positive side exact
+    with pytest.raises(ValueError):
+        FastELU(1.5)  # max(x, alpha * (e^x - 1)) is ELU only for alpha <= 1
+
+
+def _random_statistics(module, generator):
+    for norm in module.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.running_mean.normal_(0.0, 0.5, generator=generator)
+            norm.running_var.uniform_(0.3, 2.0, generator=generator)
+            if norm.affine:
+                norm.weight.data.uniform_(0.5, 1.5, generator=generator)
+                norm.bias.data.normal_(0.0, 0.3, generator=generator)
+
+
+def test_fold_batchnorm_keeps_the_function_of_every_convolution_kind():
+    generator = torch.Generator().manual_seed(0)
+    network = nn.Sequential(
+        nn.Conv2d(4, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ELU(),
+        nn.ConvTranspose2d(8, 6, 4, stride=2, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.ConvTranspose2d(6, 4, 3, padding=1, groups=2), nn.BatchNorm2d(4, affine=False),
+        nn.Conv2d(4, 6, 1, groups=2), nn.Sequential(nn.BatchNorm2d(6), nn.ReLU()),  # the OCR layout
+    ).eval()
+    _random_statistics(network, generator)
+    x = torch.randn(2, 4, 9, 11, generator=generator)
+    with torch.no_grad():
+        expected = network(x)
+        folded = fold_batchnorm(network)
+        got = network(x)
+    assert folded == 4
+    assert not any(isinstance(module, nn.BatchNorm2d) for module in network.modules())
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_fold_batchnorm_leaves_training_norms_and_lone_norms_alone():
+    network = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 3, 1), nn.ReLU(), nn.BatchNorm2d(3))
+    assert fold_batchnorm(network.eval()) == 0  # no norm directly after a convolution
+    training = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)).train()
+    assert fold_batchnorm(training) == 0  # batch statistics are not constants
+
+
+def test_optimised_copy_is_a_copy_and_runs_channels_last_on_the_cpu():
+    network = zoo.create_model("idih").eval()
+    before = {key: value.clone() for key, value in network.state_dict().items()}
+    fast = optimize_for_inference(network, "cpu")
+    assert fast is not network and not fast.training
+    assert all(torch.equal(value, before[key]) for key, value in network.state_dict().items())
+    assert any(isinstance(module, nn.BatchNorm2d) for module in network.modules())  # the original keeps its norms
+    assert not any(isinstance(module, (nn.BatchNorm2d, nn.ELU)) for module in fast.modules())
+    assert any(isinstance(module, FastELU) for module in fast.modules())
+    conv = next(module for module in fast.modules() if isinstance(module, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(parameter.requires_grad for parameter in fast.parameters())
+    baseline = zoo.create_model("lab-transfer")
+    assert not optimizable(baseline) and optimize_for_inference(baseline) is baseline
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_optimised_network_matches_the_reference_fixtures(name):
+    """Folded batch norms, FastELU and channels-last weights stay within the parity tolerance of
+    the reference outputs (and of our unoptimised network)."""
+    fixture = load_fixture(name)
+    weights, _ = generate_weights(fixture["manifest"], fixture["seed"])
+    network = zoo.create_model(name, weights=weights)
+    fast = optimize_for_inference(network, "cpu")
+    with torch.inference_mode():
+        plain, optimised = network(fixture["image"], fixture["mask"]), fast(fixture["image"], fixture["mask"])
+    assert (optimised - fixture["expected"]).abs().max().item() <= TOLERANCE
+    assert (optimised - plain).abs().max().item() <= TOLERANCE
+    assert (optimised - plain).abs().max().item() > 0  # it really is another computation
+
+
+@pytest.mark.parametrize("reference_name", ["deeplab_r34_idih256", "hrnet18_v2p_idih256", "improved_sedih256"])
+def test_optimised_network_matches_architectures_without_fixtures(reference_name):
+    """Networks without a published fixture (DeepLab's ResNet blocks, the v2p pyramid, masked
+    channel attention), with weights by the fixtures' rule: the optimised copy is as close to the
+    float64 computation as the network itself."""
+    weights, _ = generate_weights(reference_layouts()[reference_name]["state_dict"], seed=0)
+    network = zoo.create_model(reference_name, weights=weights)
+    fast = optimize_for_inference(network, "cpu")
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(1, 3, 256, 256, generator=generator)
+    mask = (torch.rand(1, 1, 256, 256, generator=generator) > 0.6).float()
+    with torch.inference_mode():
+        exact = copy.deepcopy(network).double()(image.double(), mask.double())
+        assert (network(image, mask).double() - exact).abs().max().item() <= TOLERANCE
+        assert (fast(image, mask).double() - exact).abs().max().item() <= TOLERANCE
+
+
+# ------------------------------------------------------------------------- detection and loading
+
+def test_fingerprint_table_matches_the_models():
+    from harmonize_cli.zoo.checkpoints import layout_of
+    from harmonize_cli.zoo.fingerprints import LAYOUT_FINGERPRINTS, layout_fingerprint
+
+    assert {"idih", "idih-hrnet-w18s"} <= set(LAYOUT_FINGERPRINTS)
+    stale = [name for name, value in LAYOUT_FINGERPRINTS.items() if layout_fingerprint(layout_of(name)) != value]
+    assert not stale, f"regenerate with `python -m harmonize_cli.zoo.fingerprints`: {stale}"
+
+
+def test_detection_builds_no_model_for_a_known_layout(monkeypatch):
+    from harmonize_cli.zoo import checkpoints
+
+    state = zoo.create_model("idih-hrnet-w18s", init=False).state_dict()
+
+    def no_build(name):
+        raise AssertionError(f"built the layout of {name}")
+
+    monkeypatch.setattr(checkpoints, "layout_of", no_build)
+    assert zoo.detect_arch(state) == "idih-hrnet-w18s"
+    assert checkpoints.fits("idih-hrnet-w18s", state)
+
+
+def test_detection_falls_back_to_the_layouts_when_the_table_is_stale(monkeypatch):
+    from harmonize_cli.zoo import fingerprints
+
+    monkeypatch.setattr(fingerprints, "LAYOUT_FINGERPRINTS", {"idih": "0" * 64})
+    assert zoo.detect_arch(zoo.create_model("idih", init=False).state_dict()) == "idih"
+
+
+def test_weights_from_a_file_are_loaded_exactly_and_a_passed_state_dict_is_not_shared(tmp_path):
+    torch.manual_seed(3)
+    source = zoo.create_model("idih")
+    path = tmp_path / "w.pth"
+    torch.save(source.state_dict(), path)
+    from_file = zoo.create_model("idih", weights=str(path))
+    assert all(torch.equal(value, source.state_dict()[key]) for key, value in from_file.state_dict().items())
+    state = {key: value.clone() for key, value in source.state_dict().items()}
+    from_memory = zoo.create_model("idih", weights=state)
+    with torch.no_grad():
+        next(from_memory.parameters()).add_(1.0)
+    assert torch.equal(state[next(iter(state))], source.state_dict()[next(iter(state))])

@@ -246,6 +246,7 @@ def test_auto_correction_residual_is_carried_where_the_map_cannot():
     assert out[:, :16].mean() > out[:, 48:].mean() + 30
 
 
+@pytest.mark.slow  # a fresh process and a 10-megapixel image: ~5-9 s
 def test_memory_bound_on_a_large_image():
     """4096 x 2560 in ``auto``: peak resident memory of the whole process stays under 2 GiB (docs/apply.md)."""
     code = textwrap.dedent("""

@@ -251,11 +251,12 @@ FAMILIES = [
     ("isedih", 256, 2, "auto"),
     ("s2am", 16, 2, "fp16"),  # fp16 autocast + GradScaler
     ("is2am-hrnet-w18s", 64, 2, "auto"),  # HRNet backbone, ImageNet weights from the cache
-    ("idih-deeplab-r34", 256, 2, "auto"),  # DeepLab backbone, --no-pretrained
+    pytest.param("idih-deeplab-r34", 256, 2, "auto", marks=pytest.mark.slow),  # DeepLab backbone (12 s)
 ]
 
 
-@pytest.mark.parametrize("arch,crop,batch,amp", FAMILIES, ids=[f[0] for f in FAMILIES])
+@pytest.mark.parametrize("arch,crop,batch,amp", FAMILIES,
+                         ids=[(f.values if hasattr(f, "values") else f)[0] for f in FAMILIES])
 def test_every_architecture_family_trains(arch, crop, batch, amp, mini, tmp_path, isolated_home):
     from harmonize_cli import zoo
 
@@ -346,6 +347,7 @@ def test_stop_and_resume_equals_an_uninterrupted_run(mini, tmp_path):
         assert resumed.epochs_done == 2 and final["scheduler"] == reference["scheduler"]
 
 
+@pytest.mark.slow  # forks data-loading workers three times: ~15 s idle, up to 50 s on a loaded machine
 def test_stop_and_resume_with_loading_workers_equals_an_uninterrupted_run(mini, tmp_path):
     """Two data-loading processes: a resumed epoch starts at another sample on another worker and
     still draws the same crops."""

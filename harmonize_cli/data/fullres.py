@@ -33,7 +33,6 @@ tensors and keeps the full-resolution ones as lists.
 
 from __future__ import annotations
 
-import random as _random
 from typing import Mapping, Optional
 
 import torch
@@ -73,10 +72,6 @@ class RandomCropNoResize(Transform):
         self.max_side = int(max_side) if max_side else None
         self.max_redraws = max_redraws
         self._rng = rng
-
-    @property
-    def rng(self):
-        return self._rng if self._rng is not None else _random
 
     def sample_box(self, height: int, width: int):
         rng = self.rng

@@ -175,6 +175,12 @@ def denormalize(image: torch.Tensor) -> torch.Tensor:
 class Transform:
     """Base class: ``transform(reader, keep_background_prob=-1.0) -> dict`` (see module doc)."""
 
+    _rng = None  # a random.Random for reproducible draws; None: the module-level generator
+
+    @property
+    def rng(self):
+        return self._rng if self._rng is not None else _random
+
     def __call__(self, reader: SampleReader, keep_background_prob: float = -1.0) -> dict:
         raise NotImplementedError
 
@@ -217,10 +223,6 @@ class RandomResizedCropFlip(Transform):
         self.max_redraws = max_redraws
         self.exact = bool(exact)
         self._rng = rng
-
-    @property
-    def rng(self):
-        return self._rng if self._rng is not None else _random
 
     def sample_box(self, height: int, width: int):
         """``(top, left, crop_height, crop_width)`` for an image of the given size."""

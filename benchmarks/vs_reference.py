@@ -52,7 +52,7 @@ def spawner_loop() -> None:
         request = json.loads(line)
         started = time.perf_counter()
         process = subprocess.Popen(request["command"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   env=request["env"], cwd=ROOT)
+                                   env=request["env"], cwd=request["cwd"])
         stderr = process.stderr.read().decode(errors="replace")  # never blocks the child on a full pipe
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
@@ -90,8 +90,9 @@ def _sample_pictures():
     return pictures
 
 
-def make_photos(folder: Path, count: int, seed: int = 0):
-    """``count`` composites (JPEG quality 92) and masks (PNG) of 1.5-4K; returns (composites, masks)."""
+def make_photos(folder: Path, count: int, seed: int = 0, sizes=PHOTO_SIZES):
+    """``count`` composites (JPEG quality 92) and masks (PNG) of 1.5-4K (``sizes``); returns
+    (composites, masks)."""
     from PIL import Image, ImageDraw, ImageFilter
 
     rng = np.random.default_rng(seed)
@@ -100,7 +101,7 @@ def make_photos(folder: Path, count: int, seed: int = 0):
     masks.mkdir(parents=True, exist_ok=True)
     pictures = _sample_pictures()
     for index in range(count):
-        width, height = PHOTO_SIZES[index % len(PHOTO_SIZES)]
+        width, height = sizes[index % len(sizes)]
         picture = Image.fromarray(pictures[index % len(pictures)]).resize((width, height), Image.BICUBIC)
         noise = rng.normal(0.0, 4.0, (height, width, 1)).astype(np.float32)
         image = np.clip(np.asarray(picture, dtype=np.float32) + noise, 0, 255)
@@ -126,13 +127,27 @@ def make_eval_set(folder: Path, count: int) -> Path:
     return make_mini_iharmony(folder, n_train=1, n_test=max(1, count // 4), size=(480, 640), adobe_scale=1)
 
 
-def save_weights(arch: str, path: Path) -> None:
+def random_weights(arch: str) -> dict:
+    """Weights by the parity fixtures' rule (shared/parity/README.md: realistic magnitudes and
+    batch-norm statistics; the reference initialisation of an untrained HRNet gives outputs in the
+    thousands, where float32 itself is off by units)."""
     import torch
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from parity_utils import generate_weights
 
     from harmonize_cli import zoo
 
-    torch.manual_seed(0)
-    torch.save(zoo.create_model(arch).state_dict(), path)
+    with torch.device("meta"):
+        layout = zoo.create_model(arch, init=False).state_dict()
+    manifest = [(key, list(value.shape), str(value.dtype)) for key, value in layout.items()]
+    return generate_weights(manifest, seed=0)[0]
+
+
+def save_weights(arch: str, path: Path) -> None:
+    import torch
+
+    torch.save(random_weights(arch), path)
 
 
 # ------------------------------------------------------------------------- the reference's loops
@@ -223,9 +238,11 @@ class Spawner:
         self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--spawner"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def run(self, command, env=None):
-        """(wall seconds from start to exit, peak RSS MiB) of a fresh process."""
-        self.process.stdin.write(json.dumps({"command": [str(part) for part in command], "env": env}) + "\n")
+    def run(self, command, env=None, cwd=ROOT):
+        """(wall seconds from start to exit, peak RSS MiB) of a fresh process started in ``cwd``
+        (``python -m`` puts the working directory first on the path: it picks the package)."""
+        request = {"command": [str(part) for part in command], "env": env, "cwd": str(cwd)}
+        self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         answer = json.loads(self.process.stdout.readline())
         if answer["code"] != 0:
@@ -241,7 +258,7 @@ SPAWNER = None
 
 
 def timed_process(command, env=None):
-    return SPAWNER.run(command, env)
+    return SPAWNER.run(command, env, cwd=Path(env["PYTHONPATH"].split(os.pathsep)[0]) if env else ROOT)
 
 
 def _environment(root: Path = ROOT):
@@ -263,7 +280,7 @@ def bench_forward(arch: str, repeat: int):
     from harmonize_cli.inference_opt import optimize_for_inference
 
     torch.manual_seed(0)
-    plain = zoo.create_model(arch).eval()
+    plain = zoo.create_model(arch, weights=random_weights(arch))
     fast = optimize_for_inference(plain)
     rows = []
     for batch in (1, 8):
@@ -306,6 +323,20 @@ def bench_apply(arch: str, weights: Path, composites: Path, masks: Path, work: P
             for variant in variants for resolution in ("fixed", "auto")]
 
 
+def bench_memory(arch: str, weights: Path, composites: Path, masks: Path, work: Path):
+    """Peak resident memory of whole processes on one photo: ours (fixed, auto) and the reference."""
+    me = [sys.executable, str(Path(__file__).resolve())]
+    rows = {"reference": timed_process(me + ["--reference-apply", arch, str(weights), str(composites), str(masks),
+                                             str(work / "ref")], _environment())}
+    for resolution in ("fixed", "auto"):
+        rows[resolution] = timed_process([sys.executable, "-m", "harmonize_cli", "-q", "apply", str(composites),
+                                          str(masks), "-o", str(work / resolution), "--weights", str(weights),
+                                          "--resolution", resolution, "--quality", "85", "--overwrite"],
+                                         _environment())
+    return [{"arch": arch, "work": f"one 24 MP photo, {label}", "seconds": seconds, "peak_rss_mib": peak}
+            for label, (seconds, peak) in rows.items()]
+
+
 def bench_eval(arch: str, weights: Path, data: Path, work: Path, repeat: int, variants):
     me = [sys.executable, str(Path(__file__).resolve())]
     reference_json = work / "ref_eval.json"
@@ -332,7 +363,8 @@ def bench_eval(arch: str, weights: Path, data: Path, work: Path, repeat: int, va
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", default=",".join(ARCHS))
-    parser.add_argument("--parts", default="forward,apply,eval")
+    parser.add_argument("--parts", default="forward,apply,eval,memory",
+                        help="forward, apply, eval and memory (peak RSS on one 6000x4000 photo)")
     parser.add_argument("--photos", type=int, default=21)
     parser.add_argument("--eval-images", type=int, default=136)
     parser.add_argument("--repeat", type=int, default=3, help="rounds per measurement; the best is kept")
@@ -360,7 +392,7 @@ def main(argv=None) -> int:
     system = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
               "torch_threads": torch.get_num_threads(), "machine": platform.machine(), "processor": _cpu_name()}
     print(f"{system}\nload average before: {' '.join(f'{x:.2f}' for x in load_before)}", flush=True)
-    results = {"forward": [], "apply": [], "eval": []}
+    results = {"forward": [], "apply": [], "eval": [], "memory": []}
     variants = {"after": ROOT} if args.before is None else {"before": args.before.resolve(), "after": ROOT}
     with tempfile.TemporaryDirectory(prefix="harmonize-vs-ref-") as tmp:
         tmp = Path(tmp)
@@ -370,6 +402,8 @@ def main(argv=None) -> int:
             print(f"{args.photos} photos written in {time.time() - started:.0f} s", flush=True)
         if "eval" in parts:
             data = make_eval_set(tmp / "iHarmony4", args.eval_images)
+        if "memory" in parts:
+            big = make_photos(tmp / "big", 1, seed=1, sizes=[(6000, 4000)])
         for arch in archs:
             weights = tmp / f"{arch}.pth"
             save_weights(arch, weights)
@@ -391,6 +425,11 @@ def main(argv=None) -> int:
                     print(f"eval {LABELS.get(arch, arch)} ({row['variant']}, {row['images']} images): reference "
                           f"{row['reference_s']:.2f} s, ours {row['ours_s']:.2f} s ({row['ratio']:.2f}x); All MSE "
                           f"{row['reference_mse']:.2f} / {row['ours_mse']:.2f}", flush=True)
+            if "memory" in parts:
+                for row in bench_memory(arch, weights, *big, tmp / "big-out"):
+                    results["memory"].append(row)
+                    print(f"{row['work']} {LABELS.get(arch, arch)}: {row['seconds']:.2f} s, peak RSS "
+                          f"{row['peak_rss_mib']:.0f} MiB", flush=True)
     SPAWNER.close()
     load_after = os.getloadavg()
     print(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}")
@@ -419,6 +458,9 @@ def _print_table(results) -> None:
     for row in results["apply"] + results["eval"]:
         print(f"| {row['work']} | {LABELS.get(row['arch'], row['arch'])} | {row['variant']} | "
               f"{row['reference_s']:.2f} s | {row['ours_s']:.2f} s | {row['ratio']:.2f} |")
+    for row in results["memory"]:
+        print(f"| {row['work']} | {LABELS.get(row['arch'], row['arch'])} | peak RSS {row['peak_rss_mib']:.0f} MiB "
+              f"| {row['seconds']:.2f} s | | |")
 
 
 if __name__ == "__main__":

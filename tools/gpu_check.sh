@@ -17,6 +17,7 @@ import sys, torch
 sys.path.insert(0, "tests")
 from parity_utils import fixture_names, generate_weights, load_fixture
 from harmonize_cli import zoo
+from harmonize_cli.inference_opt import optimize_for_inference
 torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False
 for name in fixture_names():
@@ -25,7 +26,9 @@ for name in fixture_names():
     model = zoo.create_model(name, weights=weights, device="cuda")
     with torch.no_grad():
         out = model(f["image"].cuda(), f["mask"].cuda()).cpu()
-    print(name, "max abs diff on CUDA", (out - f["expected"]).abs().max().item())
+        fast = optimize_for_inference(model, "cuda")(f["image"].cuda(), f["mask"].cuda()).cpu()
+    print(name, "max abs diff on CUDA", (out - f["expected"]).abs().max().item(),
+          "optimised (folded BN)", (fast - f["expected"]).abs().max().item())
 PY
 
 step "train: bf16 and fp16 steps, channels_last, compile off/on (benchmark)"

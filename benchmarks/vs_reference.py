@@ -28,8 +28,12 @@ eval
     fixed256; both as fresh processes, and both tables' "All" MSE are printed as a check.
 
 Runs of the two sides alternate and the best of ``--repeat`` is kept (other jobs on a shared
-machine only ever slow a run down); the load average is printed before and after. Ratios are
-reference time / our time (above 1: we are faster).
+machine only ever slow a run down); the load average is printed before and after. The reference's
+loops run with torch's default threads (all cores) and with one thread (``--reference-threads``):
+on a loaded machine OpenMP threads waiting for each other slow the default many times over, so
+the faster of the two counts, which is the conservative figure. Ratios are reference time / our
+time (above 1: we are faster). ``--before DIR`` also measures the package in DIR (a checkout of
+an earlier commit) as "before", in the same run.
 """
 
 from __future__ import annotations
@@ -173,14 +177,23 @@ def _reference_predict(network, image_255, mask):
     return ((output * std + mean) * 255.0).clamp(0, 255)
 
 
-def reference_apply(arch: str, weights: str, composites: str, masks: str, out: str) -> None:
-    """The reference's apply loop, one photo after another (see the module doc)."""
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def reference_apply(arch: str, weights: str, composites: str, masks: str, out: str, threads: int = 0) -> None:
+    """The reference's apply loop, one photo after another (see the module doc); ``threads``:
+    torch's intra-op threads (0: its default, all cores)."""
     import torch
     import torch.nn.functional as F
     from PIL import Image
 
     from harmonize_cli.data.transforms import resize_linear, resize_linear_uint8
 
+    _set_threads(threads)
     network = _plain_network(arch, weights)
     Path(out).mkdir(parents=True, exist_ok=True)
     for path in sorted(Path(composites).glob("*.jpg")):
@@ -195,12 +208,13 @@ def reference_apply(arch: str, weights: str, composites: str, masks: str, out: s
         Image.fromarray(result).save(Path(out) / path.name, quality=85)
 
 
-def reference_eval(arch: str, weights: str, data: str, out: str) -> None:
+def reference_eval(arch: str, weights: str, data: str, out: str, threads: int = 0) -> None:
     """The reference's evaluation loop at Fixed256 (batch 1, decoding in the loop)."""
     from PIL import Image
 
     from harmonize_cli.data.transforms import resize_linear, resize_linear_uint8
 
+    _set_threads(threads)
     network = _plain_network(arch, weights)
     sums, count = {"MSE": 0.0, "fMSE": 0.0, "PSNR": 0.0}, 0
     for list_file in sorted(Path(data).glob("*/*_test.txt")):
@@ -300,10 +314,12 @@ def bench_forward(arch: str, repeat: int):
     return rows
 
 
-def bench_apply(arch: str, weights: Path, composites: Path, masks: Path, work: Path, repeat: int, variants):
+def bench_apply(arch: str, weights: Path, composites: Path, masks: Path, work: Path, repeat: int, variants,
+                reference_threads):
     me = [sys.executable, str(Path(__file__).resolve())]
-    commands = {("reference", None): (me + ["--reference-apply", arch, str(weights), str(composites), str(masks),
-                                            str(work / "ref")], _environment())}
+    commands = {(f"reference-{threads}", None): (
+        me + ["--reference-apply", arch, str(weights), str(composites), str(masks), str(work / "ref"),
+              "--threads", str(threads)], _environment()) for threads in reference_threads}
     for variant, env in _ours(variants).items():
         for resolution in ("fixed", "auto"):
             commands[(variant, resolution)] = ([
@@ -315,11 +331,13 @@ def bench_apply(arch: str, weights: Path, composites: Path, masks: Path, work: P
         for key, (command, env) in commands.items():
             seconds, peak = timed_process(command, env)
             best[key] = (min(best[key][0], seconds), max(best[key][1], peak))
-    reference = best[("reference", None)][0]
+    references = {threads: best[(f"reference-{threads}", None)] for threads in reference_threads}
+    reference = min(seconds for seconds, _ in references.values())
     return [{"arch": arch, "work": f"apply {resolution}", "variant": variant, "reference_s": reference,
+             "reference_by_threads_s": {str(threads): value[0] for threads, value in references.items()},
              "ours_s": best[(variant, resolution)][0], "ratio": reference / best[(variant, resolution)][0],
              "peak_rss_mib": best[(variant, resolution)][1],
-             "reference_peak_rss_mib": best[("reference", None)][1]}
+             "reference_peak_rss_mib": max(value[1] for value in references.values())}
             for variant in variants for resolution in ("fixed", "auto")]
 
 
@@ -337,11 +355,12 @@ def bench_memory(arch: str, weights: Path, composites: Path, masks: Path, work: 
             for label, (seconds, peak) in rows.items()]
 
 
-def bench_eval(arch: str, weights: Path, data: Path, work: Path, repeat: int, variants):
+def bench_eval(arch: str, weights: Path, data: Path, work: Path, repeat: int, variants, reference_threads):
     me = [sys.executable, str(Path(__file__).resolve())]
     reference_json = work / "ref_eval.json"
-    commands = {"reference": (me + ["--reference-eval", arch, str(weights), str(data), str(reference_json)],
-                              _environment())}
+    commands = {f"reference-{threads}": (me + ["--reference-eval", arch, str(weights), str(data), str(reference_json),
+                                               "--threads", str(threads)], _environment())
+                for threads in reference_threads}
     for variant, env in _ours(variants).items():
         commands[variant] = ([sys.executable, "-m", "harmonize_cli", "-q", "eval", "--data", str(data),
                               "--weights", str(weights), "--resize", "fixed256", "-o", str(work / f"{variant}.json")],
@@ -351,8 +370,10 @@ def bench_eval(arch: str, weights: Path, data: Path, work: Path, repeat: int, va
         for label, (command, env) in commands.items():
             best[label] = min(best[label], timed_process(command, env)[0])
     reference = json.loads(reference_json.read_text())
-    return [{"arch": arch, "work": "eval fixed256", "variant": variant, "reference_s": best["reference"],
-             "ours_s": best[variant], "ratio": best["reference"] / best[variant], "images": reference["N"],
+    reference_s = min(best[f"reference-{threads}"] for threads in reference_threads)
+    return [{"arch": arch, "work": "eval fixed256", "variant": variant, "reference_s": reference_s,
+             "reference_by_threads_s": {str(threads): best[f"reference-{threads}"] for threads in reference_threads},
+             "ours_s": best[variant], "ratio": reference_s / best[variant], "images": reference["N"],
              "reference_mse": reference["MSE"],
              "ours_mse": json.loads((work / f"{variant}.json").read_text())["by_subset"]["All"]["MSE"]}
             for variant in variants]
@@ -372,16 +393,21 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--before", type=Path, metavar="DIR",
                         help="also measure the package in DIR (a checkout of an earlier commit) as \"before\"")
+    parser.add_argument("--reference-threads", default="0,1",
+                        help="torch threads of the reference's loops, each measured; the fastest counts "
+                             "(0: torch's default, all cores; 1 avoids OpenMP stalls on a loaded machine)")
+    parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--reference-apply", nargs=5, metavar=("ARCH", "WEIGHTS", "COMPOSITES", "MASKS", "OUT"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--reference-eval", nargs=4, metavar=("ARCH", "WEIGHTS", "DATA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.reference_apply:
-        reference_apply(*args.reference_apply)
+        reference_apply(*args.reference_apply, threads=args.threads)
         return 0
     if args.reference_eval:
-        reference_eval(*args.reference_eval)
+        reference_eval(*args.reference_eval, threads=args.threads)
         return 0
+    reference_threads = [int(value) for value in args.reference_threads.split(",")]
 
     global SPAWNER
     SPAWNER = Spawner()  # first, while this process is small
@@ -414,13 +440,14 @@ def main(argv=None) -> int:
                           f"ms/image, ours {row['ours_ms']:.1f} ({row['ratio']:.2f}x), max |diff| "
                           f"{row['max_abs_diff']:.1e}", flush=True)
             if "apply" in parts:
-                for row in bench_apply(arch, weights, composites, masks, tmp / "out", args.repeat, variants):
+                for row in bench_apply(arch, weights, composites, masks, tmp / "out", args.repeat, variants,
+                                       reference_threads):
                     results["apply"].append(row)
                     print(f"{row['work']} {LABELS.get(arch, arch)} ({row['variant']}): reference {row['reference_s']:.2f} s, ours "
                           f"{row['ours_s']:.2f} s ({row['ratio']:.2f}x), peak RSS {row['peak_rss_mib']:.0f} MiB "
                           f"(reference {row['reference_peak_rss_mib']:.0f})", flush=True)
             if "eval" in parts:
-                for row in bench_eval(arch, weights, data, tmp, args.repeat, variants):
+                for row in bench_eval(arch, weights, data, tmp, args.repeat, variants, reference_threads):
                     results["eval"].append(row)
                     print(f"eval {LABELS.get(arch, arch)} ({row['variant']}, {row['images']} images): reference "
                           f"{row['reference_s']:.2f} s, ours {row['ours_s']:.2f} s ({row['ratio']:.2f}x); All MSE "

@@ -478,7 +478,7 @@ def _cpu_name() -> str:
 
 
 def _print_table(results) -> None:
-    print("\n| work | model | ours | reference | ours | ratio |\n| --- | --- | --- | ---: | ---: | ---: |")
+    print("\n| work | model | variant | reference | ours | ratio |\n| --- | --- | --- | ---: | ---: | ---: |")
     for row in results["forward"]:
         print(f"| forward, batch {row['batch']} (per image) | {LABELS.get(row['arch'], row['arch'])} | after | "
               f"{row['reference_ms']:.1f} ms | {row['ours_ms']:.1f} ms | {row['ratio']:.2f} |")

@@ -16,10 +16,10 @@ apply
     ``--photos`` JPEG photos of 1.5-4K (photo-like: scikit-image sample pictures upscaled, with
     sensor-like noise; an object mask per photo, recoloured inside) through, each as a fresh
     process timed from start to exit (interpreter start-up and ``import torch`` included on both
-    sides): the reference's loop written with this project's dependencies (decode with Pillow,
-    resize the whole photo to 256 with OpenCV ``INTER_LINEAR`` semantics, predict at batch 1 with
-    the plain network, resize the whole prediction back to full size, blend nothing, encode JPEG
-    quality 85, one file after another) and ``harmonize apply --weights W --quality 85`` with
+    sides): the reference's loop written with this project's dependencies
+    (``benchmarks/reference_loops.py``: decode with Pillow, resize the whole photo to 256 with
+    OpenCV ``INTER_LINEAR`` semantics, predict at batch 1 with the plain network, resize the whole
+    prediction back to full size, blend nothing, encode JPEG quality 85, one file after another) and ``harmonize apply --weights W --quality 85`` with
     ``--resolution fixed`` and ``auto`` (the same JPEG settings, so encoders are not compared).
 eval
     ``--eval-images`` test composites of 480 x 640 in iHarmony4 folder layout: the reference's
@@ -71,6 +71,7 @@ if __name__ == "__main__" and sys.argv[1:] == ["--spawner"]:
 import numpy as np
 
 sys.path.insert(0, str(ROOT))  # this checkout's package, whatever else is installed
+REFERENCE = [sys.executable, str(ROOT / "benchmarks" / "reference_loops.py")]  # the reference's loops
 ARCHS = ("idih", "idih-hrnet-w18s")
 LABELS = {"idih": "iDIH", "idih-hrnet-w18s": "HRNet18s-iDIH"}
 # (width, height) of the generated photos: 1.5-4K, landscape and portrait, 4:3, 3:2 and 16:9
@@ -154,93 +155,6 @@ def save_weights(arch: str, path: Path) -> None:
     torch.save(random_weights(arch), path)
 
 
-# ------------------------------------------------------------------------- the reference's loops
-
-def _plain_network(arch: str, weights: str):
-    import torch
-
-    from harmonize_cli import zoo
-
-    network = zoo.create_model(arch, init=False)
-    network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return network.eval()
-
-
-def _reference_predict(network, image_255, mask):
-    """The reference Predictor: normalise, forward, de-normalise, clamp (1 x 3 x h x w, 0..255)."""
-    import torch
-
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    with torch.no_grad():
-        output = network((image_255 / 255.0 - mean) / std, mask)
-    return ((output * std + mean) * 255.0).clamp(0, 255)
-
-
-def _set_threads(threads: int) -> None:
-    import torch
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-
-
-def reference_apply(arch: str, weights: str, composites: str, masks: str, out: str, threads: int = 0) -> None:
-    """The reference's apply loop, one photo after another (see the module doc); ``threads``:
-    torch's intra-op threads (0: its default, all cores)."""
-    import torch
-    import torch.nn.functional as F
-    from PIL import Image
-
-    from harmonize_cli.data.transforms import resize_linear, resize_linear_uint8
-
-    _set_threads(threads)
-    network = _plain_network(arch, weights)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    for path in sorted(Path(composites).glob("*.jpg")):
-        image = np.asarray(Image.open(path).convert("RGB"))
-        mask = np.asarray(Image.open(Path(masks) / f"{path.stem}.png").convert("L")).astype(np.float32) / 255.0
-        small = resize_linear_uint8(image, (256, 256)).round()[None].contiguous()  # N x C x H x W, as ToTensor
-        small_mask = resize_linear(mask, (256, 256))[None]
-        prediction = _reference_predict(network, small, small_mask).round().to(torch.uint8)
-        full = F.interpolate(prediction.contiguous(memory_format=torch.channels_last), size=image.shape[:2],
-                             mode="bilinear", align_corners=False)  # uint8 channels-last: torch's fast kernel
-        result = full[0].permute(1, 2, 0).contiguous().numpy()
-        Image.fromarray(result).save(Path(out) / path.name, quality=85)
-
-
-def reference_eval(arch: str, weights: str, data: str, out: str, threads: int = 0) -> None:
-    """The reference's evaluation loop at Fixed256 (batch 1, decoding in the loop)."""
-    from PIL import Image
-
-    from harmonize_cli.data.transforms import resize_linear, resize_linear_uint8
-
-    _set_threads(threads)
-    network = _plain_network(arch, weights)
-    sums, count = {"MSE": 0.0, "fMSE": 0.0, "PSNR": 0.0}, 0
-    for list_file in sorted(Path(data).glob("*/*_test.txt")):
-        subset = list_file.parent
-        for name in list_file.read_text().split():
-            stem = Path(name).stem
-            real_name = stem.split("_")[0] + ".jpg"
-            mask_name = stem.rsplit("_", 1)[0] + ".png"
-            image = np.asarray(Image.open(subset / "composite_images" / name).convert("RGB"))
-            real = np.asarray(Image.open(subset / "real_images" / real_name).convert("RGB"))
-            mask = np.asarray(Image.open(subset / "masks" / mask_name))
-            mask = (mask[..., 0] if mask.ndim == 3 else mask).astype(np.float32) / 255.0
-            small = resize_linear_uint8(image, (256, 256)).round()[None].contiguous()
-            target = resize_linear_uint8(real, (256, 256)).round()[None].contiguous()
-            small_mask = resize_linear(mask, (256, 256))[None]
-            prediction = _reference_predict(network, small, small_mask)
-            error = (prediction - target) ** 2
-            mse = error.mean().item()
-            fmse = (error * small_mask).sum().item() / (3 * small_mask.sum().item() + 1e-6)
-            psnr = 10 * np.log10(target.max().item() ** 2 / (mse + 1e-6))
-            for key, value in (("MSE", mse), ("fMSE", fmse), ("PSNR", psnr)):
-                sums[key] += value
-            count += 1
-    Path(out).write_text(json.dumps({key: value / max(count, 1) for key, value in sums.items()} | {"N": count}))
-
-
 # ------------------------------------------------------------------------------------- measuring
 
 class Spawner:
@@ -316,10 +230,9 @@ def bench_forward(arch: str, repeat: int):
 
 def bench_apply(arch: str, weights: Path, composites: Path, masks: Path, work: Path, repeat: int, variants,
                 reference_threads):
-    me = [sys.executable, str(Path(__file__).resolve())]
     commands = {(f"reference-{threads}", None): (
-        me + ["--reference-apply", arch, str(weights), str(composites), str(masks), str(work / "ref"),
-              "--threads", str(threads)], _environment()) for threads in reference_threads}
+        REFERENCE + ["apply", arch, str(weights), str(composites), str(masks), str(work / "ref"),
+                     "--threads", str(threads)], _environment()) for threads in reference_threads}
     for variant, env in _ours(variants).items():
         for resolution in ("fixed", "auto"):
             commands[(variant, resolution)] = ([
@@ -343,9 +256,8 @@ def bench_apply(arch: str, weights: Path, composites: Path, masks: Path, work: P
 
 def bench_memory(arch: str, weights: Path, composites: Path, masks: Path, work: Path):
     """Peak resident memory of whole processes on one photo: ours (fixed, auto) and the reference."""
-    me = [sys.executable, str(Path(__file__).resolve())]
-    rows = {"reference": timed_process(me + ["--reference-apply", arch, str(weights), str(composites), str(masks),
-                                             str(work / "ref")], _environment())}
+    rows = {"reference": timed_process(REFERENCE + ["apply", arch, str(weights), str(composites), str(masks),
+                                                    str(work / "ref")], _environment())}
     for resolution in ("fixed", "auto"):
         rows[resolution] = timed_process([sys.executable, "-m", "harmonize_cli", "-q", "apply", str(composites),
                                           str(masks), "-o", str(work / resolution), "--weights", str(weights),
@@ -356,10 +268,9 @@ def bench_memory(arch: str, weights: Path, composites: Path, masks: Path, work: 
 
 
 def bench_eval(arch: str, weights: Path, data: Path, work: Path, repeat: int, variants, reference_threads):
-    me = [sys.executable, str(Path(__file__).resolve())]
     reference_json = work / "ref_eval.json"
-    commands = {f"reference-{threads}": (me + ["--reference-eval", arch, str(weights), str(data), str(reference_json),
-                                               "--threads", str(threads)], _environment())
+    commands = {f"reference-{threads}": (REFERENCE + ["eval", arch, str(weights), str(data), str(reference_json),
+                                                      "--threads", str(threads)], _environment())
                 for threads in reference_threads}
     for variant, env in _ours(variants).items():
         commands[variant] = ([sys.executable, "-m", "harmonize_cli", "-q", "eval", "--data", str(data),
@@ -396,17 +307,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reference-threads", default="0,1",
                         help="torch threads of the reference's loops, each measured; the fastest counts "
                              "(0: torch's default, all cores; 1 avoids OpenMP stalls on a loaded machine)")
-    parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--reference-apply", nargs=5, metavar=("ARCH", "WEIGHTS", "COMPOSITES", "MASKS", "OUT"),
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--reference-eval", nargs=4, metavar=("ARCH", "WEIGHTS", "DATA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.reference_apply:
-        reference_apply(*args.reference_apply, threads=args.threads)
-        return 0
-    if args.reference_eval:
-        reference_eval(*args.reference_eval, threads=args.threads)
-        return 0
     reference_threads = [int(value) for value in args.reference_threads.split(",")]
 
     global SPAWNER

@@ -16,10 +16,10 @@ apply
     ``--photos`` JPEG photos of 1.5-4K (photo-like: scikit-image sample pictures upscaled, with
     sensor-like noise; an object mask per photo, recoloured inside) through, each as a fresh
     process timed from start to exit (interpreter start-up and ``import torch`` included on both
-    sides): the reference's loop written with this project's dependencies (decode with Pillow,
-    resize the whole photo to 256 with OpenCV ``INTER_LINEAR`` semantics, predict at batch 1 with
-    the plain network, resize the whole prediction back to full size, blend nothing, encode JPEG
-    quality 85, one file after another) and ``harmonize apply --weights W --quality 85`` with
+    sides): the reference's loop written with this project's dependencies
+    (``benchmarks/reference_loops.py``: decode with Pillow, resize the whole photo to 256 with
+    OpenCV ``INTER_LINEAR`` semantics, predict at batch 1 with the plain network, resize the whole
+    prediction back to full size, blend nothing, encode JPEG quality 85, one file after another) and ``harmonize apply --weights W --quality 85`` with
     ``--resolution fixed`` and ``auto`` (the same JPEG settings, so encoders are not compared).
 eval
     ``--eval-images`` test composites of 480 x 640 in iHarmony4 folder layout: the reference's
@@ -28,8 +28,12 @@ eval
     fixed256; both as fresh processes, and both tables' "All" MSE are printed as a check.
 
 Runs of the two sides alternate and the best of ``--repeat`` is kept (other jobs on a shared
-machine only ever slow a run down); the load average is printed before and after. Ratios are
-reference time / our time (above 1: we are faster).
+machine only ever slow a run down); the load average is printed before and after. The reference's
+loops run with torch's default threads (all cores) and with one thread (``--reference-threads``):
+on a loaded machine OpenMP threads waiting for each other slow the default many times over, so
+the faster of the two counts, which is the conservative figure. Ratios are reference time / our
+time (above 1: we are faster). ``--before DIR`` also measures the package in DIR (a checkout of
+an earlier commit) as "before", in the same run.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def spawner_loop() -> None:
         request = json.loads(line)
         started = time.perf_counter()
         process = subprocess.Popen(request["command"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   env=request["env"], cwd=ROOT)
+                                   env=request["env"], cwd=request["cwd"])
         stderr = process.stderr.read().decode(errors="replace")  # never blocks the child on a full pipe
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
@@ -67,6 +71,7 @@ if __name__ == "__main__" and sys.argv[1:] == ["--spawner"]:
 import numpy as np
 
 sys.path.insert(0, str(ROOT))  # this checkout's package, whatever else is installed
+REFERENCE = [sys.executable, str(ROOT / "benchmarks" / "reference_loops.py")]  # the reference's loops
 ARCHS = ("idih", "idih-hrnet-w18s")
 LABELS = {"idih": "iDIH", "idih-hrnet-w18s": "HRNet18s-iDIH"}
 # (width, height) of the generated photos: 1.5-4K, landscape and portrait, 4:3, 3:2 and 16:9
@@ -90,8 +95,9 @@ def _sample_pictures():
     return pictures
 
 
-def make_photos(folder: Path, count: int, seed: int = 0):
-    """``count`` composites (JPEG quality 92) and masks (PNG) of 1.5-4K; returns (composites, masks)."""
+def make_photos(folder: Path, count: int, seed: int = 0, sizes=PHOTO_SIZES):
+    """``count`` composites (JPEG quality 92) and masks (PNG) of 1.5-4K (``sizes``); returns
+    (composites, masks)."""
     from PIL import Image, ImageDraw, ImageFilter
 
     rng = np.random.default_rng(seed)
@@ -100,7 +106,7 @@ def make_photos(folder: Path, count: int, seed: int = 0):
     masks.mkdir(parents=True, exist_ok=True)
     pictures = _sample_pictures()
     for index in range(count):
-        width, height = PHOTO_SIZES[index % len(PHOTO_SIZES)]
+        width, height = sizes[index % len(sizes)]
         picture = Image.fromarray(pictures[index % len(pictures)]).resize((width, height), Image.BICUBIC)
         noise = rng.normal(0.0, 4.0, (height, width, 1)).astype(np.float32)
         image = np.clip(np.asarray(picture, dtype=np.float32) + noise, 0, 255)
@@ -126,90 +132,27 @@ def make_eval_set(folder: Path, count: int) -> Path:
     return make_mini_iharmony(folder, n_train=1, n_test=max(1, count // 4), size=(480, 640), adobe_scale=1)
 
 
+def random_weights(arch: str) -> dict:
+    """Weights by the parity fixtures' rule (shared/parity/README.md: realistic magnitudes and
+    batch-norm statistics; the reference initialisation of an untrained HRNet gives outputs in the
+    thousands, where float32 itself is off by units)."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from parity_utils import generate_weights
+
+    from harmonize_cli import zoo
+
+    with torch.device("meta"):
+        layout = zoo.create_model(arch, init=False).state_dict()
+    manifest = [(key, list(value.shape), str(value.dtype)) for key, value in layout.items()]
+    return generate_weights(manifest, seed=0)[0]
+
+
 def save_weights(arch: str, path: Path) -> None:
     import torch
 
-    from harmonize_cli import zoo
-
-    torch.manual_seed(0)
-    torch.save(zoo.create_model(arch).state_dict(), path)
-
-
-# ------------------------------------------------------------------------- the reference's loops
-
-def _plain_network(arch: str, weights: str):
-    import torch
-
-    from harmonize_cli import zoo
-
-    network = zoo.create_model(arch, init=False)
-    network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return network.eval()
-
-
-def _reference_predict(network, image_255, mask):
-    """The reference Predictor: normalise, forward, de-normalise, clamp (1 x 3 x h x w, 0..255)."""
-    import torch
-
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    with torch.no_grad():
-        output = network((image_255 / 255.0 - mean) / std, mask)
-    return ((output * std + mean) * 255.0).clamp(0, 255)
-
-
-def reference_apply(arch: str, weights: str, composites: str, masks: str, out: str) -> None:
-    """The reference's apply loop, one photo after another (see the module doc)."""
-    import torch
-    import torch.nn.functional as F
-    from PIL import Image
-
-    from harmonize_cli.data.transforms import resize_linear, resize_linear_uint8
-
-    network = _plain_network(arch, weights)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    for path in sorted(Path(composites).glob("*.jpg")):
-        image = np.asarray(Image.open(path).convert("RGB"))
-        mask = np.asarray(Image.open(Path(masks) / f"{path.stem}.png").convert("L")).astype(np.float32) / 255.0
-        small = resize_linear_uint8(image, (256, 256)).round()[None].contiguous()  # N x C x H x W, as ToTensor
-        small_mask = resize_linear(mask, (256, 256))[None]
-        prediction = _reference_predict(network, small, small_mask).round().to(torch.uint8)
-        full = F.interpolate(prediction.contiguous(memory_format=torch.channels_last), size=image.shape[:2],
-                             mode="bilinear", align_corners=False)  # uint8 channels-last: torch's fast kernel
-        result = full[0].permute(1, 2, 0).contiguous().numpy()
-        Image.fromarray(result).save(Path(out) / path.name, quality=85)
-
-
-def reference_eval(arch: str, weights: str, data: str, out: str) -> None:
-    """The reference's evaluation loop at Fixed256 (batch 1, decoding in the loop)."""
-    from PIL import Image
-
-    from harmonize_cli.data.transforms import resize_linear, resize_linear_uint8
-
-    network = _plain_network(arch, weights)
-    sums, count = {"MSE": 0.0, "fMSE": 0.0, "PSNR": 0.0}, 0
-    for list_file in sorted(Path(data).glob("*/*_test.txt")):
-        subset = list_file.parent
-        for name in list_file.read_text().split():
-            stem = Path(name).stem
-            real_name = stem.split("_")[0] + ".jpg"
-            mask_name = stem.rsplit("_", 1)[0] + ".png"
-            image = np.asarray(Image.open(subset / "composite_images" / name).convert("RGB"))
-            real = np.asarray(Image.open(subset / "real_images" / real_name).convert("RGB"))
-            mask = np.asarray(Image.open(subset / "masks" / mask_name))
-            mask = (mask[..., 0] if mask.ndim == 3 else mask).astype(np.float32) / 255.0
-            small = resize_linear_uint8(image, (256, 256)).round()[None].contiguous()
-            target = resize_linear_uint8(real, (256, 256)).round()[None].contiguous()
-            small_mask = resize_linear(mask, (256, 256))[None]
-            prediction = _reference_predict(network, small, small_mask)
-            error = (prediction - target) ** 2
-            mse = error.mean().item()
-            fmse = (error * small_mask).sum().item() / (3 * small_mask.sum().item() + 1e-6)
-            psnr = 10 * np.log10(target.max().item() ** 2 / (mse + 1e-6))
-            for key, value in (("MSE", mse), ("fMSE", fmse), ("PSNR", psnr)):
-                sums[key] += value
-            count += 1
-    Path(out).write_text(json.dumps({key: value / max(count, 1) for key, value in sums.items()} | {"N": count}))
+    torch.save(random_weights(arch), path)
 
 
 # ------------------------------------------------------------------------------------- measuring
@@ -223,9 +166,11 @@ class Spawner:
         self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--spawner"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def run(self, command, env=None):
-        """(wall seconds from start to exit, peak RSS MiB) of a fresh process."""
-        self.process.stdin.write(json.dumps({"command": [str(part) for part in command], "env": env}) + "\n")
+    def run(self, command, env=None, cwd=ROOT):
+        """(wall seconds from start to exit, peak RSS MiB) of a fresh process started in ``cwd``
+        (``python -m`` puts the working directory first on the path: it picks the package)."""
+        request = {"command": [str(part) for part in command], "env": env, "cwd": str(cwd)}
+        self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         answer = json.loads(self.process.stdout.readline())
         if answer["code"] != 0:
@@ -241,7 +186,7 @@ SPAWNER = None
 
 
 def timed_process(command, env=None):
-    return SPAWNER.run(command, env)
+    return SPAWNER.run(command, env, cwd=Path(env["PYTHONPATH"].split(os.pathsep)[0]) if env else ROOT)
 
 
 def _environment(root: Path = ROOT):
@@ -263,7 +208,7 @@ def bench_forward(arch: str, repeat: int):
     from harmonize_cli.inference_opt import optimize_for_inference
 
     torch.manual_seed(0)
-    plain = zoo.create_model(arch).eval()
+    plain = zoo.create_model(arch, weights=random_weights(arch))
     fast = optimize_for_inference(plain)
     rows = []
     for batch in (1, 8):
@@ -283,10 +228,11 @@ def bench_forward(arch: str, repeat: int):
     return rows
 
 
-def bench_apply(arch: str, weights: Path, composites: Path, masks: Path, work: Path, repeat: int, variants):
-    me = [sys.executable, str(Path(__file__).resolve())]
-    commands = {("reference", None): (me + ["--reference-apply", arch, str(weights), str(composites), str(masks),
-                                            str(work / "ref")], _environment())}
+def bench_apply(arch: str, weights: Path, composites: Path, masks: Path, work: Path, repeat: int, variants,
+                reference_threads):
+    commands = {(f"reference-{threads}", None): (
+        REFERENCE + ["apply", arch, str(weights), str(composites), str(masks), str(work / "ref"),
+                     "--threads", str(threads)], _environment()) for threads in reference_threads}
     for variant, env in _ours(variants).items():
         for resolution in ("fixed", "auto"):
             commands[(variant, resolution)] = ([
@@ -298,19 +244,34 @@ def bench_apply(arch: str, weights: Path, composites: Path, masks: Path, work: P
         for key, (command, env) in commands.items():
             seconds, peak = timed_process(command, env)
             best[key] = (min(best[key][0], seconds), max(best[key][1], peak))
-    reference = best[("reference", None)][0]
+    references = {threads: best[(f"reference-{threads}", None)] for threads in reference_threads}
+    reference = min(seconds for seconds, _ in references.values())
     return [{"arch": arch, "work": f"apply {resolution}", "variant": variant, "reference_s": reference,
+             "reference_by_threads_s": {str(threads): value[0] for threads, value in references.items()},
              "ours_s": best[(variant, resolution)][0], "ratio": reference / best[(variant, resolution)][0],
              "peak_rss_mib": best[(variant, resolution)][1],
-             "reference_peak_rss_mib": best[("reference", None)][1]}
+             "reference_peak_rss_mib": max(value[1] for value in references.values())}
             for variant in variants for resolution in ("fixed", "auto")]
 
 
-def bench_eval(arch: str, weights: Path, data: Path, work: Path, repeat: int, variants):
-    me = [sys.executable, str(Path(__file__).resolve())]
+def bench_memory(arch: str, weights: Path, composites: Path, masks: Path, work: Path):
+    """Peak resident memory of whole processes on one photo: ours (fixed, auto) and the reference."""
+    rows = {"reference": timed_process(REFERENCE + ["apply", arch, str(weights), str(composites), str(masks),
+                                                    str(work / "ref")], _environment())}
+    for resolution in ("fixed", "auto"):
+        rows[resolution] = timed_process([sys.executable, "-m", "harmonize_cli", "-q", "apply", str(composites),
+                                          str(masks), "-o", str(work / resolution), "--weights", str(weights),
+                                          "--resolution", resolution, "--quality", "85", "--overwrite"],
+                                         _environment())
+    return [{"arch": arch, "work": f"one 24 MP photo, {label}", "seconds": seconds, "peak_rss_mib": peak}
+            for label, (seconds, peak) in rows.items()]
+
+
+def bench_eval(arch: str, weights: Path, data: Path, work: Path, repeat: int, variants, reference_threads):
     reference_json = work / "ref_eval.json"
-    commands = {"reference": (me + ["--reference-eval", arch, str(weights), str(data), str(reference_json)],
-                              _environment())}
+    commands = {f"reference-{threads}": (REFERENCE + ["eval", arch, str(weights), str(data), str(reference_json),
+                                                      "--threads", str(threads)], _environment())
+                for threads in reference_threads}
     for variant, env in _ours(variants).items():
         commands[variant] = ([sys.executable, "-m", "harmonize_cli", "-q", "eval", "--data", str(data),
                               "--weights", str(weights), "--resize", "fixed256", "-o", str(work / f"{variant}.json")],
@@ -320,8 +281,10 @@ def bench_eval(arch: str, weights: Path, data: Path, work: Path, repeat: int, va
         for label, (command, env) in commands.items():
             best[label] = min(best[label], timed_process(command, env)[0])
     reference = json.loads(reference_json.read_text())
-    return [{"arch": arch, "work": "eval fixed256", "variant": variant, "reference_s": best["reference"],
-             "ours_s": best[variant], "ratio": best["reference"] / best[variant], "images": reference["N"],
+    reference_s = min(best[f"reference-{threads}"] for threads in reference_threads)
+    return [{"arch": arch, "work": "eval fixed256", "variant": variant, "reference_s": reference_s,
+             "reference_by_threads_s": {str(threads): best[f"reference-{threads}"] for threads in reference_threads},
+             "ours_s": best[variant], "ratio": reference_s / best[variant], "images": reference["N"],
              "reference_mse": reference["MSE"],
              "ours_mse": json.loads((work / f"{variant}.json").read_text())["by_subset"]["All"]["MSE"]}
             for variant in variants]
@@ -332,7 +295,8 @@ def bench_eval(arch: str, weights: Path, data: Path, work: Path, repeat: int, va
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", default=",".join(ARCHS))
-    parser.add_argument("--parts", default="forward,apply,eval")
+    parser.add_argument("--parts", default="forward,apply,eval,memory",
+                        help="forward, apply, eval and memory (peak RSS on one 6000x4000 photo)")
     parser.add_argument("--photos", type=int, default=21)
     parser.add_argument("--eval-images", type=int, default=136)
     parser.add_argument("--repeat", type=int, default=3, help="rounds per measurement; the best is kept")
@@ -340,16 +304,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--before", type=Path, metavar="DIR",
                         help="also measure the package in DIR (a checkout of an earlier commit) as \"before\"")
-    parser.add_argument("--reference-apply", nargs=5, metavar=("ARCH", "WEIGHTS", "COMPOSITES", "MASKS", "OUT"),
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--reference-eval", nargs=4, metavar=("ARCH", "WEIGHTS", "DATA", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--reference-threads", default="0,1",
+                        help="torch threads of the reference's loops, each measured; the fastest counts "
+                             "(0: torch's default, all cores; 1 avoids OpenMP stalls on a loaded machine)")
     args = parser.parse_args(argv)
-    if args.reference_apply:
-        reference_apply(*args.reference_apply)
-        return 0
-    if args.reference_eval:
-        reference_eval(*args.reference_eval)
-        return 0
+    reference_threads = [int(value) for value in args.reference_threads.split(",")]
 
     global SPAWNER
     SPAWNER = Spawner()  # first, while this process is small
@@ -360,7 +319,7 @@ def main(argv=None) -> int:
     system = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
               "torch_threads": torch.get_num_threads(), "machine": platform.machine(), "processor": _cpu_name()}
     print(f"{system}\nload average before: {' '.join(f'{x:.2f}' for x in load_before)}", flush=True)
-    results = {"forward": [], "apply": [], "eval": []}
+    results = {"forward": [], "apply": [], "eval": [], "memory": []}
     variants = {"after": ROOT} if args.before is None else {"before": args.before.resolve(), "after": ROOT}
     with tempfile.TemporaryDirectory(prefix="harmonize-vs-ref-") as tmp:
         tmp = Path(tmp)
@@ -370,6 +329,8 @@ def main(argv=None) -> int:
             print(f"{args.photos} photos written in {time.time() - started:.0f} s", flush=True)
         if "eval" in parts:
             data = make_eval_set(tmp / "iHarmony4", args.eval_images)
+        if "memory" in parts:
+            big = make_photos(tmp / "big", 1, seed=1, sizes=[(6000, 4000)])
         for arch in archs:
             weights = tmp / f"{arch}.pth"
             save_weights(arch, weights)
@@ -380,17 +341,23 @@ def main(argv=None) -> int:
                           f"ms/image, ours {row['ours_ms']:.1f} ({row['ratio']:.2f}x), max |diff| "
                           f"{row['max_abs_diff']:.1e}", flush=True)
             if "apply" in parts:
-                for row in bench_apply(arch, weights, composites, masks, tmp / "out", args.repeat, variants):
+                for row in bench_apply(arch, weights, composites, masks, tmp / "out", args.repeat, variants,
+                                       reference_threads):
                     results["apply"].append(row)
                     print(f"{row['work']} {LABELS.get(arch, arch)} ({row['variant']}): reference {row['reference_s']:.2f} s, ours "
                           f"{row['ours_s']:.2f} s ({row['ratio']:.2f}x), peak RSS {row['peak_rss_mib']:.0f} MiB "
                           f"(reference {row['reference_peak_rss_mib']:.0f})", flush=True)
             if "eval" in parts:
-                for row in bench_eval(arch, weights, data, tmp, args.repeat, variants):
+                for row in bench_eval(arch, weights, data, tmp, args.repeat, variants, reference_threads):
                     results["eval"].append(row)
                     print(f"eval {LABELS.get(arch, arch)} ({row['variant']}, {row['images']} images): reference "
                           f"{row['reference_s']:.2f} s, ours {row['ours_s']:.2f} s ({row['ratio']:.2f}x); All MSE "
                           f"{row['reference_mse']:.2f} / {row['ours_mse']:.2f}", flush=True)
+            if "memory" in parts:
+                for row in bench_memory(arch, weights, *big, tmp / "big-out"):
+                    results["memory"].append(row)
+                    print(f"{row['work']} {LABELS.get(arch, arch)}: {row['seconds']:.2f} s, peak RSS "
+                          f"{row['peak_rss_mib']:.0f} MiB", flush=True)
     SPAWNER.close()
     load_after = os.getloadavg()
     print(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}")
@@ -412,13 +379,16 @@ def _cpu_name() -> str:
 
 
 def _print_table(results) -> None:
-    print("\n| work | model | ours | reference | ours | ratio |\n| --- | --- | --- | ---: | ---: | ---: |")
+    print("\n| work | model | variant | reference | ours | ratio |\n| --- | --- | --- | ---: | ---: | ---: |")
     for row in results["forward"]:
         print(f"| forward, batch {row['batch']} (per image) | {LABELS.get(row['arch'], row['arch'])} | after | "
               f"{row['reference_ms']:.1f} ms | {row['ours_ms']:.1f} ms | {row['ratio']:.2f} |")
     for row in results["apply"] + results["eval"]:
         print(f"| {row['work']} | {LABELS.get(row['arch'], row['arch'])} | {row['variant']} | "
               f"{row['reference_s']:.2f} s | {row['ours_s']:.2f} s | {row['ratio']:.2f} |")
+    for row in results["memory"]:
+        print(f"| {row['work']} | {LABELS.get(row['arch'], row['arch'])} | peak RSS {row['peak_rss_mib']:.0f} MiB "
+              f"| {row['seconds']:.2f} s | | |")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import sys, torch
 sys.path.insert(0, "tests")
 from parity_utils import fixture_names, generate_weights, load_fixture
 from harmonize_cli import zoo
+from harmonize_cli.inference_opt import optimize_for_inference
 torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False
 worst = 0.0
@@ -28,9 +29,11 @@ for name in fixture_names():
     model = zoo.create_model(name, weights=weights, device="cuda")
     with torch.no_grad():
         out = model(f["image"].cuda(), f["mask"].cuda()).cpu()
+        fast = optimize_for_inference(model, "cuda")(f["image"].cuda(), f["mask"].cuda()).cpu()
     diff = (out - f["expected"]).abs().max().item()
-    worst = max(worst, diff)
-    print(name, "max abs diff on CUDA", diff)
+    fast_diff = (fast - f["expected"]).abs().max().item()
+    worst = max(worst, diff, fast_diff)
+    print(name, "max abs diff on CUDA", diff, "optimised (folded BN)", fast_diff)
 assert worst <= 5e-4, f"CUDA parity {worst:.2e} > 5e-4"
 PY
 check "${PIPESTATUS[0]}" "CUDA parity"

@@ -211,8 +211,14 @@ def _normalise_mask(values: np.ndarray, sixteen_bit: bool = False) -> np.ndarray
     if values.dtype == bool:
         return values.astype(np.float32)
     if np.issubdtype(values.dtype, np.floating):
-        _check_finite(values)
-        return np.clip(values.astype(np.float32), 0.0, 1.0)
+        values = np.asarray(values, dtype=np.float32)  # no copy when it is float32 already
+        if values.size:
+            low, high = values.min(), values.max()  # NaN and inf show up in these: no extra pass
+            if not np.isfinite(low + high):
+                _check_finite(values)
+            if low >= 0.0 and high <= 1.0:
+                return values  # already a mask in [0, 1] (read_mask's output): taken as it is
+        return np.clip(values, 0.0, 1.0)
     peak = int(values.max()) if values.size else 0
     if peak <= 1:
         return values.astype(np.float32)

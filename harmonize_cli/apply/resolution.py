@@ -96,8 +96,9 @@ class Upsampler:
     C x h x w map to (H, W), one window at a time.
 
     The horizontal pass is done once, on the low-resolution rows and only for the window's
-    columns (C x h x width, small); a window of rows then blends two of those rows per output row
-    (two row gathers and one lerp), so no work is spent outside the mask's box.
+    columns (kept as h x C x width: each low-resolution row is one contiguous block); a window of
+    rows then blends two of those rows per output row (two row gathers, which are block copies,
+    and one lerp), so no work is spent outside the mask's box.
     """
 
     def __init__(self, low_res: torch.Tensor, out_size: Tuple[int, int]):
@@ -110,16 +111,18 @@ class Upsampler:
         if self._cols != tuple(cols):
             first, second, weight = _taps(self.low_res.shape[2], self.out_size[1], cols[0], cols[1])
             left, right = self.low_res.index_select(2, first), self.low_res.index_select(2, second)
-            self._rows_at_cols = left.lerp_(right, weight)  # C x h x width
+            rows = left.lerp_(right, weight).transpose(0, 1).contiguous()  # h x C x width
+            self._rows_at_cols = rows.view(rows.shape[0], -1)
             self._cols = tuple(cols)
         return self._rows_at_cols
 
     def window(self, rows: Tuple[int, int], cols: Tuple[int, int]) -> torch.Tensor:
-        """The window as C x rows x cols (contiguous, a new tensor)."""
+        """The window as C x rows x cols (a new tensor; a view of rows x C x cols memory)."""
         band = self._columns(cols)
         first, second, weight = (taps[rows[0]:rows[1]] for taps in self.vertical)
-        top, bottom = band.index_select(1, first), band.index_select(1, second)
-        return top.lerp_(bottom, weight[:, None])
+        top, bottom = band.index_select(0, first), band.index_select(0, second)
+        mixed = top.lerp_(bottom, weight[:, None])
+        return mixed.view(len(weight), self.low_res.shape[0], cols[1] - cols[0]).transpose(0, 1)
 
 
 def _strips(bbox, width_pixels: int):

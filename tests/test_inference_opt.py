@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from harmonize_cli import zoo
-from harmonize_cli.inference_opt import FastELU, fold_batchnorm, optimizable, optimize_for_inference
+from harmonize_cli.inference_opt import (FastELU, OneDNNConv2d, fold_batchnorm, optimizable, optimize_for_inference,
+                                        use_onednn_convolutions)
 from parity_utils import fixture_names, generate_weights, load_fixture, reference_layouts
 
 TOLERANCE = 5e-4  # the parity criterion of shared/parity/README.md
@@ -79,6 +80,52 @@ def test_optimised_copy_is_a_copy_and_runs_channels_last_on_the_cpu():
     assert original.weight.is_contiguous()  # shared tensors are never converted in place
     baseline = zoo.create_model("lab-transfer")
     assert not optimizable(baseline) and optimize_for_inference(baseline) is baseline
+
+
+def test_optimised_copy_shares_unchanged_storage_and_leaves_the_original_trainable():
+    network = zoo.create_model("idih-hrnet-w18s").train()
+    parameters = dict(network.named_parameters())
+    pointers = {name: value.data_ptr() for name, value in parameters.items()}
+    fast = optimize_for_inference(network, "cpu")
+    assert network.training and all(value.requires_grad for value in network.parameters())
+    assert dict(network.named_parameters()) == parameters  # the same parameter objects
+    assert {name: value.data_ptr() for name, value in parameters.items()} == pointers
+    assert not any(value.requires_grad for value in fast.parameters())
+    own = dict(fast.named_parameters())
+    # tensors the rewrites do not change (biases of unfolded layers, 1-D weights) share storage
+    shared = [name for name, value in own.items() if value.dim() < 4 and name in parameters
+              and value.data_ptr() == parameters[name].data_ptr()]
+    assert shared
+    # optimising must not change the original: its outputs in training mode stay the same
+    network.eval()
+    image, mask = torch.rand(1, 3, 256, 256), torch.ones(1, 1, 256, 256)
+    with torch.no_grad():
+        before = network(image, mask)
+        optimize_for_inference(network, "cpu")
+        assert torch.equal(network(image, mask), before)
+
+
+@pytest.mark.parametrize("shape, options", [
+    ((1, 8, 9, 11), dict(out_channels=6, kernel_size=3, padding=1)),
+    ((2, 8, 16, 16), dict(out_channels=12, kernel_size=1, bias=False)),
+    ((1, 8, 17, 13), dict(out_channels=8, kernel_size=3, stride=2, padding=2, dilation=2, groups=4)),
+    ((1, 6, 10, 10), dict(out_channels=4, kernel_size=(3, 5), padding=(1, 2), stride=(1, 2))),
+    ((1, 4, 8, 8), dict(out_channels=4, kernel_size=3, padding="same")),  # string padding: PyTorch's path
+    ((1, 4, 8, 8), dict(out_channels=4, kernel_size=3, padding=1, padding_mode="reflect")),
+])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_onednn_convolution_is_the_convolution(shape, options, channels_last):
+    generator = torch.Generator().manual_seed(1)
+    conv = nn.Conv2d(shape[1], **options)
+    x = torch.randn(*shape, generator=generator)
+    if channels_last:
+        conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = conv(x)
+        assert use_onednn_convolutions(nn.Sequential(conv)) == 1 and type(conv) is OneDNNConv2d
+        got = conv(x)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", fixture_names())

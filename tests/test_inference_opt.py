@@ -207,3 +207,23 @@ def test_weights_from_a_file_are_loaded_exactly_and_a_passed_state_dict_is_not_s
     with torch.no_grad():
         next(from_memory.parameters()).add_(1.0)
     assert torch.equal(state[next(iter(state))], source.state_dict()[next(iter(state))])
+
+
+def test_resolve_assembles_the_file_tensors_and_falls_back_for_another_dtype(tmp_path):
+    """zoo.resolve builds a network from a file on the meta device and gives it the file's
+    tensors; a checkpoint in float16 (its tensors cannot become float32 parameters as they are)
+    is loaded into an ordinary float32 network instead."""
+    torch.manual_seed(4)
+    source = zoo.create_model("idih")
+    expected = source.state_dict()
+    path, half = tmp_path / "w.pth", tmp_path / "half.pth"
+    torch.save(expected, path)
+    torch.save({key: value.half() if value.is_floating_point() else value for key, value in expected.items()}, half)
+    network = zoo.resolve("idih", str(path)).network
+    tensors = list(network.parameters()) + list(network.buffers())
+    assert tensors and not any(value.is_meta for value in tensors)
+    assert all(torch.equal(value, expected[key]) for key, value in network.state_dict().items())
+    from_half = zoo.resolve("idih", str(half)).network.state_dict()
+    assert all(value.dtype == expected[key].dtype for key, value in from_half.items())
+    assert all(torch.equal(value, expected[key].half().to(expected[key].dtype) if expected[key].is_floating_point()
+                           else expected[key]) for key, value in from_half.items())

@@ -162,4 +162,5 @@ def load_weights(model, source, strict: bool = True, *, arch: Optional[str] = No
 
 def _same_dtypes_and_device(state, model_state) -> bool:
     return all(key in model_state and value.dtype == model_state[key].dtype
-               and value.device == model_state[key].device for key, value in state.items())
+               and (value.device == model_state[key].device or model_state[key].is_meta)
+               for key, value in state.items())

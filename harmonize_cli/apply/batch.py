@@ -247,7 +247,7 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
             try:
                 with torch_threads(plan.torch_threads):
                     harmonizer.process(todo, load, save, on_result, workers=plan.workers, size_of=_pixels_of,
-                                       shared_pool=plan.shared)
+                                       shared_pool=plan.shared, io_beside_network=plan.io_beside_network)
             finally:
                 report.processing_seconds = time.perf_counter() - processing
     except KeyboardInterrupt:

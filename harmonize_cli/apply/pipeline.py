@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
@@ -109,11 +109,6 @@ class CoreGate:
                 self._condition.notify_all()
 
 
-@contextmanager
-def _no_gate():
-    yield
-
-
 def run_pipeline(harmonizer, tasks: Iterable, load: Callable, save: Callable, on_result: Callable,
                  workers: int = 2, pixel_budget: int = DEFAULT_PIXEL_BUDGET,
                  size_of: Optional[Callable] = None, shared_pool: bool = False,
@@ -139,7 +134,7 @@ def run_pipeline(harmonizer, tasks: Iterable, load: Callable, save: Callable, on
     state = {"used": 0, "exhausted": False, "next": None}
     max_ready = harmonizer.batch_size * 2 + workers
     gate = CoreGate(workers, io_beside_network) if io_beside_network is not None else None
-    io_job = gate.io_job if gate is not None else _no_gate
+    io_job = gate.io_job if gate is not None else nullcontext
 
     def load_and_prepare(task):
         with io_job():

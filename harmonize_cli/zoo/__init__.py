@@ -139,8 +139,21 @@ def load_weights(model, source, strict: bool = True, *, arch: Optional[str] = No
     ``arch`` (default: the model's class) and what the weights look like. ``owned``: the tensors
     may become the model's own (default: when ``source`` is read here, not a state dict passed in)."""
     checkpoint, read_label = read_checkpoint(source)
-    label = label or read_label
     model_state = model.state_dict()
+    state = checked_state(checkpoint, model_state, strict=strict, arch=arch, label=label or read_label)
+    # Tensors just read from a file are the model's own: take them as they are (no copy into
+    # freshly allocated parameters, whose first touch costs ~0.3 s for 50 MB on a small VM). A
+    # state dict passed in memory is copied, so the caller's tensors never change with the model.
+    if owned is None:
+        owned = not isinstance(source, Mapping)
+    assign = bool(owned) and _same_dtypes_and_device(state, model_state)
+    model.load_state_dict(state, strict=strict, assign=assign)
+    return model
+
+
+def checked_state(checkpoint, model_state, *, strict: bool = True, arch: Optional[str] = None, label=None):
+    """The state dict of a checkpoint as it goes into a model whose state dict is ``model_state``
+    (0-d buffers matched); with ``strict``, a layout mismatch is one WeightsError naming ``arch``."""
     state = _match_scalar_shapes(extract_state_dict(checkpoint), model_state)
     if strict:
         from .checkpoints import describe_mismatch
@@ -150,14 +163,7 @@ def load_weights(model, source, strict: bool = True, *, arch: Optional[str] = No
         if not same_shapes:
             raise WeightsError(f"{label}: {describe_mismatch(arch or _arch_of(model_state), state, model_state)}",
                                "pick the matching --model, or omit it to detect the architecture")
-    # Tensors just read from a file are the model's own: take them as they are (no copy into
-    # freshly allocated parameters, whose first touch costs ~0.3 s for 50 MB on a small VM). A
-    # state dict passed in memory is copied, so the caller's tensors never change with the model.
-    if owned is None:
-        owned = not isinstance(source, Mapping)
-    assign = bool(owned) and _same_dtypes_and_device(state, model_state)
-    model.load_state_dict(state, strict=strict, assign=assign)
-    return model
+    return state
 
 
 def _same_dtypes_and_device(state, model_state) -> bool:

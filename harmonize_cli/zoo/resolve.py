@@ -193,7 +193,7 @@ def _build(spec, checkpoint, label) -> ResolvedModel:
     if network is None:
         network = create_model(spec.name, init=False)
         load_weights(network, checkpoint, arch=spec.name, label=label, owned=owned)
-    path = None if label is None or str(label).startswith("<") else Path(label)
+    path = Path(label) if owned and label is not None else None
     return ResolvedModel(spec=spec, network=network, source=None if path is None else str(label), path=path)
 
 
@@ -204,15 +204,15 @@ def _assembled(spec, checkpoint, label):
     the caller then builds it the ordinary way."""
     import torch
 
-    from . import _match_scalar_shapes, _same_dtypes_and_device, load_weights
-    from .checkpoints import extract_state_dict
+    from . import _same_dtypes_and_device, checked_state
 
     with torch.device("meta"):
         network = spec.build()
     model_state = network.state_dict()
-    if not _same_dtypes_and_device(_match_scalar_shapes(extract_state_dict(checkpoint), model_state), model_state):
+    state = checked_state(checkpoint, model_state, arch=spec.name, label=label)
+    if not _same_dtypes_and_device(state, model_state):
         return None  # e.g. float16 tensors: they are converted into an ordinary network
-    load_weights(network, checkpoint, arch=spec.name, label=label, owned=True)
+    network.load_state_dict(state, assign=True)  # the file's tensors become the network's own
     if _has_meta_tensors(network):
         return None
     return network

@@ -69,6 +69,15 @@ def print_result(renderable) -> None:
         out_console.print(renderable)
 
 
+def first_problems(items, more_in: str, limit: int = 10) -> list:
+    """Summary lines for problems with ``.file`` and ``.reason``: the first ``limit`` of them,
+    then how many more are listed in ``more_in`` (e.g. "the report")."""
+    lines = [f"  {item.file}: {item.reason}" for item in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"  ... {len(items) - limit} more in {more_in}")
+    return lines
+
+
 class _NullProgress:
     """Stand-in with the rich Progress interface when output is quiet."""
 

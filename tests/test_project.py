@@ -69,3 +69,15 @@ def test_models_doc_lists_every_architecture_with_its_parameter_count():
 
     for spec in zoo.ARCHITECTURES:
         assert f"| `{spec.name}` |" in text and f"{spec.num_params:,}" in text
+
+
+def test_problem_listings_show_ten_and_count_the_rest():
+    from types import SimpleNamespace
+
+    from harmonize_cli import console
+
+    problems = [SimpleNamespace(file=f"f{index}.jpg", reason="truncated") for index in range(12)]
+    lines = console.first_problems(problems, "the report")
+    assert lines[0] == "  f0.jpg: truncated" and lines[9] == "  f9.jpg: truncated"
+    assert lines[10:] == ["  ... 2 more in the report"]
+    assert console.first_problems(problems[:10], "the manifest") == [f"  f{i}.jpg: truncated" for i in range(10)]

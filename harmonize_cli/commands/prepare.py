@@ -60,10 +60,7 @@ def _summary(report) -> None:
         lines.append(
             f"[yellow]problems: {len(report.problems)} bad file(s), {report.skipped} sample(s) skipped[/yellow]"
         )
-        for problem in report.problems[:10]:
-            lines.append(f"  {problem.file}: {problem.reason}")
-        if len(report.problems) > 10:
-            lines.append(f"  ... {len(report.problems) - 10} more in the report")
+        lines.extend(console.first_problems(report.problems, "the report"))
     else:
         lines.append("problems: none")
     if report.max_side:

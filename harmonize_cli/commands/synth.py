@@ -37,10 +37,8 @@ def _summary(report) -> None:
     console.print_result(f"styles: {styles}; redraws below the floor: {report.redraws:,}")
     if report.skipped:
         console.print_result(f"[yellow]skipped: {len(report.skipped)}[/yellow]")
-        for item in report.skipped[:10]:
-            console.print_result(f"  {item.file}: {item.reason}")
-        if len(report.skipped) > 10:
-            console.print_result(f"  ... {len(report.skipped) - 10} more in the manifest")
+        for line in console.first_problems(report.skipped, "the manifest"):
+            console.print_result(line)
     else:
         console.print_result("skipped: 0")
     console.print_result(f"manifest: {report.manifest}")

@@ -14,22 +14,28 @@ class _Identity(torch.nn.Module):
         return image
 
 
+class _Recording(_Identity):
+    """The identity, keeping what the network was given in ``seen``."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = {}
+
+    def forward(self, image, mask):
+        self.seen["input"] = image.clone()
+        return image
+
+
 class _Depth(_Identity):
     depth = 3  # the reference pads to 2 ** (depth + 1) = 16
 
 
 def test_predict_normalises_denormalises_clamps_and_does_not_round():
-    seen = {}
-
-    class Probe(_Identity):
-        def forward(self, image, mask):
-            seen["input"] = image.clone()
-            return image
-
+    probe = _Recording()
     pixels = torch.tensor([0.0, 12.3, 254.6, 300.0]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
-    out = predict(Probe(), pixels, torch.zeros(1, 1, 2, 2), peak=255.0)
+    out = predict(probe, pixels, torch.zeros(1, 1, 2, 2), peak=255.0)
     # the network sees ImageNet-normalised input: (x / 255 - mean) / std, by hand for one pixel
-    assert seen["input"][0, :, 0, 1].tolist() == pytest.approx(((12.3 / 255 - MEAN) / STD).tolist(), abs=1e-6)
+    assert probe.seen["input"][0, :, 0, 1].tolist() == pytest.approx(((12.3 / 255 - MEAN) / STD).tolist(), abs=1e-6)
     assert out[0, :, 0, 1].tolist() == pytest.approx([12.3] * 3, abs=1e-3)
     assert out[0, :, 1, 0].tolist() == pytest.approx([254.6] * 3, abs=1e-3)  # not rounded
     assert out[0, :, 1, 1].tolist() == [255.0] * 3  # clamped
@@ -38,17 +44,11 @@ def test_predict_normalises_denormalises_clamps_and_does_not_round():
 
 
 def test_predict_uses_the_given_normalisation():
-    seen = {}
-
-    class Probe(_Identity):
-        def forward(self, image, mask):
-            seen["input"] = image.clone()
-            return image
-
+    probe = _Recording()
     pixels = torch.full((1, 3, 2, 2), 51.0)
-    predict(Probe(), pixels, torch.zeros(1, 1, 2, 2), peak=255.0,
+    predict(probe, pixels, torch.zeros(1, 1, 2, 2), peak=255.0,
             normalization={"mean": (0, 0, 0), "std": (1, 1, 1)})
-    assert seen["input"].flatten().tolist() == pytest.approx([0.2] * 12)
+    assert probe.seen["input"].flatten().tolist() == pytest.approx([0.2] * 12)
 
 
 def test_predict_pads_with_black_and_crops_back():

@@ -85,19 +85,29 @@ def test_problems_come_back_as_reasons(tmp_path):
     assert gone == {"kind": "real", "index": 5, "error": "missing (disappeared during packing)"}
     (tmp_path / "bad.png").write_bytes(b"not an image")
     bad = packjobs._pack_one(("mask", 0, str(tmp_path / "bad.png"), (1, 1), (1, 1)), True, False, 0, 0)
-    assert bad["error"] and "pixels" not in bad
+    assert set(bad) == {"kind", "index", "error"} and bad["error"].startswith("not a readable image (")
     big = packjobs._pack_one(("composite", 0, path, (40, 64), (40, 64)), True, False, 0, 100)
-    assert big["error"] and "pixels" not in big
+    assert big == {"kind": "composite", "index": 0,
+                   "error": "too large: 64x40 pixels (0.0026 MP), over --max-pixels (0.0001 MP)"}
+    folder = packjobs._pack_one(("mask", 1, str(tmp_path), (1, 1), (1, 1)), True, False, 0, 0)
+    assert folder == {"kind": "mask", "index": 1, "error": "cannot read file (Is a directory)"}
 
 
-def test_probes_read_the_header_or_give_a_reason(tmp_path):
+def test_probes_read_the_header_or_give_a_reason(tmp_path, monkeypatch):
     path = _save(_photo(), tmp_path / "c.png")
     (tmp_path / "bad.png").write_bytes(b"not an image")
     results = packjobs._probe_chunk([path, str(tmp_path / "gone.png"), str(tmp_path / "bad.png")], 0)
     assert results[0] == ((40, 64), "png", None)
     assert results[1] == (None, None, "missing")
-    assert results[2][:2] == (None, None) and results[2][2]
-    too_big = packjobs._probe_one(path, 100)
-    assert too_big[:2] == (None, None) and too_big[2]
+    assert results[2] == (None, None, "not a readable image (cannot identify image file)")
+    too_big = "too large: 64x40 pixels (0.0026 MP), over --max-pixels (0.0001 MP)"
+    assert packjobs._probe_one(path, 100) == (None, None, too_big)
+    assert packjobs._probe_chunk([path], 100) == [(None, None, too_big)]  # the limit reaches every probe
+
+    def refused(source, max_pixels):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(packjobs.imageio, "probe", refused)
+    assert packjobs._probe_one(path, 0) == (None, None, "cannot read file (Permission denied)")
     chunk = packjobs._pack_chunk([("composite", 0, path, (40, 64), (40, 64))], True, False, 0, 0)
     assert len(chunk) == 1 and chunk[0]["error"] is None

@@ -178,7 +178,14 @@ def test_terminal_tables_by_hand():
     assert [str(c.header) for c in fg.columns] == ["foreground", "N", "MSE", "fMSE"]
     assert _cells(fg) == [["0-5%", "5-15%", "15-100%", "0-100%"], ["1", "0", "2", "3"],
                           ["1.11", "-", "3.00", "12.35"], ["222.20", "-", "40.00", "123.46"]]
-    assert str(subset.title) == "composite: per subset"
+    assert str(subset.title) == "composite: per subset" and str(fg.title) == "composite: per foreground ratio"
+    assert str(fg.caption) == "ranges include both ends"
+    assert subset.title_justify == fg.title_justify == "left"
+    assert [c.justify for c in subset.columns] == ["left"] + ["right"] * 5
+    assert [c.justify for c in fg.columns] == ["left"] + ["right"] * 3
+    assert [(row.style, row.end_section) for row in subset.rows] == [(None, False), (None, True), ("bold", False)]
+    assert [(row.style, row.end_section) for row in fg.rows] == [(None, False), (None, False), (None, True),
+                                                                 ("bold", False)]
     assert str(subset.caption) == "resize fixed256; PSNR peak: each target's maximum (reference)"
     tables = report.terminal_tables([_composite(), _idih()], with_published=True)
     assert len(tables) == 2
@@ -189,6 +196,13 @@ def test_terminal_tables_by_hand():
     assert _cells(by_subset)[4] == ["12.35 / 31.50", "7.50 / 36.75", "172.47 / 31.63"]
     assert _cells(by_subset)[5] == ["123.46", "50.25", "1387.30"]
     assert str(by_subset.caption).endswith("; below the line: published numbers")
+    assert str(by_subset.title) == "MSE / PSNR per subset" and str(by_fg.title) == "MSE / fMSE per foreground ratio"
+    assert by_subset.title_justify == by_fg.title_justify == "left" and str(by_fg.caption) == "ranges include both ends"
+    assert by_subset.columns[0].no_wrap and by_fg.columns[0].no_wrap
+    assert [c.justify for c in by_subset.columns] == ["left"] + ["right"] * 5
+    assert [c.justify for c in by_fg.columns] == ["left"] + ["right"] * 4
+    assert [(row.style, row.end_section) for row in by_subset.rows] == [(None, False), (None, True), ("dim", False)]
+    assert [(row.style, row.end_section) for row in by_fg.rows] == [(None, False), (None, False)]
     assert _cells(by_fg) == [["composite", "mynet"], ["1.11 / 222.20", "-"], ["-", "7.50 / 50.25"],
                              ["3.00 / 40.00", "-"], ["12.35 / 123.46", "7.50 / 50.25"]]
     one_with_published = report.terminal_tables([_composite()], with_published=True)

@@ -9,7 +9,8 @@
 # The mutants are made in a scratch copy of the project, never in the checkout, so a run stopped by
 # the budget (or Ctrl-C) changes nothing here. Prints the score (killed / all mutants that are not
 # judged equivalent) and every surviving mutant as a diff, to kill with a new test or to judge
-# equivalent. A run cut short by the budget says how many mutants it did not reach. Not run in CI.
+# equivalent. A run cut short by the budget says how many mutants it did not reach. A mutant whose
+# tests run past 15 x their normal time + 10 s counts as killed (timeout), as mutmut counts it. Not run in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
@@ -37,6 +38,7 @@ also_copy = ["tests"]
 pytest_add_cli_args_test_selection = [$(quoted $tests)]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not slow", "-x"]
 process_isolation = "forkserver"
+timeout_constant = 10.0
 TOML
 export HARMONIZE_HOME="$scratch/.home" XDG_CONFIG_HOME="$scratch/.config" HARMONIZE_OFFLINE=1
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" PYTHONWARNINGS="ignore::UserWarning"

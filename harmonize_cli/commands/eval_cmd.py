@@ -43,7 +43,8 @@ def _psnr_peak(value):
 
 @click.command("eval", epilog=EPILOG)
 @click.option("--data", metavar="FILE.h5|DIR",
-              help="Packed dataset or iHarmony4 folder (default: $HARMONIZE_DATA, else the one `prepare` packed).")
+              help="Packed dataset, iHarmony4 folder or HYouTube video folder (default: $HARMONIZE_DATA, "
+                   "else the one `prepare` packed).")
 @click.option("--model", "-m", "models", multiple=True, metavar="NAME", shell_complete=complete_models,
               help="Architecture (our or the reference name; see `harmonize zoo list`). Repeat for several. "
                    "Without --weights a network uses its released checkpoint; composite and lab-transfer need none.")

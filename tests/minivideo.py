@@ -111,5 +111,49 @@ def make_mini_hyoutube(root, size=(40, 56), ext: str = "jpg", list_names=("train
     return root
 
 
+def make_clip_set(root, clips: int = 8, frames: int = 20, size=(180, 320), ext: str = "jpg", seed: int = 0) -> Path:
+    """A larger set for benchmarks: ``clips`` test clips of ``frames`` frames, drawn with ``seed``.
+
+    Same construction as :func:`make_mini_hyoutube` (a window moving across a photo, an
+    elliptical object fixed in the photo, a per-clip gain and gamma), with random starts,
+    steps, objects and colour changes; one object per video. Writes ``test_list.txt`` and
+    the manifest.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    height, width = size
+    names = [f"{5 * t:05d}" for t in range(frames)]
+    lines, manifest = [], {"size": [height, width], "ext": ext, "clips": {}}
+    photos = {name: _photo(name) for name in ("astronaut", "chelsea", "coffee")}
+    for index in range(clips):
+        photo_name = ("astronaut", "chelsea", "coffee")[index % 3]
+        photo = photos[photo_name]
+        step = rng.integers(-2, 3, size=2)
+        span = np.abs(step) * (frames - 1)
+        room = np.array(photo.shape[:2]) - np.array(size) - span
+        if (room < 1).any():
+            raise ValueError(f"{size} frames moving {frames - 1} steps do not fit {photo_name}")
+        start = rng.integers(0, room) + np.where(step < 0, span, 0)
+        boxes = [tuple(start + step * t) for t in range(frames)]
+        middle = boxes[frames // 2]
+        centre = (middle[0] + height // 2, middle[1] + width // 2)
+        radii = (height // 4 - span[0] // 2 - 1, width // 4 - span[1] // 2 - 1)
+        gain, gamma = rng.uniform(0.75, 1.25, size=3), float(rng.uniform(0.8, 1.25))
+        video, clip = f"v{index:04d}", f"v{index:04d}/object_0"
+        inside = _ellipse(photo.shape[:2], centre, radii)
+        for (y, x), name in zip(boxes, names):
+            real = photo[y : y + height, x : x + width]
+            mask = np.where(inside[y : y + height, x : x + width], 255, 0).astype(np.uint8)
+            _save(real, root / "real_videos" / video / f"{name}.{ext}", ext)
+            _save(mask, root / "foreground_mask" / clip / f"{name}.png", "png")
+            _save(recolour(real, mask, gain, gamma), root / "synthetic_composite_videos" / clip / f"{name}.{ext}", ext)
+        lines.append(f"real_videos/{video} foreground_mask/{clip} synthetic_composite_videos/{clip}")
+        manifest["clips"][clip] = {"split": "test", "frames": names, "video": video, "gain": gain.tolist(),
+                                   "gamma": gamma}
+    (root / "test_list.txt").write_text("\n".join(lines) + "\n")
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return root
+
+
 def load_manifest(root) -> dict:
     return json.loads((Path(root) / MANIFEST).read_text())

@@ -371,10 +371,13 @@ class HarmonizationDataset(torch.utils.data.Dataset):
         return [i for i, (name, _) in enumerate(self.records) if name == subset]
 
     def info(self, index) -> dict:
-        """Stored size, original size and (HDF5) foreground ratio of a sample, without decoding."""
+        """Stored size, original size and (HDF5) foreground ratio of a sample (video sets: its clip
+        and frame index), without decoding."""
         index = int(index)
         subset, name = self.records[index]
         out = {"subset": subset, "name": name, "split": self.split}
+        if self.frames is not None:
+            out["clip"], out["frame"] = self.frames[index]
         if self.kind == "hdf5":
             out["size"] = tuple(int(v) for v in self._source.size[index])
             out["original_size"] = tuple(int(v) for v in self._source.original_size[index])

@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import __version__, interrupts
 from ..limits import DEFAULT_MAX_PIXELS
-from . import imageio, layout
+from . import hyoutube, imageio, layout
 from .layout import DatasetError
 from .packfile import (
     ENCODED_CHUNK,
@@ -47,6 +47,7 @@ from .packfile import (
     remove_stale_parts,
     write_samples,
     write_table,
+    writing,
 )
 from .packreport import (
     PackReport,
@@ -54,6 +55,7 @@ from .packreport import (
     Problems,
     fail_strict,
     fill_up_to_date,
+    listing_notes,
     report_path_for,
     size_problem,
     write_report,
@@ -79,7 +81,8 @@ __all__ = [
 
 
 def default_output(root) -> Path:
-    return Path(root) / DEFAULT_NAME
+    """``<root>/iharmony4.h5``, or ``<root>/hyoutube.h5`` for a video dataset in HYouTube layout."""
+    return Path(root) / (hyoutube.DEFAULT_NAME if hyoutube.is_root(root) else DEFAULT_NAME)
 
 
 def _chunks(items, size):
@@ -138,11 +141,14 @@ def pack_dataset(
     splits=layout.SPLITS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> PackReport:
-    """Pack the dataset under ``root`` (iHarmony4 layout) into one HDF5 file.
+    """Pack the dataset under ``root`` (iHarmony4 or HYouTube layout) into one HDF5 file.
 
     Args:
-        root: dataset root holding subset folders (or a single subset folder).
-        output: HDF5 file to write (default ``<root>/iharmony4.h5``).
+        root: dataset root holding subset folders (or a single subset folder), or a video
+            dataset in HYouTube layout (:mod:`harmonize_cli.data.hyoutube`): then every frame
+            is a sample, with its clip and frame index (``samples/clip``, ``samples/frame``).
+        output: HDF5 file to write (default ``<root>/iharmony4.h5``, ``<root>/hyoutube.h5``
+            for a video dataset).
         subsets: subset names (list or comma-separated string; default: every subset folder).
         max_side: shrink images whose long side exceeds this (Lanczos); 0 keeps all sizes.
         workers: processes decoding in parallel (default ``min(8, cpus)``; 0 or 1: in-process).
@@ -176,15 +182,23 @@ def pack_dataset(
     if max_pixels < 0:
         raise DatasetError(f"--max-pixels must be >= 0, got {max_pixels}")
     splits = _resolve_splits(splits)
+    video = hyoutube.is_root(root)
     output = Path(output).expanduser() if output else default_output(root)
     if output.exists() and output.is_dir():
-        output = output / DEFAULT_NAME
+        output = output / (hyoutube.DEFAULT_NAME if video else DEFAULT_NAME)
     report_path = report_path_for(output)
     notice = on_notice or (lambda message: None)
     progress = on_progress or (lambda phase, done, total: None)
 
-    chosen = layout.resolve_subsets(root, subsets)
-    refs, notes = layout.scan_available(root, chosen, splits)
+    bad_lines: list = []
+    if video:
+        chosen = hyoutube.resolve_subsets(root, subsets)
+        refs, notes, clip_problems = hyoutube.scan_available(root, splits)
+    else:
+        chosen = layout.resolve_subsets(root, subsets)
+        refs, notes = layout.scan_available(root, chosen, splits, bad_lines=bad_lines)
+        clip_problems = []
+    notes = notes + listing_notes(refs)
     for note in notes:
         notice(note)
     options = {
@@ -198,6 +212,8 @@ def pack_dataset(
         options["splits"] = list(splits)
     if max_pixels != DEFAULT_MAX_PIXELS:
         options["max_pixels"] = max_pixels
+    if video:
+        options["layout"] = hyoutube.LAYOUT
     fingerprint = _fingerprint(root, refs, options)
 
     report = PackReport(
@@ -236,6 +252,11 @@ def pack_dataset(
         notice(f"removed {part.name}, left by an interrupted run")
 
     problems = Problems(chosen)
+    for line in bad_lines:  # a problem of that line; the rest is packed
+        ref = layout.SampleRef(line.subset, line.split, line.name, line.listing, line.listing, line.listing)
+        problems.add(line.listing, f"bad line {line.name!r}: {line.reason}", ref)
+    for clip_problem in clip_problems:  # a listed clip without frames: reported, the others go on
+        problems.add(clip_problem.path, clip_problem.reason, clip_problem)
     workers = _resolve_workers(workers)
     ok = False
     tmp = output.parent / f".{output.name}.{os.getpid()}.part"
@@ -278,9 +299,10 @@ def pack_dataset(
             fail_strict(report, problems, report_path, started)
         if not valid:
             report.problems = problems.list()
-            report.skipped = len(refs)
+            report.skipped = len(refs) + len(bad_lines)
             write_report(report, report_path, started)
-            raise DatasetError(f"no usable samples under {root}", f"all {len(refs)} were bad; see {report_path}")
+            raise DatasetError(f"no usable samples under {root}",
+                               f"all {len(refs) + len(bad_lines)} were bad; see {report_path}")
 
         # ---------------------------------------------------------------- plan the heaps
         tables = {kind: OrderedDict() for kind in KINDS}  # path -> row
@@ -316,13 +338,11 @@ def pack_dataset(
         check_disk_space(output, plan, storage)
 
         # ---------------------------------------------------------------- pass 2: pack
-        import h5py
-
         store_pixels = storage in ("pixels", "both")
         store_encoded = storage in ("encoded", "both")
         decode_errors = {}  # (kind, row) -> reason
         fg_ratio = np.zeros(len(tables["mask"]), dtype=np.float32)
-        with h5py.File(tmp, "w") as handle:
+        with writing(tmp, output) as handle:
             handle.attrs["format"] = FORMAT
             handle.attrs["format_version"] = FORMAT_VERSION
             handle.attrs["complete"] = False
@@ -410,7 +430,7 @@ def pack_dataset(
 
             report.counts = counts
             report.problems = problems.list()
-            report.skipped = len(refs) - len(keep)
+            report.skipped = len(refs) + len(bad_lines) - len(keep)
             report.resized = int(resized_flags.sum())
             handle.attrs.update(
                 {
@@ -424,6 +444,7 @@ def pack_dataset(
                     "max_pixels": max_pixels,
                     "notes": json.dumps(notes),
                     "resize_filter": "lanczos (PIL)",
+                    "layout": hyoutube.LAYOUT if video else "iharmony4",
                     "counts": json.dumps(counts),
                     "skipped": report.skipped,
                     "resized": report.resized,
@@ -431,8 +452,7 @@ def pack_dataset(
                 }
             )
             handle.attrs["complete"] = True  # last: a file without it is never read
-        with open(tmp, "rb+") as raw:
-            os.fsync(raw.fileno())
+        # closed and flushed to disk by ``writing``; a failed write is one line, the .part removed
         interrupts.check()  # a signal swallowed on the way must not publish the file
         os.replace(tmp, output)
         ok = True

@@ -37,18 +37,20 @@ import torch
 
 from .. import console
 from ..data.transforms import denormalize
-from ..errors import UsageError
+from ..errors import HarmonizeError, UsageError
 from ..inference import normalization_of, pad_divisor, predict
 from ..inference_opt import optimize_for_inference
 from .metrics import (
     FG_RATIO_RANGES,
     METRIC_NAMES,
     MetricSums,
+    check_psnr_peak,
     fg_ratio,
     fg_ratio_bins,
     image_metrics,
 )
 from .testset import dataset_resize, open_test_set
+from .video_metrics import clip_table, error_or_none, foreground_mean_error
 
 PIXELS_PER_IMAGE_AT_256 = 256 * 256
 
@@ -59,7 +61,9 @@ class EvalResult:
     """The tables of one model: ``by_subset`` (every subset and "All") and ``by_fg_ratio``.
 
     Each row is ``{"N", "MSE", "fMSE", "PSNR"}`` (``by_subset`` rows add ``"ms_per_image"``);
-    values are None where a row has no images.
+    values are None where a row has no images. On a video dataset (HYouTube layout) ``by_clip``
+    holds one row per clip and an ``All`` row, with the foreground ``flicker``
+    (:mod:`harmonize_cli.evaluation.video_metrics`); it is empty for image datasets.
     """
 
     model: str
@@ -74,6 +78,7 @@ class EvalResult:
     device: str = "cpu"
     seconds: float = 0.0
     label: str = ""
+    by_clip: Dict[str, dict] = field(default_factory=dict)
 
     def summary(self) -> Dict[str, Optional[float]]:
         """``{"MSE", "fMSE", "PSNR"}`` over every image ("All")."""
@@ -83,6 +88,10 @@ class EvalResult:
     @property
     def n_images(self) -> int:
         return int(self.by_subset.get("All", {}).get("N", 0))
+
+    @property
+    def is_video(self) -> bool:
+        return bool(self.by_clip)
 
     @property
     def images_per_second(self) -> Optional[float]:
@@ -106,6 +115,8 @@ class EvalResult:
             "seconds": round(self.seconds, 3),
             "device": self.device,
         }
+        if self.by_clip:
+            data["by_clip"] = {name: dict(row) for name, row in self.by_clip.items()}
         if self.skipped:
             data["skipped"] = list(self.skipped)
         if per_image:
@@ -266,6 +277,10 @@ def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, devi
     single, entries = _entries(models_or_model, labels, weights)
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
+    try:
+        psnr_peak = check_psnr_peak(psnr_peak)
+    except ValueError as exc:
+        raise UsageError(str(exc), "pass a positive number such as 255, or None for each target's maximum") from None
 
     if isinstance(dataset, (str, os.PathLike)):
         dataset = open_test_set(dataset, resize=resize or "fixed256", subsets=subsets)
@@ -294,6 +309,12 @@ def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, devi
         for item in prepared:
             item.restore()
 
+    if skipped and len(skipped) >= len(dataset):
+        first = skipped[0]
+        raise HarmonizeError(
+            f"none of the {len(dataset)} test image(s) could be read; first: "
+            f"{first['subset']}/{first['name']}: {first['error']}",
+            "the dataset file is damaged: rebuild it with harmonize prepare --root SOURCE -o FILE --force")
     subset_order = list(getattr(dataset, "subset_names", None) or [])
     results = [_result(item, subset_order, resize, psnr_peak, flip_tta, skipped, device, seconds)
                for item in prepared]
@@ -393,12 +414,14 @@ def _evaluate_group(prepared, group, device, flip_tta, psnr_peak, save_root, wri
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         pred = predict(item.runner, image, mask, normalization=item.normalization, divisor=item.divisor,
-                       flip_tta=flip_tta, peak=255.0, low_size=item.low_size)
+                       flip_tta=flip_tta, peak=255.0, low_size=item.low_size, weights=item.weights or item.label)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         elapsed = time.perf_counter() - start
         item.seconds += elapsed
         values = {name: tensor.tolist() for name, tensor in image_metrics(pred, target, mask, psnr_peak).items()}
+        video = "clip" in group[0]  # frames of clips: keep what the temporal figure needs
+        errors = foreground_mean_error(pred, target, mask).tolist() if video else None
         per_image_seconds = elapsed / len(group)
         for position, sample in enumerate(group):
             row = {name: values[name][position] for name in METRIC_NAMES}
@@ -406,9 +429,12 @@ def _evaluate_group(prepared, group, device, flip_tta, psnr_peak, save_root, wri
             item.sums.setdefault(subset, MetricSums()).add(row, per_image_seconds)
             for bin_name in fg_ratio_bins(ratios[position]):
                 item.fg_sums[bin_name].add(row, per_image_seconds)
-            item.per_image.append({"subset": subset, "name": str(sample.get("name", "")),
-                                   "fg_ratio": ratios[position], **row,
-                                   "ms": 1000.0 * per_image_seconds})
+            record = {"subset": subset, "name": str(sample.get("name", "")),
+                      "fg_ratio": ratios[position], **row, "ms": 1000.0 * per_image_seconds}
+            if video:
+                record.update(clip=str(sample["clip"]), frame=int(sample["frame"]),
+                              fg_error=error_or_none(errors[position]))
+            item.per_image.append(record)
         if save_root is not None:
             folder = save_root / _safe_name(item.label) if len(prepared) > 1 else save_root
             images = pred.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
@@ -427,9 +453,11 @@ def _save_png(path: Path, array) -> None:
     from PIL import Image
 
     from ..atomic import atomic_path
+    from ..readback import check_image_file
 
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
+        check_image_file(tmp, (array.shape[1], array.shape[0]), "PNG", name=path)
 
 
 def _result(item: _Prepared, subset_order, resize, psnr_peak, flip_tta, skipped, device, seconds) -> EvalResult:
@@ -441,9 +469,11 @@ def _result(item: _Prepared, subset_order, resize, psnr_peak, flip_tta, skipped,
         total.merge(item.sums[name])
     by_subset["All"] = total.means()
     by_fg_ratio = {name: item.fg_sums[name].means(with_time=False) for name in FG_RATIO_RANGES}
+    frames = [record for record in item.per_image if "clip" in record]
     return EvalResult(model=str(item.arch), weights=item.weights, resize=resize, psnr_peak=psnr_peak, flip_tta=flip_tta,
                       by_subset=by_subset, by_fg_ratio=by_fg_ratio, per_image=item.per_image, skipped=list(skipped),
-                      device=str(device), seconds=seconds, label=item.label)
+                      device=str(device), seconds=seconds, label=item.label,
+                      by_clip=clip_table(frames) if frames else {})
 
 
 # -------------------------------------------------------------------------------------- models

@@ -75,7 +75,7 @@ def test_the_foreground_ratio_counts_values_above_127_by_hand(tmp_path):
     assert result["fg_ratio"] == pytest.approx(7 / 100) and "encoded" not in result
 
 
-def test_problems_come_back_as_reasons(tmp_path):
+def test_problems_come_back_as_reasons(tmp_path, monkeypatch):
     path = _save(_photo(), tmp_path / "c.png")
     moved = packjobs._pack_one(("composite", 0, path, (41, 64), (41, 64)), True, False, 0, 0)
     assert moved["error"] == "size 40x64 differs from the scan (file changed during packing)"
@@ -89,8 +89,13 @@ def test_problems_come_back_as_reasons(tmp_path):
     big = packjobs._pack_one(("composite", 0, path, (40, 64), (40, 64)), True, False, 0, 100)
     assert big == {"kind": "composite", "index": 0,
                    "error": "too large: 64x40 pixels (0.0026 MP), over --max-pixels (0.0001 MP)"}
-    folder = packjobs._pack_one(("mask", 1, str(tmp_path), (1, 1), (1, 1)), True, False, 0, 0)
-    assert folder == {"kind": "mask", "index": 1, "error": "cannot read file (Is a directory)"}
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(packjobs.imageio, "read_bytes", refused)
+    locked = packjobs._pack_one(("mask", 1, path, (40, 64), (40, 64)), True, False, 0, 0)
+    assert locked == {"kind": "mask", "index": 1, "error": "cannot read file (Permission denied)"}
 
 
 def test_probes_read_the_header_or_give_a_reason(tmp_path, monkeypatch):

@@ -123,22 +123,22 @@ def test_a_label_with_a_pipe_is_escaped_and_weights_in_the_label_are_not_repeate
 
 def test_csv_rows_by_hand():
     rows = report.to_csv([_composite()], with_published=True).splitlines()
-    assert rows[0] == "source,model,weights,resize,psnr_peak,flip_tta,table,group,N,MSE,fMSE,PSNR,ms_per_image"
+    assert rows[0] == "source,model,weights,resize,psnr_peak,flip_tta,table,group,N,MSE,fMSE,PSNR,ms_per_image,flicker"
     measured = [
-        "measured,composite,,fixed256,target_max,0,subset,HCOCO,2,10,100,30,1.26",
-        "measured,composite,,fixed256,target_max,0,subset,HFlickr,0,,,,",
-        "measured,composite,,fixed256,target_max,0,subset,All,3,12.346,123.456,31.5,2",
-        "measured,composite,,fixed256,target_max,0,fg_ratio,0-5%,1,1.111,222.2,40,",
-        "measured,composite,,fixed256,target_max,0,fg_ratio,5-15%,0,,,,",
-        "measured,composite,,fixed256,target_max,0,fg_ratio,15-100%,2,3,40,35,",
-        "measured,composite,,fixed256,target_max,0,fg_ratio,0-100%,3,12.346,123.456,31.5,",
+        "measured,composite,,fixed256,target_max,0,subset,HCOCO,2,10,100,30,1.26,",
+        "measured,composite,,fixed256,target_max,0,subset,HFlickr,0,,,,,",
+        "measured,composite,,fixed256,target_max,0,subset,All,3,12.346,123.456,31.5,2,",
+        "measured,composite,,fixed256,target_max,0,fg_ratio,0-5%,1,1.111,222.2,40,,",
+        "measured,composite,,fixed256,target_max,0,fg_ratio,5-15%,0,,,,,",
+        "measured,composite,,fixed256,target_max,0,fg_ratio,15-100%,2,3,40,35,,",
+        "measured,composite,,fixed256,target_max,0,fg_ratio,0-100%,3,12.346,123.456,31.5,,",
     ]
     assert rows[1:8] == measured
-    assert rows[8] == "iHarmony4 dataset page,Composite,,fixed256,target_max,,subset,HCOCO,,69.37,,33.94,"
-    assert rows[-1] == "iHarmony4 dataset page,Composite,,fixed256,target_max,,subset,All,,172.47,1387.3,31.63,"
+    assert rows[8] == "iHarmony4 dataset page,Composite,,fixed256,target_max,,subset,HCOCO,,69.37,,33.94,,"
+    assert rows[-1] == "iHarmony4 dataset page,Composite,,fixed256,target_max,,subset,All,,172.47,1387.3,31.63,,"
     assert len(rows) == 1 + 7 + 5
     idih = report.to_csv([_idih()]).splitlines()[1]
-    assert idih == "measured,mynet,runs/a/best.pth,fixed256,255.0,1,subset,Hday2night,1,7.5,50.25,36.75,3.04"
+    assert idih == "measured,mynet,runs/a/best.pth,fixed256,255.0,1,subset,Hday2night,1,7.5,50.25,36.75,3.04,"
     assert list(csv.DictReader(io.StringIO(report.to_csv([_idih()]))))[0]["fMSE"] == "50.25"
 
 

@@ -101,3 +101,21 @@ def test_resize_mask_is_antialiased_bilinear_by_hand():
     assert np.allclose(resize_mask(np.tile(soft, (2, 1)), (2, 4)), np.tile([0.5 / 7, 0.6875, 1.0, 1.0], (2, 1)),
                        atol=1e-6)
     assert np.array_equal(resize_mask(np.full((6, 6), 2.0, np.float32), (3, 3)), np.ones((3, 3), np.float32))  # clipped
+
+
+def test_fixed_clamps_the_prediction_before_upsampling_by_hand():
+    """A prediction outside [0, 1] is clamped at the network size, then upsampled: 1 x 2 -> 1 x 4
+    samples the low row at -0.25 (edge), 0.25, 0.75, 1.25 (edge), i.e. weights (1, 0), (0.75, 0.25),
+    (0.25, 0.75), (0, 1). Row [1.5, 0.4] -> [1, 0.4]: 255, 216.75, 140.25, 102; row [-0.5, 0.6] ->
+    [0, 0.6]: 0, 38.25, 114.75, 153 (clamping only after upsampling would give 255, 255, 191, 102
+    and 0, 0, 83, 153)."""
+    rgb = np.full((1, 4, 3), 50, np.uint8)
+    mask = np.ones((1, 4), np.float32)
+    prediction = np.zeros((3, 1, 2), np.float32)
+    prediction[0, 0] = [1.5, 0.4]
+    prediction[1, 0] = [-0.5, 0.6]
+    prediction[2, 0] = [0.2, 0.2]
+    out = compose_fixed(rgb, mask, prediction)
+    assert out[0, :, 0].tolist() == [255, 217, 140, 102]
+    assert out[0, :, 1].tolist() == [0, 38, 115, 153]
+    assert out[0, :, 2].tolist() == [51, 51, 51, 51]  # 0.2 x 255 = 51

@@ -114,8 +114,8 @@ def test_fixed_clamps_the_prediction_before_upsampling_by_hand():
     prediction = np.zeros((3, 1, 2), np.float32)
     prediction[0, 0] = [1.5, 0.4]
     prediction[1, 0] = [-0.5, 0.6]
-    prediction[2, 0] = [0.2, 0.2]
+    prediction[2, 0] = [np.nan, 0.2]  # NaN counts as 0: 0, 12.75, 38.25, 51
     out = compose_fixed(rgb, mask, prediction)
     assert out[0, :, 0].tolist() == [255, 217, 140, 102]
     assert out[0, :, 1].tolist() == [0, 38, 115, 153]
-    assert out[0, :, 2].tolist() == [51, 51, 51, 51]  # 0.2 x 255 = 51
+    assert out[0, :, 2].tolist() == [0, 13, 38, 51]

@@ -73,7 +73,10 @@ if counted:
           f"judged equivalent; {len(judged)} judged equivalent)")
 survivors = [name for name, state in reached if state not in ("killed", "timeout", "segfault", "caught by type check")
              and name not in equivalent]
-open(sys.argv[1] + ".survivors", "w").write("\n".join(survivors))
+untested = sorted({name.rsplit("__mutmut_", 1)[0] for name, state in reached if state == "no tests"})
+if untested:  # functions that none of the listed test files calls: every mutant of theirs survives
+    print("mutation: functions no listed test calls: " + ", ".join(untested))
+open(sys.argv[1] + ".survivors", "w").write("\n".join(n for n in survivors if dict(reached)[n] != "no tests"))
 PY
 while read -r name || [ -n "$name" ]; do
     [ -n "$name" ] || continue

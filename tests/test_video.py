@@ -141,14 +141,26 @@ def test_default_smoothing_halves_the_flicker_of_a_jittering_network(tmp_path):
 
 
 def test_smoothing_resets_at_a_scene_cut(tmp_path):
+    """The same pasted object (same composite colours) over two shots whose light asks for opposite
+    corrections: only the reset keeps the first shot's correction out of the second."""
     count = 6
-    truths, composites, masks = _synthetic_clip(count, photos=("astronaut", "coffee"), inserts=("coffee", "rocket"))
+    objects = photo_frames(2 * count, photo="coffee", step=2)
+    backgrounds = photo_frames(count, photo="astronaut") + photo_frames(count, photo="rocket")
+    gains = (np.array([1.4, 1.0, 1.0]), np.array([1.0, 1.0, 1.4]))  # truth / composite, per shot
+    truths, composites, masks = [], [], moving_masks(2 * count)
+    for index, (background, obj, mask) in enumerate(zip(backgrounds, objects, masks)):
+        inside = mask > 0
+        composite, truth = background.copy(), background.copy()
+        composite[inside] = (obj[inside] * 0.6).round()
+        truth[inside] = (composite[inside] * gains[index // count]).round()
+        truths.append(truth)
+        composites.append(composite)
     frames, mask_folder = write_frames(tmp_path / "in", composites), write_masks(tmp_path / "masks", masks)
     report = harmonize_video(frames, mask_folder, tmp_path / "out", harmonizer=Oracle(truths, np.ones(2 * count)))
     assert report.cuts == [count]
     means, _ = _errors(load_pngs(tmp_path / "out"), truths, masks)
     # the oracle is exact: from the cut on, every frame is within a level of the truth (the first
-    # shot's correction, 1/0.6 on red instead of 1/0.9, would leave tens of levels of red there)
+    # shot's correction, 1.4 on red instead of on blue, would leave tens of levels there)
     assert np.abs(means[count:]).max() < 1.0, np.abs(means).max(axis=1)
     assert np.abs(means).max() < 3.0, np.abs(means).max(axis=1)
 

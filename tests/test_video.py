@@ -309,3 +309,32 @@ def test_frame_folder_rate_and_the_report(clip, tmp_path):
     assert report.frames == 3 and report.rate == Fraction(24) and report.codec == "libx264"
     _, times, _ = read_video(tmp_path / "out.mkv")
     assert times == pytest.approx([0, 1 / 24, 2 / 24], abs=1e-3)
+
+
+def test_pct_net_parameter_maps_are_smoothed_end_to_end(clip, tmp_path, run_cli):
+    """PCT-Net (random weights: the path, not the quality): frames come out, background exact."""
+    import torch
+
+    from harmonize_cli import zoo
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "cnn.pth"
+    torch.save(zoo.create_model("pctnet-cnn").state_dict(), checkpoint)
+    out = tmp_path / "frames"
+    code, _, err = run_cli("video", clip["composite"], clip["masks"], "-o", out, "--weights", checkpoint)
+    assert code == 0, err
+    assert "temporal ema" in err
+    results, (decoded, _, _), (masks, _, _) = load_pngs(out), read_video(clip["composite"]), read_video(clip["masks"])
+    assert len(results) == 12
+    for result, frame, mask in zip(results, decoded, masks):
+        background = mask[..., 0] <= 4  # the codec's noise in a mask video counts as 0 up to 4 (docs/video.md)
+        assert background.mean() > 0.5 and np.array_equal(result[background], frame[background])
+
+
+def test_help_imports_neither_torch_nor_pyav():
+    import subprocess
+
+    code = ("import sys\nfrom harmonize_cli.cli import main\ntry:\n    main(['video', '--help'])\n"
+            "except SystemExit:\n    pass\nprint(sorted(m for m in ('torch', 'av') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "harmonize video shot.mp4" in out.stdout and out.stdout.strip().endswith("[]")

@@ -39,7 +39,7 @@ class MaskSource:
             for path in self.clip.files:
                 yield _checked(path, read_mask(path, self.clip.max_pixels), self.clip)
             return
-        for frame in self.clip.decode():
+        for frame in self.clip.decode(gray=True):
             yield snap(mask_to_array(frame.rgb))
 
 

@@ -27,6 +27,14 @@ from ..errors import HarmonizeError, UsageError
 from .reading import VIDEO_EXTENSIONS, Clip, require_av
 
 CRF_DEFAULTS = {"libx264": 16, "libx265": 18, "libvpx-vp9": 20, "libvpx": 10}
+LOOKAHEAD_BYTES = 300_000_000  # libx264's frame lookahead is held in memory: at most about this much
+
+
+def x264_lookahead(width: int, height: int) -> int:
+    """libx264's ``rc-lookahead`` (frames): its default 40 up to 1080p, fewer above, since the
+    lookahead is the encoder's memory (4K at 40 frames: 1.4 GB measured; at 10: docs/video.md)."""
+    per_frame = width * height * 1.5 * 2.5  # a YUV 4:2:0 frame and x264's analysis of it, measured
+    return int(max(10, min(40, LOOKAHEAD_BYTES // per_frame)))
 PNG_COMPRESSION = 3  # zlib level: lossless either way; 3 writes 4K frames about 3x faster than 6
 
 
@@ -98,6 +106,8 @@ class VideoWriter:
         options = {}
         if self.crf is not None and self.codec in CRF_DEFAULTS:
             options["crf"] = str(self.crf)
+            if self.codec == "libx264":
+                options["rc-lookahead"] = str(x264_lookahead(clip.width, clip.height))
             if self.codec.startswith("libvpx"):
                 options["b"] = "0"
         elif self.codec == "mpeg4":

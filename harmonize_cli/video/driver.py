@@ -165,7 +165,7 @@ def _stream(clip, masks, harmonizer, writer, report, smoother, cuts, workers, on
 
     batch_size = harmonizer.batch_size
     plan = plan_threads(harmonizer.device, workers)
-    ready: "queue.Queue" = queue.Queue(maxsize=batch_size + 1)  # prepared frames waiting for the network
+    ready: "queue.Queue" = queue.Queue(maxsize=batch_size)  # prepared frames waiting for the network
     stop = threading.Event()
     in_order = isinstance(writer, VideoWriter)
 
@@ -203,7 +203,7 @@ def _stream(clip, masks, harmonizer, writer, report, smoother, cuts, workers, on
     reader = threading.Thread(target=read, name="harmonize-video-read", daemon=True)
     pool = ThreadPoolExecutor(max_workers=plan.workers, thread_name_prefix="harmonize-video")
     finishing: deque = deque()  # (future, info) in frame order
-    limit = plan.workers + 1
+    limit = plan.workers  # frames being carried to full size (a 4K frame in flight: about 85 MB)
 
     def drain(keep: int) -> None:
         while len(finishing) > keep or (finishing and finishing[0][0].done()):

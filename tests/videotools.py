@@ -82,8 +82,8 @@ def mask_video(path, masks, rate=RATE):
     return write_video(path, [np.repeat((mask[..., None] * 255).astype(np.uint8), 3, axis=2) for mask in masks], rate)
 
 
-def read_video(path):
-    """(frames as RGB, their times in seconds, {stream type: (codec, duration s, packets)})."""
+def read_video(path, gray=False):
+    """(frames as RGB (``gray``: luma), their times in seconds, {stream type: (codec, duration s, packets)})."""
     import av
 
     with av.open(str(path)) as container:
@@ -94,7 +94,7 @@ def read_video(path):
         video = container.streams.video[0]
         frames, times = [], []
         for frame in container.decode(video):
-            frames.append(frame.to_ndarray(format="rgb24"))
+            frames.append(frame.to_ndarray(format="gray" if gray else "rgb24"))
             times.append(float(frame.pts * frame.time_base))
     with av.open(str(path)) as container:
         for stream in container.streams:

@@ -49,6 +49,14 @@ def default_codec(target: Path) -> str:
     raise UsageError(f"no encoder for {target.suffix} in this PyAV build", "write PNG frames: -o a folder")
 
 
+def encoder_threads(width: int, height: int) -> int:
+    """Encoder threads: the cores, at most 8, and at most 4 above 1080p, where every frame thread
+    holds its own frames (libx264's own default is 1.5 x the cores, unbounded in memory)."""
+    from ..apply.pipeline import available_cores
+
+    return min(available_cores(), 8 if width * height <= 1920 * 1080 else 4)
+
+
 class VideoWriter:
     """Encode frames into ``target`` (copying ``clip``'s other streams when it is a video)."""
 
@@ -115,6 +123,7 @@ class VideoWriter:
             stream.codec_context.flags |= getattr(self.av.codec.context.Flags, "qscale", 0)
         stream.options = options
         stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = encoder_threads(clip.width, clip.height)
         self.stream = stream
         self.pix_fmt = stream.pix_fmt
 

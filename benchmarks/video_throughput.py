@@ -15,9 +15,9 @@ Two measurements, offline (no released weights needed):
     it), whose composite has the object's colours cast (per-channel gains). The "network" is an
     oracle: the true frame at 256 px with the foreground scaled by a random per-frame gain
     (uniform within +-``--jitter``), the way a per-frame model jumps. Reported for
-    ``--temporal none`` and the EMA at several weights: the flicker (frame-to-frame change of the
-    mean foreground error, squared, summed over RGB, in 0-255 units) and the foreground MSE
-    (fMSE) against the true frames. A second clip adds a steady lighting change (the true
+    ``--temporal none`` and the EMA at several weights: the foreground flicker of ``harmonize
+    eval`` on video (docs/evaluation.md: the frame-to-frame change of the mean foreground error,
+    in 0-255 levels) and the foreground MSE (fMSE) against the true frames. A second clip adds a steady lighting change (the true
     foreground brightens by ``--ramp`` over the clip) to show what the smoothing's lag costs.
 
 Rerun::
@@ -163,15 +163,18 @@ def synthetic_clip(count: int, width: int, height: int, ramp: float):
 
 
 def flicker_and_fmse(folder: Path, truths, masks):
+    """The foreground flicker of `harmonize eval` on video (docs/evaluation.md) and the mean fMSE."""
+    import torch
     from PIL import Image
 
-    means, errors = [], []
-    for path, truth, mask in zip(sorted(folder.glob("*.png")), truths, masks):
-        error = np.asarray(Image.open(path), dtype=np.float64) - truth
-        inside = mask > 0
-        means.append(error[inside].mean(axis=0))
-        errors.append((error[inside] ** 2).mean())
-    return float((np.diff(np.array(means), axis=0) ** 2).sum(axis=1).mean()), float(np.mean(errors))
+    from harmonize_cli.evaluation.video_metrics import foreground_flicker
+
+    results = np.stack([np.asarray(Image.open(path)) for path in sorted(folder.glob("*.png"))])
+    planar = (lambda frames: torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).double())
+    flicker = foreground_flicker(planar(results), planar(np.stack(truths)), torch.from_numpy(np.stack(masks))[:, None])
+    errors = [((result.astype(np.float64) - truth)[mask > 0] ** 2).mean()
+              for result, truth, mask in zip(results, truths, masks)]
+    return float(flicker), float(np.mean(errors))
 
 
 def flicker(args) -> None:

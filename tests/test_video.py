@@ -118,8 +118,9 @@ def _errors(results, truths, masks):
 
 
 def _flicker(means):
-    """Frame-to-frame change of the mean foreground error (squared, averaged)."""
-    return float((np.diff(means, axis=0) ** 2).sum(axis=1).mean())
+    """The foreground flicker of docs/evaluation.md: the mean over consecutive frames of the change
+    of the mean foreground error, averaged over the channels (levels)."""
+    return float(np.abs(np.diff(means, axis=0)).mean())
 
 
 def test_default_smoothing_halves_the_flicker_of_a_jittering_network(tmp_path):
@@ -135,7 +136,7 @@ def test_default_smoothing_halves_the_flicker_of_a_jittering_network(tmp_path):
         means, fmse = _errors(load_pngs(out), truths, masks)
         outcome[temporal] = (_flicker(means), fmse.mean())
     (flicker_none, fmse_none), (flicker_ema, fmse_ema) = outcome["none"], outcome["ema"]
-    assert flicker_none > 4.0  # the jitter is visible per frame (several levels)
+    assert flicker_none > 2.0  # the jitter is visible per frame (a few levels)
     assert flicker_ema * 2 <= flicker_none, outcome
     assert fmse_ema <= 1.10 * fmse_none, outcome
 

@@ -207,6 +207,38 @@ def test_bad_inputs_are_one_line_exit_2_and_nothing_written(case, composite, mas
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_container_that_cannot_hold_the_audio_fails_in_one_line_and_leaves_nothing(tmp_path, run_cli):
+    import av
+
+    source = tmp_path / "in" / "pcm.mkv"
+    source.parent.mkdir()
+    write_video(source, photo_frames(3))
+    with av.open(str(source)) as original, av.open(str(tmp_path / "in" / "with_pcm.mkv"), "w") as target:
+        video = target.add_stream_from_template(original.streams.video[0])
+        audio = target.add_stream("pcm_s16le", rate=8000)
+        for packet in original.demux(original.streams.video[0]):
+            if packet.size:
+                packet.stream = video
+                target.mux(packet)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 8000, 0, Fraction(1, 8000)
+        for packet in list(audio.encode(frame)) + list(audio.encode()):
+            target.mux(packet)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = run_cli("video", tmp_path / "in" / "with_pcm.mkv", tmp_path / "in" / "f.png", "-o", out / "o.mp4")
+    assert code == 2 and "does not exist" in err  # (the mask is checked first)
+    from PIL import Image
+
+    Image.fromarray(np.zeros((HEIGHT, WIDTH), np.uint8)).save(tmp_path / "in" / "f.png")
+    code, _, err = run_cli("video", tmp_path / "in" / "with_pcm.mkv", tmp_path / "in" / "f.png", "-o", out / "o.mp4",
+                         "--model", "lab-transfer", "-q")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "cannot write" in err and ".mkv" in err
+    assert list(out.iterdir()) == []
+    code, _, err = run_cli("video", tmp_path / "in" / "with_pcm.mkv", tmp_path / "in" / "f.png", "-o", out / "o.mkv")
+    assert code == 0 and "copied audio (pcm_s16le)" in err
+
+
 def test_the_output_never_overwrites_an_input_or_an_earlier_result(clip, tmp_path, run_cli):
     code, _, err = run_cli("video", clip["composite"], clip["masks"], "-o", clip["masks"], "--overwrite")
     assert code == 2 and "never overwrite an input" in err

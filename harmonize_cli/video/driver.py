@@ -140,13 +140,26 @@ def harmonize_video(composite, mask, out, *, model: str = "auto", weights=None, 
         _stream(clip, masks, harmonizer, writer, report, Smoother(temporal, ema_weight), SceneCuts(cut_threshold),
                 workers, on_frame)
         writer.commit()
-    except BaseException:
+    except BaseException as exc:
         writer.abort()
+        if _is_ffmpeg_error(exc):  # the encoder or muxer refused: one line, no traceback
+            reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
+            raise HarmonizeError(f"cannot write {out}: FFmpeg says {reason}",
+                                 "try another container (.mkv holds most audio and subtitle codecs) or --codec"
+                                 ) from None
         raise
     finally:
         report.processing_seconds = time.perf_counter() - processing
         report.seconds = time.perf_counter() - started
     return report
+
+
+def _is_ffmpeg_error(exc: BaseException) -> bool:
+    try:
+        import av
+    except ImportError:
+        return False
+    return isinstance(exc, av.error.FFmpegError)
 
 
 def _make_harmonizer(model, weights, device, resolution, batch_size, flip_tta):

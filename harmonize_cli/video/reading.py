@@ -23,7 +23,7 @@ import numpy as np
 
 from ..apply.imageio import InputError, is_image_file, read_image
 from ..errors import UsageError
-from ..limits import DEFAULT_MAX_PIXELS, check_pixels, image_size
+from ..limits import DEFAULT_MAX_PIXELS, ImageTooLargeError, check_pixels, image_size
 
 VIDEO_EXTENSIONS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm",
                     ".avi": "avi"}
@@ -104,12 +104,13 @@ def open_clip(path, rate: Optional[Fraction] = None, max_pixels: int = DEFAULT_M
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{role} {path} does not exist", "give a video file or a folder of frames")
-    if path.is_dir():
-        return _open_folder(path, rate, max_pixels, role)
-    if is_image_file(path):
+    if is_image_file(path) and not path.is_dir():
         raise UsageError(f"{role} {path} is a single image", "use `harmonize apply` for photos; "
                          "give a video file or a folder of frames")
-    return _open_video(path, max_pixels, role)
+    try:
+        return _open_folder(path, rate, max_pixels, role) if path.is_dir() else _open_video(path, max_pixels, role)
+    except ImageTooLargeError as exc:  # a usage problem found before any work: exit 2
+        raise UsageError(exc.message, exc.hint) from None
 
 
 def _open_folder(path: Path, rate, max_pixels, role) -> Clip:

@@ -1,7 +1,7 @@
 """The Python API of ``harmonize apply``: one object that harmonizes images of any size.
 
 >>> from harmonize_cli import Harmonizer
->>> h = Harmonizer()                      # model="auto": best cached checkpoint, else lab-transfer
+>>> h = Harmonizer()                      # model="auto": best cached checkpoint, else boundary-gain
 >>> result = h(image, mask)               # numpy arrays or PIL images -> uint8 H x W x 3 (or x 4)
 >>> results = h.harmonize_batch(images, masks)
 
@@ -70,7 +70,8 @@ class Harmonizer:
     """Harmonize composites of any size with a model of the zoo.
 
     model: an architecture name, or "auto" (the best released checkpoint in the local cache, the
-        checkpoint given as ``weights`` with its architecture detected, else ``lab-transfer``).
+        checkpoint given as ``weights`` with its architecture detected, else the training-free
+        ``boundary-gain``).
     weights: a checkpoint (path, URL, registry name or state dict); default: the released one
         for ``model`` (downloaded on first use unless ``HARMONIZE_OFFLINE`` is set).
     device: "cpu", "cuda", "cuda:1", "mps" or None/"auto" (CUDA when available).
@@ -147,6 +148,7 @@ class Harmonizer:
             "batch_size": self.batch_size,
             "flip_tta": self.flip_tta,
             "notice": self.notice,
+            "fallback": self.model_name if self.model.fallback else None,
         }
 
     # ------------------------------------------------------------------------------ public API

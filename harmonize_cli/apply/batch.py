@@ -233,8 +233,8 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
             entry.notes.append("alpha channel dropped: JPEG has none (use --ext png or webp)")
         write_image(entry.output, rgb, alpha, like=_like(job), quality=run.quality, fmt=fmt)
         if run.comparison:
-            write_image(_comparison_path(report.out, entry), side_by_side(job.rgb, rgb), None, gray=False,
-                        quality=min(run.quality, 90), fmt="JPEG")
+            write_image(_comparison_path(report.out, entry), comparison_image(job.rgb, rgb, info["model"]), None,
+                        gray=False, quality=min(run.quality, 90), fmt="JPEG")
 
     def on_result(entry, error, seconds, job):
         entry.seconds = seconds
@@ -282,6 +282,14 @@ def _like(job):
 
     return ImageData(rgb=job.rgb, alpha=job.alpha, gray=job.gray,
                      icc_profile=getattr(job.context, "icc_profile", None), exif=getattr(job.context, "exif", None))
+
+
+def comparison_image(composite, result, model: str, gap: int = 8):
+    """``--comparison``: composite | result side by side, each column titled."""
+    from ..labels import label_columns
+
+    return label_columns(side_by_side(composite, result, gap=gap), ["composite", f"harmonized ({model})"],
+                         column_width=composite.shape[1], gap=gap)
 
 
 def _comparison_path(out: Path, entry: Entry) -> Path:

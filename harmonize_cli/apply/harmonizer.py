@@ -241,28 +241,33 @@ class Harmonizer:
             image = torch.from_numpy(images).to(self.device, non_blocking=True)
             mask = torch.from_numpy(masks).to(self.device, non_blocking=True).unsqueeze(1)
             output = predict(self.runner, image, mask, normalization=self.model.normalization,
-                             divisor=self.divisor, flip_tta=self.flip_tta, peak=1.0)
+                             divisor=self.divisor, flip_tta=self.flip_tta, peak=1.0, weights=self._weights_label())
             return output.cpu().numpy()
 
     def _forward_maps(self, images: np.ndarray, masks: np.ndarray) -> list:
         """PCT-Net: the per-pixel transform maps at the network size (flip TTA averages them)."""
         import torch
 
-        from ..inference import normalise
+        from ..inference import normalise, require_finite
 
         with self._lock, torch.inference_mode():
             image = torch.from_numpy(images).to(self.device)
             mask = torch.from_numpy(masks).to(self.device).unsqueeze(1)
             normalised = normalise(image, self.model.normalization, peak=1.0)
             outputs = self.network(normalised, mask)
-            params, attention = outputs["params"], (outputs["attention"] if self.network.use_attn else None)
+            params = require_finite(outputs["params"], self._weights_label())
+            attention = outputs["attention"] if self.network.use_attn else None
             if self.flip_tta:
                 flipped = self.network(normalised.flip(3), mask.flip(3))
-                params = 0.5 * (params + flipped["params"].flip(3))
+                params = 0.5 * (params + require_finite(flipped["params"], self._weights_label()).flip(3))
                 if attention is not None:
                     attention = 0.5 * (attention + flipped["attention"].flip(3))
             params, attention = params.float().cpu(), None if attention is None else attention.float().cpu()
         return [(params[i:i + 1], None if attention is None else attention[i:i + 1]) for i in range(len(images))]
+
+    def _weights_label(self) -> str:
+        """The weights as an error names them: their file, else the model's label."""
+        return self.weights_path or self.model.label
 
     def finish(self, job: Job) -> np.ndarray:
         """Carry the prediction to full resolution and blend it in (thread-safe, CPU)."""

@@ -63,7 +63,7 @@ def test_still_mask_into_png_frames_keeps_the_background_bit_exact(clip, tmp_pat
     for result, frame in zip(results, decoded):
         assert np.array_equal(result[background], frame[background])
         changed |= not np.array_equal(result[~background], frame[~background])
-    assert changed  # lab-transfer did change the foreground
+    assert changed  # the offline fallback did change the foreground
 
 
 # ----------------------------------------------------------------------- temporal smoothing

@@ -212,6 +212,8 @@ def gather(value, launch: Launch) -> list:
         return [value]
     from .training import distributed
 
+    if not distributed.is_initialized():
+        raise RuntimeError("gather() before join_group(): the ranks would not see each other")
     return distributed.all_gather_object(value)
 
 
@@ -290,4 +292,20 @@ class rank_errors:
         if isinstance(error, Exception):
             text = str(error).splitlines()[0][:300] if str(error) else ""
             raise HarmonizeError(f"{self.launch.label()}: {type(error).__name__}: {text}".rstrip(": ")) from error
+        return False
+
+
+class joined:
+    """``with joined(launch):`` the job's process group for the block (nothing unless grouped)."""
+
+    def __init__(self, launch: Launch):
+        self.launch = launch
+
+    def __enter__(self):
+        join_group(self.launch)
+        return self
+
+    def __exit__(self, *exc):
+        if self.launch.grouped:
+            leave_group()
         return False

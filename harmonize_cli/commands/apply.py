@@ -74,7 +74,7 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
     """
     from ..apply.batch import harmonize_file, harmonize_folder
     from ..errors import HarmonizeError, UsageError
-    from ..sharding import rank_errors, shard_launch
+    from ..sharding import joined, rank_errors, shard_launch
 
     if merge_out is not None:
         if composites or masks or out:
@@ -91,7 +91,7 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
                          "give the folder that holds the composites")
     if launch.grouped and not launch.is_main:
         console.set_verbosity(console.QUIET)  # rank 0 speaks for the job
-    with rank_errors(launch):
+    with rank_errors(launch), joined(launch):
         _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
                overwrite, flip_tta, comparison, max_pixels, workers, launch)
 

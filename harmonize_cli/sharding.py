@@ -2,8 +2,8 @@
 
 >>> from harmonize_cli.sharding import detect_launch, balanced_shares
 >>> launch = detect_launch()                  # rank 0 of 1 unless torchrun or srun started us
->>> balanced_shares([4_000_000, 10, 10, 3_000_000], 2)
-[[0, 1], [2, 3]]
+>>> balanced_shares([4_000_000, 10, 10, 3_000_000], 2)    # pixels per input
+[[0], [1, 2, 3]]
 
 Every process computes the same plan from the same inputs, so no plan travels between them:
 :func:`balanced_shares` assigns items greedily, the largest first, to the share with the fewest

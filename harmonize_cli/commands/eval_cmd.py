@@ -132,7 +132,7 @@ def _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, work
     from .. import settings
     from ..errors import UsageError
     from ..evaluation import evaluate, load_models, merge_results, open_test_set
-    from ..sharding import gather, rank_device, test_failure_hook
+    from ..sharding import gather, rank_cores, rank_device, test_failure_hook
 
     if not models and not weights:
         raise UsageError("nothing to evaluate", "pass --model NAME and/or --weights FILE.pth "
@@ -143,6 +143,10 @@ def _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, work
         check_writable(Path(save_predictions))
     source = settings.default_dataset(data)
     torch_device = rank_device(launch, device)
+    if launch.grouped and torch_device.type == "cpu":  # the node's cores split between its ranks
+        import torch
+
+        torch.set_num_threads(rank_cores(launch))
     dataset = open_test_set(source, resize=resize, subsets=subset_names)
     test_failure_hook(launch)
     loaded = load_models(models, weights)

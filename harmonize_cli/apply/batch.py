@@ -26,7 +26,7 @@ from ..limits import DEFAULT_MAX_PIXELS, image_size
 from .imageio import format_for, output_suffix, read_image, read_mask, side_by_side, write_image
 from .pairing import find_pairs, output_path
 from .pipeline import plan_threads, torch_threads
-from .shards import shard_report_name
+from .shards import place_parts, shard_report_name
 
 REPORT_NAME = "harmonize.json"
 COMPARISON_DIR = "comparison"
@@ -199,10 +199,8 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
         _write_quietly(report)
         raise
     parts = gather((positions, report.entries, report.processing_seconds), launch)
-    merged = list(entries)
-    for part_positions, part_entries, _ in parts:
-        for position, entry in zip(part_positions, part_entries):
-            merged[position] = entry
+    merged = place_parts([(part_positions, part_entries) for part_positions, part_entries, _ in parts], len(entries),
+                         names=[f"rank {number}" for number in range(len(parts))])
     report.entries, report.ranks = merged, launch.world_size
     report.processing_seconds = max(seconds for _, _, seconds in parts)
     report.seconds = time.perf_counter() - started

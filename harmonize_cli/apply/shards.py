@@ -23,6 +23,25 @@ def shard_report_name(index: int, count: int) -> str:
     return f"harmonize.{int(index)}-of-{int(count)}.json"
 
 
+def place_parts(parts, total: int, names=None) -> list:
+    """``[item at position 0, 1, ...]`` from ``parts`` = ``[(positions, items), ...]`` (one per share);
+    a position in two shares, out of range or in none is a HarmonizeError naming the share."""
+    placed, owner = [None] * int(total), [None] * int(total)
+    for number, (positions, items) in enumerate(parts):
+        name = names[number] if names else f"share {number}"
+        if len(positions) != len(items):
+            raise HarmonizeError(f"{name} lists {len(items)} files for {len(positions)} positions", "run that shard again")
+        for position, item in zip(positions, items):
+            if not 0 <= position < total or owner[position] is not None:
+                raise HarmonizeError(f"{name}: input {position} is out of range or in two shards",
+                                     "run that shard again with the same inputs")
+            placed[position], owner[position] = item, number
+    if any(number is None for number in owner):
+        raise HarmonizeError(f"the shares cover {sum(n is not None for n in owner)} of {total} inputs",
+                             "run every shard with the same inputs")
+    return placed
+
+
 def _read(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -55,7 +74,6 @@ def merge_reports(out) -> Path:
                              f"run `harmonize apply ... --shard {missing[0]}/{count}` (finished outputs are skipped)")
     first_path, first = parts[0]
     total = first.get("shard", {}).get("total")
-    files = [None] * int(total or 0)
     for index in range(count):
         path, part = parts[index]
         shard = part.get("shard") or {}
@@ -66,17 +84,8 @@ def merge_reports(out) -> Path:
             if part.get(key) != first.get(key):
                 raise HarmonizeError(f"{path} and {first_path} differ in {key}",
                                      "merge only the shards of one run (same inputs, model and options)")
-        positions, entries = shard.get("positions", []), part.get("files", [])
-        if len(positions) != len(entries):
-            raise HarmonizeError(f"{path} lists {len(entries)} files for {len(positions)} positions", "run that shard again")
-        for position, entry in zip(positions, entries):
-            if not 0 <= position < len(files) or files[position] is not None:
-                raise HarmonizeError(f"{path}: input {position} is out of range or in two shards",
-                                     "run that shard again with the same inputs")
-            files[position] = entry
-    if any(entry is None for entry in files):
-        raise HarmonizeError(f"{out}: the shard reports cover {sum(e is not None for e in files)} of {len(files)} inputs",
-                             "run every shard with the same inputs")
+    files = place_parts([(parts[k][1]["shard"].get("positions", []), parts[k][1].get("files", [])) for k in range(count)],
+                        int(total or 0), names=[str(parts[k][0]) for k in range(count)])
     merged = {key: value for key, value in first.items() if key != "shard"}
     merged["summary"] = {**{status: sum(entry["status"] == status for entry in files) for status in STATUSES},
                          "total": len(files),

@@ -88,6 +88,7 @@ def outputs(out):
 def tables(path):
     """The evaluation JSON without the timings (wall clock differs between runs)."""
     data = json.loads(Path(path).read_text())
+    data = data if isinstance(data, list) else [data]  # one model: one document
     for result in data:
         result.pop("seconds"), result.pop("device")
         for row in result["by_subset"].values():

@@ -86,12 +86,12 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
     if composites is None or masks is None or out is None:
         raise UsageError("apply needs COMPOSITES, MASKS and -o OUT", "e.g. harmonize apply composites/ masks/ -o out/")
     launch = shard_launch(shard)
-    if launch.sharded and not composites.is_dir():
-        raise UsageError(f"--shard / torchrun need a folder of composites, not {composites}",
-                         "give the folder that holds the composites")
     if launch.grouped and not launch.is_main:
         console.set_verbosity(console.QUIET)  # rank 0 speaks for the job
     with rank_errors(launch), joined(launch):
+        if launch.sharded and not composites.is_dir():
+            raise UsageError(f"--shard / torchrun need a folder of composites, not {composites}",
+                             "give the folder that holds the composites")
         _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
                overwrite, flip_tta, comparison, max_pixels, workers, launch)
 

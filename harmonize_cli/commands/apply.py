@@ -59,6 +59,9 @@ errors.
 @click.option("--workers", default=None, type=click.IntRange(min=1),
               help="Decoding and encoding threads (default: up to 4 each with a GPU; on the CPU one pool of half the "
                    "cores plus one, the other half running the network).")
+@click.option("--allow-odd-masks", is_flag=True,
+              help="Run even when MASKS look like colour photos or COMPOSITES like black-and-white masks "
+                   "(by default refused as swapped arguments, exit 2).")
 @click.option("--shard", metavar="K/N", default=None,
               help="Do share K (0..N-1) of N, balanced by pixels, and write OUT/harmonize.K-of-N.json (independent "
                    "processes: array jobs, Kubernetes); merge with --merge-reports. Under torchrun or srun each rank "
@@ -66,7 +69,7 @@ errors.
 @click.option("--merge-reports", "merge_out", metavar="OUT", type=click.Path(path_type=Path), default=None,
               help="Merge OUT/harmonize.K-of-N.json of every shard into OUT/harmonize.json and exit.")
 def apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
-          overwrite, flip_tta, comparison, max_pixels, workers, shard, merge_out):
+          overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks, shard, merge_out):
     """Harmonize COMPOSITES (a folder or a file) with their MASKS (a folder or a file) into OUT.
 
     Inputs are never modified; every output is written atomically; background pixels (mask 0) are
@@ -93,18 +96,18 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
             raise UsageError(f"--shard / torchrun need a folder of composites, not {composites}",
                              "give the folder that holds the composites")
         _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
-               overwrite, flip_tta, comparison, max_pixels, workers, launch)
+               overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks, launch)
 
 
 def _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
-           overwrite, flip_tta, comparison, max_pixels, workers, launch):
+           overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks, launch):
     from ..apply.batch import harmonize_file, harmonize_folder
     from ..errors import HarmonizeError, UsageError
 
     if composites.is_file() and _names_a_file(out):
         report = harmonize_file(composites, masks, out, model=model, weights=weights, device=device,
                                 resolution=resolution, quality=quality, overwrite=overwrite, flip_tta=flip_tta,
-                                max_pixels=max_pixels)
+                                max_pixels=max_pixels, swap_check=not allow_odd_masks)
         _summarise(report, single=True)
         if report.failed:
             raise HarmonizeError(f"{report.failed[0].composite}: {report.failed[0].reason}")
@@ -136,7 +139,7 @@ def _apply(composites, masks, out, model, weights, device, batch_size, resolutio
                                   resolution=resolution, batch_size=batch_size, ext=ext, quality=quality,
                                   recursive=recursive, overwrite=overwrite, flip_tta=flip_tta, comparison=comparison,
                                   workers=workers, on_start=on_start, on_done=on_done, max_pixels=max_pixels,
-                                  launch=launch)
+                                  swap_check=not allow_odd_masks, launch=launch)
     if launch.grouped and not launch.is_main:
         return  # rank 0 summarises the job and exits 1 if any file failed
     _summarise(report)
@@ -186,7 +189,9 @@ def _summarise(report, single: bool = False) -> None:
     if single:
         entry = entries[0]
         if entry.status == "done":
-            _say(f"{entry.composite} -> {entry.output} in {elapsed:.1f} s")
+            fallback = report.model.get("fallback")
+            how = f" by the training-free {fallback} fallback" if fallback else ""
+            _say(f"{entry.composite} -> {entry.output}{how} in {elapsed:.1f} s")
         elif entry.status == "skipped":
             _say(f"{entry.output} exists: skipped (use --overwrite to replace it)")
         return
@@ -198,7 +203,9 @@ def _summarise(report, single: bool = False) -> None:
     for entry in entries:
         for note in entry.notes:
             _say(f"{entry.composite}: {note}", style="yellow")
-    _say(f"{len(done)} harmonized, {len(skipped)} skipped, {len(failed)} failed in {elapsed:.1f} s "
+    fallback = report.model.get("fallback")
+    how = f" by the training-free {fallback} fallback (no network weights)" if fallback else ""
+    _say(f"{len(done)} harmonized{how}, {len(skipped)} skipped, {len(failed)} failed in {elapsed:.1f} s "
          f"({rate:.2f} img/s while processing) -> {out} (report: {report.report_path})")
 
 

@@ -194,8 +194,9 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
         return report
     # torchrun / srun: the job's count for rank 0's bar, then each rank its share, then rank 0 merges
     job_total = sum(gather(sum(entry.status == "pending" for entry in mine), launch))
-    if on_start is not None:
-        run.on_start = lambda _mine: on_start(job_total)
+    if on_start is not None and job_total:  # even when this rank's share is all done already
+        on_start(job_total)
+    run.on_start = None
     try:
         _run(report, run, started, write_report=False)
     except KeyboardInterrupt:  # no collective now (the others stop too): each rank keeps its part

@@ -134,7 +134,7 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
                      comparison: bool = False, workers: Optional[int] = None, harmonizer=None,
                      on_start: Optional[Callable[[int], None]] = None,
                      on_done: Optional[Callable[[Entry], None]] = None,
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> BatchReport:
+                     max_pixels: int = DEFAULT_MAX_PIXELS, mask_pattern: Optional[str] = None) -> BatchReport:
     """Harmonize COMPOSITES (a folder or a file) with their MASKS into the folder OUT.
 
     Returns the :class:`BatchReport` (also written to ``OUT/harmonize.json``, even when Ctrl-C
@@ -144,18 +144,21 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
     GPU), ``flip_tta``).
     ``on_start(n_to_do)`` and ``on_done(entry)`` report progress. ``max_pixels``: images (and
     masks) over this many pixels are refused from their header, never decoded (0: no limit).
+    ``mask_pattern``: how masks are named, e.g. ``"{stem}-mask.png"`` (default: the rules of
+    :mod:`.pairing`). When no composite finds a mask, a UsageError lists what MASKS holds.
     """
     started = time.perf_counter()
     out = Path(out)
     entries = plan_outputs(composites, masks, out, recursive=recursive, ext=ext, overwrite=overwrite,
-                           comparison=comparison)
+                           comparison=comparison, mask_pattern=mask_pattern)
     check_writable(out)
     harmonizer = harmonizer or make_harmonizer(model, weights, device, resolution, batch_size, flip_tta)
     options = {"composites": str(composites), "masks": str(masks), "out": str(out), "model": model,
                "weights": weights if weights is None or isinstance(weights, str) else str(weights),
                "device": device, "batch_size": harmonizer.batch_size, "resolution": resolution, "ext": ext,
                "quality": quality, "recursive": recursive, "overwrite": overwrite, "flip_tta": flip_tta,
-               "comparison": comparison, "max_pixels": max_pixels}
+               "comparison": comparison, "max_pixels": max_pixels,
+               **({"mask_pattern": mask_pattern} if mask_pattern is not None else {})}
     report = BatchReport(out=out, entries=entries, model=harmonizer.describe(), options=options)
     _run(report, _Run(harmonizer, quality, comparison, workers, on_start, on_done, max_pixels), started,
          write_report=True)
@@ -164,11 +167,13 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
 
 def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None, device=None,
                    resolution: str = "auto", quality: int = 95, overwrite: bool = False, flip_tta: bool = False,
-                   harmonizer=None, max_pixels: int = DEFAULT_MAX_PIXELS) -> BatchReport:
+                   harmonizer=None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   mask_pattern: Optional[str] = None) -> BatchReport:
     """Harmonize one composite into the file ``output`` (its format from the extension).
 
-    An existing ``output`` is skipped unless ``overwrite``; no report file is written (the
-    returned :class:`BatchReport` holds the one entry).
+    ``mask``: the mask file, or a folder where it is found by the rules of :mod:`.pairing` (or
+    ``mask_pattern``). An existing ``output`` is skipped unless ``overwrite``; no report file is
+    written (the returned :class:`BatchReport` holds the one entry).
     """
     from .imageio import IMAGE_EXTENSIONS
 
@@ -182,7 +187,11 @@ def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None
     for source in (composite, mask):
         if _same_path(source, output):
             raise UsageError(f"writing {output} would overwrite an input", "choose another output file")
-    entry = Entry(composite, mask, output, "given")
+    (pair,) = find_pairs(composite, mask, mask_pattern=mask_pattern, require_some=True)
+    if not pair.ok:
+        raise UsageError(f"{composite}: {pair.problem}")
+    mask = pair.mask
+    entry = Entry(composite, mask, output, pair.rule)
     if output.exists() and not overwrite:
         entry.status, entry.reason = "skipped", "output exists (use --overwrite to replace it)"
     check_writable(output.parent)
@@ -293,7 +302,7 @@ def _reason(error: BaseException) -> str:
 
 
 def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = "same", overwrite: bool = False,
-                 comparison: bool = False) -> List[Entry]:
+                 comparison: bool = False, mask_pattern: Optional[str] = None) -> List[Entry]:
     """Pair the inputs, place the outputs, refuse unsafe OUT folders, mark skips and problems."""
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -303,7 +312,8 @@ def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = 
             raise UsageError(f"OUT {out} is the {label} folder", "write the results to a separate folder")
     if (out / REPORT_NAME).is_dir():
         raise UsageError(f"{out / REPORT_NAME} is a folder, where the report goes", "remove or rename that folder")
-    pairs = find_pairs(composites, masks, recursive=recursive, exclude=[out])
+    pairs = find_pairs(composites, masks, recursive=recursive, exclude=[out], mask_pattern=mask_pattern,
+                       require_some=True)
     if not pairs:
         raise UsageError(f"no images found in {composites}",
                          "supported: .jpg .jpeg .png .webp .bmp .tif .tiff" + ("" if recursive else

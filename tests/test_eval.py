@@ -215,7 +215,7 @@ def test_unreadable_weights_are_a_clear_error(mini, tmp_path, capsys):
     code, _, err = run(["eval", "--data", str(mini), "--weights", str(broken)], capsys)
     assert code == 1 and "cannot read weights" in err and "broken.pth" in err
     code, _, err = run(["eval", "--data", str(mini), "--weights", str(tmp_path / "absent.pth")], capsys)
-    assert code == 1 and "does not exist" in err
+    assert code == 2 and "does not exist" in err  # a path that does not exist is a usage error (#24)
 
 
 def test_network_without_weights_offline_says_where_to_put_them(mini, capsys):
@@ -360,8 +360,3 @@ def test_the_header_names_the_dataset_and_where_the_choice_came_from(mini, capsy
     assert code == 0 and f"Dataset: {mini} ($HARMONIZE_DATA)" in " ".join(err.split())
     code, _, err = run(argv + ["--data", str(mini)], capsys)
     assert code == 0 and f"Dataset: {mini} (--data)" in " ".join(err.split())
-
-
-def test_weights_that_do_not_exist_are_a_usage_error(mini, tmp_path, capsys):
-    code, _, err = run(["eval", "--data", str(mini), "--weights", str(tmp_path / "nope.pth")], capsys)
-    assert code == 2 and "nope.pth does not exist" in err

@@ -11,7 +11,7 @@ checkpoints unchanged.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "zoo", "Harmonizer", "harmonize_folder", "harmonize_file"]
+__all__ = ["__version__", "zoo", "Harmonizer", "harmonize_folder", "harmonize_file", "harmonize_video"]
 
 
 def __getattr__(name):  # lazy imports keep `harmonize --help` fast
@@ -23,4 +23,6 @@ def __getattr__(name):  # lazy imports keep `harmonize --help` fast
         return importlib.import_module(f"{__name__}.apply.harmonizer").Harmonizer
     if name in ("harmonize_folder", "harmonize_file"):  # what `harmonize apply` does
         return getattr(importlib.import_module(f"{__name__}.apply.batch"), name)
+    if name == "harmonize_video":
+        return importlib.import_module(f"{__name__}.video.driver").harmonize_video
     raise AttributeError(f"module 'harmonize_cli' has no attribute {name!r}")

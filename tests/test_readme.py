@@ -10,11 +10,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-SNIPPETS = re.findall(r"```python\n(.*?)```", README, re.S)
+ALL_SNIPPETS = re.findall(r"```python\n(.*?)```", README, re.S)
+# A snippet that needs inputs nothing ships (a video of one's own) says so in its first line;
+# every other snippet runs here.
+NOT_RUN = "# not run by tests/test_readme.py:"
+SNIPPETS = [snippet for snippet in ALL_SNIPPETS if not snippet.startswith(NOT_RUN)]
 
 
-def test_the_readme_has_python_snippets():
-    assert len(SNIPPETS) >= 3
+def test_the_readme_has_python_snippets_and_few_are_exempt():
+    assert len(SNIPPETS) >= 3 and len(ALL_SNIPPETS) - len(SNIPPETS) <= 1
 
 
 @pytest.mark.parametrize("index", range(len(SNIPPETS)))

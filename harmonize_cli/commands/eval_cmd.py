@@ -145,7 +145,7 @@ def _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, work
     subset_names = _split_subsets(subsets)
     if save_predictions:
         check_writable(Path(save_predictions))
-    source = settings.default_dataset(data)
+    source, origin = settings.dataset_and_origin(data)
     torch_device = rank_device(launch, device)
     if launch.grouped and torch_device.type == "cpu":  # the node's cores split between its ranks
         import torch
@@ -163,6 +163,7 @@ def _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, work
         f", shard {launch.rank}/{launch.world_size}" if launch.sharded else "")
     console.info(f"Evaluating {', '.join(model.label for model in loaded)} on {what} of "
                  f"{source} ({', '.join(dataset.subset_names)}), resize {resize}, device {torch_device}{ranks}")
+    console.info(f"Dataset: {source} ({origin})")
     results = evaluate(loaded, dataset, batch_size=batch_size, device=torch_device, flip_tta=flip_tta,
                        psnr_peak=peak, workers=workers, save_predictions=save_predictions, progress=launch.is_main,
                        resize=resize, shard=launch if launch.sharded else None)

@@ -16,6 +16,7 @@ import click
 
 from . import __version__, console
 from .errors import HarmonizeError
+from .suggest import SuggestingGroup
 
 # name -> "module:attribute" (relative to harmonize_cli.commands)
 COMMANDS = {
@@ -53,7 +54,7 @@ class RichCommand(click.Command):
     context_class = RichContext
 
 
-class LazyGroup(click.Group):
+class LazyGroup(SuggestingGroup):
     """A click group whose subcommands are imported on first use."""
 
     context_class = RichContext

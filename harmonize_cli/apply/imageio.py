@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..limits import DEFAULT_MAX_PIXELS, open_image
+from ..limits import DEFAULT_MAX_PIXELS, UnsupportedImageError, open_image
 from ..errors import HarmonizeError
 
 # suffix -> Pillow format name
@@ -88,6 +88,8 @@ def _open(path, max_pixels=DEFAULT_MAX_PIXELS):
             upright = _upright(image, ImageOps)
             upright.format = fmt
         return upright
+    except UnsupportedImageError as exc:
+        raise InputError(f"{path}: {exc.reason}") from None
     except UnidentifiedImageError as exc:
         raise InputError(f"{path}: not an image Pillow can read") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

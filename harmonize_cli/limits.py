@@ -170,17 +170,23 @@ def _open_header(source, formats, pillow_max):
     set to ``pillow_max`` for this call (``False``: left as it is)."""
     from PIL import Image
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         if pillow_max is False:
-            return Image.open(source, formats=formats)
-        with _PIL_GLOBAL_LOCK:
-            saved = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = pillow_max
-            try:
-                return Image.open(source, formats=formats)
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
+            image = Image.open(source, formats=formats)
+        else:
+            with _PIL_GLOBAL_LOCK:
+                saved = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = pillow_max
+                try:
+                    image = Image.open(source, formats=formats)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
+    # Pillow's warnings while reading the header ("Corrupt EXIF data", ...) never reach the
+    # terminal raw: they travel with the image for the caller to report once per file
+    image.open_warnings = [" ".join(str(item.message).split()) for item in caught]
+    return image
 
 
 def _pillow_guard_for(limit) -> int | None | bool:
@@ -207,7 +213,9 @@ def open_image(source, max_pixels=DEFAULT_MAX_PIXELS):
     :class:`ImageTooLargeError` (a ``HarmonizeError``, one line naming the file and
     ``--max-pixels``); Pillow's own exceptions (``FileNotFoundError``,
     ``UnidentifiedImageError``, ``OSError``) pass through for the caller to word.
-    ``max_pixels`` 0 disables the check (and Pillow's guard, for this call only).
+    ``max_pixels`` 0 disables the check (and Pillow's guard, for this call only). Warnings
+    Pillow gave while reading the header (a damaged EXIF block, ...) are not shown: they are in
+    the image's ``open_warnings`` (a list of one-line strings).
     """
     from PIL import Image
 

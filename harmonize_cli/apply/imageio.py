@@ -80,13 +80,15 @@ def _open(path, max_pixels=DEFAULT_MAX_PIXELS):
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # truncated-file and EXIF warnings become errors below
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # truncated-file warnings become errors below
             image = open_image(path, max_pixels)
             image.load()
             fmt = image.format
             upright = _upright(image, ImageOps)
             upright.format = fmt
+        upright.open_warnings = list(getattr(image, "open_warnings", [])) + [
+            " ".join(str(item.message).split()) for item in caught]
         return upright
     except UnsupportedImageError as exc:
         raise InputError(f"{path}: {exc.reason}") from None
@@ -157,17 +159,35 @@ def read_image(path, max_pixels=DEFAULT_MAX_PIXELS) -> ImageData:
     image = _open(path, max_pixels)
     source_mode = image.mode
     rgb, alpha, gray, depth = _pil_to_arrays(image)
-    exif = None
-    try:
-        exif_data = image.getexif()
-        if len(exif_data):
-            exif_data.pop(_ORIENTATION, None)
-            exif = exif_data.tobytes()
-    except Exception:  # unreadable EXIF is dropped, not fatal
-        exif = None
+    exif = _readable_exif(image, path)
     return ImageData(rgb=np.ascontiguousarray(rgb), alpha=alpha, gray=gray, format=image.format, mode=source_mode,
                      bit_depth=depth, icc_profile=image.info.get("icc_profile"), exif=exif,
                      pil_rgb=image if image.mode == "RGB" else None)
+
+
+def _readable_exif(image, path) -> Optional[bytes]:
+    """The image's EXIF block without its orientation tag; None when there is none or it is
+    damaged. Pillow's warnings about the file ("Corrupt EXIF data", ...) never reach the
+    terminal raw: they are one -v line for the file, and a damaged EXIF block is not copied."""
+    from .. import console
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            exif_data = image.getexif()
+            exif = None
+            if len(exif_data):
+                exif_data.pop(_ORIENTATION, None)
+                exif = exif_data.tobytes()
+        except Exception as exc:  # unreadable EXIF is dropped, not fatal
+            exif = None
+            caught.append(warnings.WarningMessage(str(exc) or type(exc).__name__, UserWarning, __file__, 0))
+    notes = list(getattr(image, "open_warnings", [])) + [" ".join(str(item.message).split()) for item in caught]
+    if not notes:
+        return exif
+    damaged_exif = any("exif" in note.lower() for note in notes)
+    console.debug(f"{path}: {notes[0][:160]}" + ("; its EXIF data is not copied to the result" if damaged_exif else ""))
+    return None if damaged_exif else exif
 
 
 def image_to_arrays(image):

@@ -138,10 +138,22 @@ def check_tensors(obj, label, limit: int | None = None) -> None:
         if tensor.is_complex():
             raise WeightsError(f"{label}: tensor {key!r} is {str(tensor.dtype).replace('torch.', '')}; "
                                "no network here has complex weights", "pass the checkpoint the model was saved as")
-        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and tensor.numel() and not _all_finite(tensor):
             bad = "NaN" if bool(torch.isnan(tensor).any()) else "infinite"
             raise WeightsError(f"{label}: tensor {key!r} holds {bad} values; these weights would give "
                                "NaN or black images", "use a checkpoint saved before training diverged")
+
+
+def _all_finite(tensor) -> bool:
+    """``torch.isfinite(tensor).all()``, through numpy where it can (single-threaded: 20 ms for
+    HRNet18s-iDIH's 12.8 M weights, where torch's per-tensor kernels took 0.2-3 s on a busy
+    2-core machine)."""
+    import numpy as np
+    import torch
+
+    if tensor.device.type == "cpu" and tensor.dtype in (torch.float16, torch.float32, torch.float64):
+        return bool(np.isfinite(tensor.detach().numpy()).all())
+    return bool(torch.isfinite(tensor).all())
 
 
 def check_dtypes(state: Mapping, model_state: Mapping, label) -> None:

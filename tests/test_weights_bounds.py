@@ -258,6 +258,19 @@ def _parts(folder: Path):
     return [p for p in folder.rglob("*") if p.name.endswith(".part")] if folder.exists() else []
 
 
+def test_a_downloaded_zip_bomb_is_refused_by_the_same_guard_and_not_cached(http_server, tmp_path, monkeypatch,
+                                                                           isolated_home):
+    handler, base = http_server
+    handler.files["bomb.pth"] = write_checkpoint_bomb(tmp_path / "bomb.pth", unpacked_bytes=64 << 20).read_bytes()
+    monkeypatch.delenv("HARMONIZE_OFFLINE")
+    monkeypatch.setenv("HARMONIZE_MAX_WEIGHTS_MB", "32")
+    _no_torch_load(monkeypatch)
+    with pytest.raises(DownloadError) as info:
+        zoo.read_checkpoint(f"{base}/bomb.pth")
+    assert "unpacks to 64.0 MiB" in str(info.value) and "nothing was cached" in str(info.value)
+    assert not [p for p in Path(isolated_home).rglob("*") if p.is_file() and "bomb" in p.name]
+
+
 @pytest.mark.timeout(60)
 def test_an_endless_body_stops_at_the_documented_maximum(hostile_server, monkeypatch, isolated_home):
     monkeypatch.delenv("HARMONIZE_OFFLINE")

@@ -103,7 +103,7 @@ def _fetch(url: str, destination: Path, timeout: float, label: str, max_bytes: O
     request = urllib.request.Request(url, headers={"User-Agent": "harmonize"})
     try:
         response_cm = urllib.request.urlopen(request, timeout=remaining(timeout))
-    except (socket.timeout, TimeoutError):
+    except (socket.timeout, TimeoutError, urllib.error.URLError):
         remaining(timeout)  # past the deadline: say so
         raise
     with response_cm as response, open(destination, "wb") as out:

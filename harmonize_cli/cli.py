@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import io
 import re
+import errno
 import sys
 
 import click
@@ -149,8 +150,31 @@ def _run(argv) -> int:
     except KeyboardInterrupt:
         console.error("interrupted.")
         return 130
+    except OSError as exc:  # the last net: a path the system refuses (too long, ...) is one line
+        console.error(os_error_line(exc))
+        return 2 if exc.errno == errno.ENAMETOOLONG else 1
     # under standalone_mode=False click returns the code of `ctx.exit(n)` / `Exit(n)` instead of exiting
     return code if isinstance(code, int) else 0
+
+
+_OS_ERROR_HINTS = {
+    errno.ENAMETOOLONG: "shorten it: the system allows 255 bytes per name and 4096 per path",
+    errno.EACCES: "check the permissions",
+    errno.ENOSPC: "free some disk space",
+    errno.EROFS: "choose a writable location",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error no command handled itself: the path (shortened
+    when very long), the system's reason and, when known, the fix."""
+    name = exc.filename
+    shown = "" if name is None else str(name)
+    if len(shown) > 120:
+        shown = f"{shown[:60]}...{shown[-40:]} ({len(shown)} characters)"
+    reason = exc.strerror or type(exc).__name__
+    hint = _OS_ERROR_HINTS.get(exc.errno)
+    return (f"{shown}: {reason}" if shown else reason) + (f" ({hint})" if hint else "")
 
 
 def _finished() -> None:

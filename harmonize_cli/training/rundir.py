@@ -17,7 +17,8 @@ METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "train.log"
 IMAGES_DIR = "images"
 TB_DIR = "tb"
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, LOG_FILE, LAST, BEST)
+CURVES_FILE = "curves.png"  # loss and validation curves, drawn when TensorBoard is not there
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, LOG_FILE, LAST, BEST, CURVES_FILE)
 
 
 def default_run_dir(arch: str) -> Path:

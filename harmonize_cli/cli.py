@@ -16,6 +16,7 @@ import click
 
 from . import __version__, console
 from .errors import HarmonizeError
+from .suggest import SuggestingGroup
 
 # name -> "module:attribute" (relative to harmonize_cli.commands)
 COMMANDS = {
@@ -27,6 +28,7 @@ COMMANDS = {
     "synth": "synth:synth",
     "train": "train:train",
     "export": "export:export",
+    "video": "video:video",
 }
 
 _HEADING = re.compile(r"^(Usage:|Options:|Commands:|Examples?:|Arguments:)", re.M)
@@ -52,7 +54,7 @@ class RichCommand(click.Command):
     context_class = RichContext
 
 
-class LazyGroup(click.Group):
+class LazyGroup(SuggestingGroup):
     """A click group whose subcommands are imported on first use."""
 
     context_class = RichContext
@@ -112,6 +114,7 @@ def cli(quiet: bool, verbose: bool) -> None:
     Typical use:
       harmonize apply composites/ masks/ -o out/       harmonize photos
       harmonize paste object.png background.jpg -o o.png   a cut-out onto a photo, harmonized
+      harmonize video shot.mp4 mask.mp4 -o out.mp4     harmonize a clip, sound kept
       harmonize synth --images p/ --masks m/ -o d/     training pairs from your photos
       harmonize prepare --root iHarmony4               pack the dataset into HDF5
       harmonize train --arch idih-hrnet-w18s           train with the paper's recipe

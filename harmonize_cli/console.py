@@ -43,7 +43,7 @@ def is_quiet() -> bool:
 def info(message: str) -> None:
     """A progress or status line (hidden by ``--quiet``)."""
     if _state["level"] >= NORMAL:
-        err_console.print(message)
+        err_console.print(message, soft_wrap=True)  # never wrapped here: URLs and paths stay whole
 
 
 def debug(message: str) -> None:
@@ -59,8 +59,11 @@ def warn(message: str) -> None:
 
 
 def error(message: str) -> None:
-    """An error line (always shown)."""
-    err_console.print(f"[bold red]Error:[/bold red] {message}", soft_wrap=True)
+    """An error line (always shown); the message is printed as it is (brackets in it, such as
+    ``pip install 'harmonize-cli[video]'``, are no markup)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]Error:[/bold red] {escape(message)}", soft_wrap=True)
 
 
 def print_result(renderable) -> None:

@@ -136,7 +136,8 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
                      comparison: bool = False, workers: Optional[int] = None, harmonizer=None,
                      on_start: Optional[Callable[[int], None]] = None,
                      on_done: Optional[Callable[[Entry], None]] = None,
-                     max_pixels: int = DEFAULT_MAX_PIXELS, swap_check: bool = True) -> BatchReport:
+                     max_pixels: int = DEFAULT_MAX_PIXELS, swap_check: bool = True,
+                     mask_pattern: Optional[str] = None) -> BatchReport:
     """Harmonize COMPOSITES (a folder or a file) with their MASKS into the folder OUT.
 
     Returns the :class:`BatchReport` (also written to ``OUT/harmonize.json``, even when Ctrl-C
@@ -148,18 +149,22 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
     masks) over this many pixels are refused from their header, never decoded (0: no limit).
     ``swap_check``: refuse (UsageError) COMPOSITES and MASKS that look swapped (masks that are
     colour photos, composites that are black-and-white masks; :mod:`.swapcheck`); False forces them.
+    ``mask_pattern``: how masks are named, e.g. ``"{stem}-mask.png"`` (default: the rules of
+    :mod:`.pairing`). When no composite finds a mask, a UsageError lists what MASKS holds.
     """
     started = time.perf_counter()
     out = Path(out)
     entries = plan_outputs(composites, masks, out, recursive=recursive, ext=ext, overwrite=overwrite,
-                           comparison=comparison, swap_check=swap_check, max_pixels=max_pixels)
+                           comparison=comparison, swap_check=swap_check, max_pixels=max_pixels,
+                           mask_pattern=mask_pattern)
     check_writable(out)
     harmonizer = harmonizer or make_harmonizer(model, weights, device, resolution, batch_size, flip_tta)
     options = {"composites": str(composites), "masks": str(masks), "out": str(out), "model": model,
                "weights": weights if weights is None or isinstance(weights, str) else str(weights),
                "device": device, "batch_size": harmonizer.batch_size, "resolution": resolution, "ext": ext,
                "quality": quality, "recursive": recursive, "overwrite": overwrite, "flip_tta": flip_tta,
-               "comparison": comparison, "max_pixels": max_pixels, "swap_check": swap_check}
+               "comparison": comparison, "max_pixels": max_pixels, "swap_check": swap_check,
+               **({"mask_pattern": mask_pattern} if mask_pattern is not None else {})}
     report = BatchReport(out=out, entries=entries, model=harmonizer.describe(), options=options)
     _run(report, _Run(harmonizer, quality, comparison, workers, on_start, on_done, max_pixels), started,
          write_report=True)
@@ -168,11 +173,14 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
 
 def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None, device=None,
                    resolution: str = "auto", quality: int = 95, overwrite: bool = False, flip_tta: bool = False,
-                   harmonizer=None, max_pixels: int = DEFAULT_MAX_PIXELS, swap_check: bool = True) -> BatchReport:
+                   harmonizer=None, max_pixels: int = DEFAULT_MAX_PIXELS, swap_check: bool = True,
+                   mask_pattern: Optional[str] = None) -> BatchReport:
     """Harmonize one composite into the file ``output`` (its format from the extension).
 
-    An existing ``output`` is skipped unless ``overwrite``; no report file is written (the
-    returned :class:`BatchReport` holds the one entry). ``swap_check``: as for :func:`harmonize_folder`.
+    ``mask``: the mask file, or a folder where it is found by the rules of :mod:`.pairing` (or
+    ``mask_pattern``). An existing ``output`` is skipped unless ``overwrite``; no report file is
+    written (the returned :class:`BatchReport` holds the one entry). ``swap_check``: as for
+    :func:`harmonize_folder`.
     """
     from .imageio import IMAGE_EXTENSIONS
 
@@ -186,7 +194,11 @@ def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None
     for source in (composite, mask):
         if _same_path(source, output):
             raise UsageError(f"writing {output} would overwrite an input", "choose another output file")
-    entry = Entry(composite, mask, output, "given")
+    (pair,) = find_pairs(composite, mask, mask_pattern=mask_pattern, require_some=True)
+    if not pair.ok:
+        raise UsageError(f"{composite}: {pair.problem}")
+    mask = pair.mask
+    entry = Entry(composite, mask, output, pair.rule)
     if swap_check:
         check_not_swapped([(composite, mask)], max_pixels=max_pixels,
                           usage="harmonize apply COMPOSITE MASK -o OUT")
@@ -309,7 +321,7 @@ def _reason(error: BaseException) -> str:
 
 def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = "same", overwrite: bool = False,
                  comparison: bool = False, swap_check: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> List[Entry]:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, mask_pattern: Optional[str] = None) -> List[Entry]:
     """Pair the inputs, place the outputs, refuse unsafe OUT folders (and, with ``swap_check``,
     inputs that look swapped), mark skips and problems."""
     out = Path(out)
@@ -320,7 +332,8 @@ def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = 
             raise UsageError(f"OUT {out} is the {label} folder", "write the results to a separate folder")
     if (out / REPORT_NAME).is_dir():
         raise UsageError(f"{out / REPORT_NAME} is a folder, where the report goes", "remove or rename that folder")
-    pairs = find_pairs(composites, masks, recursive=recursive, exclude=[out])
+    pairs = find_pairs(composites, masks, recursive=recursive, exclude=[out], mask_pattern=mask_pattern,
+                       require_some=True)
     if not pairs:
         raise UsageError(f"no images found in {composites}",
                          "supported: .jpg .jpeg .png .webp .bmp .tif .tiff" + ("" if recursive else

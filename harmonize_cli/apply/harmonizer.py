@@ -58,6 +58,7 @@ class Job:
     net_mask: Optional[np.ndarray] = None  # h x w
     prediction: Optional[np.ndarray] = None  # 3 x h x w float32 [0, 1]
     maps: Optional[tuple] = None  # PCT-Net: (1 x 12 x h x w parameters, 1 x 1 x h x w attention or None)
+    correction: Any = None  # auto: the fitted colour correction (see :meth:`Harmonizer.fit`)
     seconds: float = 0.0  # time spent on this job (prepare + its share of inference + finish)
     context: Any = None  # caller data (the CLI keeps file names and metadata here)
 
@@ -269,6 +270,13 @@ class Harmonizer:
         """The weights as an error names them: their file, else the model's label."""
         return self.weights_path or self.model.label
 
+    def fit(self, job: Job) -> None:
+        """``auto`` (not PCT-Net): fit the job's colour correction from its prediction now, so that
+        a caller can inspect or change it (video smooths it over time) before :meth:`finish`."""
+        if (job.bbox is not None and job.maps is None and job.correction is None and job.prediction is not None
+                and self.resolution == "auto"):
+            job.correction = fit_correction(job.net_image, job.prediction, job.net_mask)
+
     def finish(self, job: Job) -> np.ndarray:
         """Carry the prediction to full resolution and blend it in (thread-safe, CPU)."""
         started = time.perf_counter()
@@ -283,12 +291,12 @@ class Harmonizer:
         elif self.resolution == "fixed":
             result = compose_fixed(job.rgb, job.mask, job.prediction, job.bbox)
         else:
-            correction = fit_correction(job.net_image, job.prediction, job.net_mask)
-            result = compose_auto(job.rgb, job.mask, correction, job.bbox)
+            self.fit(job)
+            result = compose_auto(job.rgb, job.mask, job.correction, job.bbox)
         if job.alpha is not None:
             result = np.concatenate((result, job.alpha[..., None]), axis=2)
         job.seconds += time.perf_counter() - started
-        job.net_image = job.net_mask = job.prediction = job.maps = None  # free memory early
+        job.net_image = job.net_mask = job.prediction = job.maps = job.correction = None  # free memory early
         return result
 
     # ------------------------------------------------------------------------------ pipeline

@@ -25,10 +25,12 @@ EPILOG = """Examples:
   harmonize apply photo.jpg photo_mask.png -o harmonized.png
   harmonize apply photo.jpg photo_mask.png -o out/ --ext png
   harmonize apply data/composites data/masks -o out/ --recursive --weights run/best.pth --batch-size 16
+  harmonize apply photos/ masks/ -o out/ --mask-pattern '{stem}-mask.png'
 
 \b
 Masks are found by the same relative stem (photo.jpg -> photo.png), the iHarmony4 name
-(x_1_2.jpg -> x_1.png) or <stem>_mask.<ext>, in that order. Exit code 0 when every image
+(x_1_2.jpg -> x_1.png) or <stem>_mask.<ext>, in that order; --mask-pattern replaces these
+rules (e.g. '{stem}-mask.png', 'mask_{stem}.*'). Exit code 0 when every image
 succeeded, 1 when some failed (all listed at the end and in OUT/harmonize.json), 2 for usage
 errors.
 """
@@ -48,6 +50,9 @@ errors.
               help="Output format (same: that of the input).")
 @quality_option
 @click.option("--recursive", is_flag=True, help="Walk COMPOSITES and MASKS as trees.")
+@click.option("--mask-pattern", default=None, metavar="PATTERN",
+              help="How masks are named: {stem} is the composite's stem, e.g. '{stem}-mask.png' or "
+                   "'mask_{stem}.*' (.*: any image extension). Default: the rules below.")
 @overwrite_option
 @click.option("--flip-tta", is_flag=True, help="Average with the horizontally flipped prediction.")
 @click.option("--comparison", is_flag=True, help=f"Also write composite | result to OUT/{COMPARISON_DIR}/.")
@@ -61,19 +66,23 @@ errors.
               help="Run even when MASKS look like colour photos or COMPOSITES like black-and-white masks "
                    "(by default refused as swapped arguments, exit 2).")
 def apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
-          overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks):
+          mask_pattern, overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks):
     """Harmonize COMPOSITES (a folder or a file) with their MASKS (a folder or a file) into OUT.
 
     Inputs are never modified; every output is written atomically; background pixels (mask 0) are
     copied bit for bit (exactly so in PNG, TIFF, BMP and WebP at --quality 100).
     """
     from ..apply.batch import harmonize_file, harmonize_folder
+    from ..apply.pairing import check_mask_pattern
     from ..errors import HarmonizeError, UsageError
 
+    _check_out(composites, out)
+    if mask_pattern is not None:
+        check_mask_pattern(mask_pattern)
     if composites.is_file() and _names_a_file(out):
         report = harmonize_file(composites, masks, out, model=model, weights=weights, device=device,
                                 resolution=resolution, quality=quality, overwrite=overwrite, flip_tta=flip_tta,
-                                max_pixels=max_pixels, swap_check=not allow_odd_masks)
+                                max_pixels=max_pixels, swap_check=not allow_odd_masks, mask_pattern=mask_pattern)
         _summarise(report, single=True)
         if report.failed:
             failed = report.failed[0]
@@ -97,13 +106,30 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
                                   resolution=resolution, batch_size=batch_size, ext=ext, quality=quality,
                                   recursive=recursive, overwrite=overwrite, flip_tta=flip_tta, comparison=comparison,
                                   workers=workers, on_start=on_start, on_done=on_done, max_pixels=max_pixels,
-                                  swap_check=not allow_odd_masks)
+                                  swap_check=not allow_odd_masks, mask_pattern=mask_pattern)
     _summarise(report)
     if report.report_error is not None:
         raise report.report_error
     if report.failed:
         raise HarmonizeError(f"{len(report.failed)} of {len(report.entries)} composites failed",
                              f"listed above and in {report.report_path}")
+
+
+def _check_out(composites: Path, out: Path) -> None:
+    """-o must say plainly what it is: ``-`` (stdout) is not supported, and for one COMPOSITES file
+    a name with a suffix that is no image format is refused (it would become a folder)."""
+    from ..apply.imageio import IMAGE_EXTENSIONS
+    from ..errors import UsageError
+
+    supported = " ".join(sorted(set(IMAGE_EXTENSIONS)))
+    if str(out) == "-":
+        raise UsageError("-o - (standard output) is not supported: results are written as files",
+                         f"give an output file such as out.png ({supported}) or a folder such as out/")
+    text = str(out)
+    if (composites.is_file() and out.suffix and out.suffix.lower() not in IMAGE_EXTENSIONS and not out.is_dir()
+            and not text.endswith(("/", os.sep))):
+        raise UsageError(f"-o {out}: {out.suffix} is not an image format harmonize writes",
+                         f"end the file name with one of {supported}, or end a folder name with /")
 
 
 def _names_a_file(out: Path) -> bool:

@@ -107,7 +107,7 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
             check_writable(Path(target).parent)
     if save_predictions:
         check_writable(Path(save_predictions))
-    source = settings.default_dataset(data)
+    source, origin = settings.dataset_and_origin(data)
     torch_device = resolve_device(device)
     dataset = open_test_set(source, resize=resize, subsets=subset_names)
     loaded = load_models(models, weights)
@@ -118,6 +118,7 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
         what = f"{len(dataset)} test images"
     console.info(f"Evaluating {', '.join(model.label for model in loaded)} on {what} of "
                  f"{source} ({', '.join(dataset.subset_names)}), resize {resize}, device {torch_device}")
+    console.info(f"Dataset: {source} ({origin})")
     results = evaluate(loaded, dataset, batch_size=batch_size, device=torch_device, flip_tta=flip_tta,
                        psnr_peak=peak, workers=workers, save_predictions=save_predictions, progress=True,
                        resize=resize)

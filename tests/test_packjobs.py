@@ -12,6 +12,8 @@ from PIL import Image
 
 from harmonize_cli.data import packjobs
 
+NOT_AN_IMAGE = "not a PNG, JPEG, TIFF, BMP or WebP image (judged by its first bytes)"
+
 
 def _soft_mask(height=40, width=64):
     """A mask with many distinct soft levels (JPEG would change them)."""
@@ -85,7 +87,7 @@ def test_problems_come_back_as_reasons(tmp_path, monkeypatch):
     assert gone == {"kind": "real", "index": 5, "error": "missing (disappeared during packing)"}
     (tmp_path / "bad.png").write_bytes(b"not an image")
     bad = packjobs._pack_one(("mask", 0, str(tmp_path / "bad.png"), (1, 1), (1, 1)), True, False, 0, 0)
-    assert set(bad) == {"kind", "index", "error"} and bad["error"].startswith("not a readable image (")
+    assert bad == {"kind": "mask", "index": 0, "error": NOT_AN_IMAGE}
     big = packjobs._pack_one(("composite", 0, path, (40, 64), (40, 64)), True, False, 0, 100)
     assert big == {"kind": "composite", "index": 0,
                    "error": "too large: 64x40 pixels (0.0026 MP), over --max-pixels (0.0001 MP)"}
@@ -104,7 +106,7 @@ def test_probes_read_the_header_or_give_a_reason(tmp_path, monkeypatch):
     results = packjobs._probe_chunk([path, str(tmp_path / "gone.png"), str(tmp_path / "bad.png")], 0)
     assert results[0] == ((40, 64), "png", None)
     assert results[1] == (None, None, "missing")
-    assert results[2] == (None, None, "not a readable image (cannot identify image file)")
+    assert results[2] == (None, None, NOT_AN_IMAGE)
     too_big = "too large: 64x40 pixels (0.0026 MP), over --max-pixels (0.0001 MP)"
     assert packjobs._probe_one(path, 100) == (None, None, too_big)
     assert packjobs._probe_chunk([path], 100) == [(None, None, too_big)]  # the limit reaches every probe

@@ -207,7 +207,7 @@ def test_bad_inputs_are_one_line_exit_2_and_nothing_written(case, composite, mas
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_container_that_cannot_hold_the_audio_fails_in_one_line_and_leaves_nothing(tmp_path, run_cli):
+def test_a_container_that_cannot_hold_the_audio_is_refused_before_decoding(tmp_path, run_cli, monkeypatch):
     import av
 
     source = tmp_path / "in" / "pcm.mkv"
@@ -231,10 +231,17 @@ def test_a_container_that_cannot_hold_the_audio_fails_in_one_line_and_leaves_not
     from PIL import Image
 
     Image.fromarray(np.zeros((HEIGHT, WIDTH), np.uint8)).save(tmp_path / "in" / "f.png")
+    from harmonize_cli.video import reading
+
+    decoded = []
+    monkeypatch.setattr(reading, "_decode_video", lambda *args: decoded.append(args) or iter(()))
     code, _, err = run_cli("video", tmp_path / "in" / "with_pcm.mkv", tmp_path / "in" / "f.png", "-o", out / "o.mp4",
                          "--model", "lab-transfer", "-q")
-    assert code == 1 and len(err.strip().splitlines()) == 1 and "cannot write" in err and ".mkv" in err
-    assert list(out.iterdir()) == []
+    # refused up front (exit 2, before any frame is decoded), naming the stream and the containers that hold it
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "audio stream #1 (pcm_s16le)" in err and "o.mkv" in err and "o.mov" in err
+    assert decoded == [] and list(out.iterdir()) == []
+    monkeypatch.undo()
     code, _, err = run_cli("video", tmp_path / "in" / "with_pcm.mkv", tmp_path / "in" / "f.png", "-o", out / "o.mkv")
     assert code == 0 and "copied audio (pcm_s16le)" in err
 

@@ -73,6 +73,8 @@ class VideoWriter:
         self.tmp: Optional[Path] = None
         self.container = None
         self.copied: List[str] = []
+        if clip.kind == "video" and clip.other_streams:
+            check_copyable(clip.path, self.target)
 
     # ------------------------------------------------------------------------------- lifecycle
 
@@ -202,6 +204,50 @@ class VideoWriter:
         if self.tmp is not None:
             self.tmp.unlink(missing_ok=True)
             self.tmp = None
+
+
+PROBE_PACKETS = 3  # of each copied stream, muxed into memory before any frame is decoded
+
+
+def check_copyable(source: Path, target: Path) -> None:
+    """Refuse (usage error, exit 2) a stream of ``source`` that ``target``'s container cannot hold.
+
+    FFmpeg accepts some such streams when the header is written and fails only when the file is
+    closed, after the whole clip was encoded (PCM audio into .mp4). So each audio and subtitle
+    stream is remuxed alone, its first packets, into an in-memory container of the target's format
+    and closed, before any frame is decoded."""
+    import io
+
+    av = require_av()
+    fmt = VIDEO_EXTENSIONS[target.suffix.lower()]
+    with av.open(str(source)) as container:
+        for stream in container.streams:
+            if stream.type not in ("audio", "subtitle"):
+                continue
+            name = stream.codec_context.name if stream.codec_context else "?"
+            try:
+                _probe_mux(av, io.BytesIO(), fmt, container, stream)
+            except (av.error.FFmpegError, ValueError, NotImplementedError, TypeError):
+                raise UsageError(f"{source}: {target.suffix} cannot hold its {stream.type} stream #{stream.index} "
+                                 f"({name}), which is copied unchanged",
+                                 f"write {target.with_suffix('.mkv').name} or {target.with_suffix('.mov').name} "
+                                 "instead (or convert that stream first)") from None
+
+
+def _probe_mux(av, buffer, fmt: str, container, stream) -> None:
+    with av.open(buffer, "w", format=fmt) as probe:
+        copy = probe.add_stream_from_template(stream)
+        probe.start_encoding()
+        muxed = 0
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            packet.stream = copy
+            probe.mux(packet)
+            muxed += 1
+            if muxed >= PROBE_PACKETS:
+                break
+    container.seek(0)
 
 
 class FrameFolderWriter:

@@ -282,6 +282,105 @@ def test_ctrl_c_leaves_nothing_under_the_final_name(name, clip, tmp_path, run_cl
     assert list(tmp_path.iterdir()) == []
 
 
+SIGTERM_SCRIPT = """
+import pathlib, sys, time
+from harmonize_cli.apply.harmonizer import Harmonizer
+from harmonize_cli.video import driver
+
+class Slow(Harmonizer):
+    def predict(self, jobs):
+        if any(job.context.index == 3 for job in jobs):
+            pathlib.Path(sys.argv[1]).write_text("frame 3")
+            time.sleep(60)  # the signal arrives here, in the middle of the clip
+        super().predict(jobs)
+
+driver._make_harmonizer = lambda *args: Slow(model="lab-transfer", device="cpu", quiet=True)
+from harmonize_cli.cli import main
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("name", ["out.mp4", "frames"])
+def test_sigterm_exits_143_in_one_line_and_leaves_nothing(name, clip, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import harmonize_cli
+
+    out = tmp_path / "out"
+    out.mkdir()
+    flag = tmp_path / "reached"
+    root = str(__import__("pathlib").Path(harmonize_cli.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(flag), "video", str(clip["composite"]),
+                                str(clip["masks"]), "-o", str(out / name), "-q"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not flag.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert flag.exists(), process.communicate(timeout=30)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert process.returncode == 143, err
+    assert len(lines) == 1 and "interrupted" in lines[0] and "SIGTERM" in lines[0], err
+    assert list(out.iterdir()) == []  # neither the final name nor a temporary one
+
+
+class _JitteringPct(Harmonizer):
+    """PCT-Net whose parameter maps are known: spatially constant, a random vector per frame."""
+
+    def __init__(self, weights, values):
+        super().__init__(model="pctnet-cnn", weights=weights, device="cpu", quiet=True)
+        self.values, self.applied = values, {}
+
+    def _forward_maps(self, images, masks):
+        import torch
+
+        return [(torch.from_numpy(self.values[index]).view(1, -1, 1, 1).expand(1, -1, 8, 8).contiguous(), None)
+                for index in self._indices.pop(0)]
+
+    def predict(self, jobs):
+        self._indices = [[job.context.index for job in jobs if job.bbox is not None]]
+        super().predict(jobs)
+
+    def finish(self, job):
+        if job.maps is not None:  # what is carried to full size
+            self.applied[job.context.index] = job.maps[0][0].mean(dim=(1, 2)).numpy().copy()
+        return super().finish(job)
+
+
+def test_pct_net_jittering_maps_are_replaced_by_their_moving_average(clip, tmp_path):
+    import torch
+
+    from harmonize_cli import zoo
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "cnn.pth"
+    torch.save(zoo.create_model("pctnet-cnn").state_dict(), checkpoint)
+    rng = np.random.default_rng(0)
+    values = [rng.uniform(-0.2, 0.2, 12).astype(np.float32) for _ in range(12)]  # the per-frame jitter
+    harmonizer = _JitteringPct(checkpoint, values)
+    report = harmonize_video(clip["composite"], clip["masks"], tmp_path / "frames", harmonizer=harmonizer,
+                             ema_weight=0.25)
+    assert report.frames == 12 and report.cuts == [] and report.temporal == "ema"
+    expected, mean = [], None  # the EMA computed here, by hand: m_0 = v_0, m_k = 0.75 m_(k-1) + 0.25 v_k
+    for value in values:
+        mean = value.astype(np.float64) if mean is None else 0.75 * mean + 0.25 * value
+        expected.append(mean)
+    assert sorted(harmonizer.applied) == list(range(12))
+    for index in range(12):
+        np.testing.assert_allclose(harmonizer.applied[index], expected[index], atol=1e-5, err_msg=f"frame {index}")
+    assert np.abs(harmonizer.applied[11] - values[11]).max() > 0.01  # the smoothed maps differ from the raw ones
+
+
 # ------------------------------------------------------------------------------ the parts
 
 

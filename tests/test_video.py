@@ -381,6 +381,46 @@ def test_pct_net_jittering_maps_are_replaced_by_their_moving_average(clip, tmp_p
     assert np.abs(harmonizer.applied[11] - values[11]).max() > 0.01  # the smoothed maps differ from the raw ones
 
 
+def test_a_video_that_does_not_read_back_is_never_published(clip, tmp_path, run_cli, monkeypatch):
+    from harmonize_cli.video.writing import VideoWriter
+
+    close = VideoWriter._close
+
+    def close_then_damage(self):  # an encoder or muxer that leaves a broken file without an error
+        close(self)
+        data = self.tmp.read_bytes()
+        self.tmp.write_bytes(data[: len(data) // 2])
+
+    monkeypatch.setattr(VideoWriter, "_close", close_then_damage)
+    code, _, err = run_cli("video", clip["composite"], clip["masks"], "-o", tmp_path / "out.mp4", "-q")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "did not read back" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_video_read_back_counts_streams_frames_and_the_codec(clip, tmp_path):
+    import av
+
+    from harmonize_cli.readback import UnreadableOutputError
+    from harmonize_cli.video.writing import check_video_file
+
+    h264 = av.codec.Codec("h264", "r").id
+    check_video_file(clip["composite"], 2, 12, h264)  # the test clip: video + AAC, 12 frames
+    for streams, frames, codec, expected in ((1, 12, h264, "2 streams, 1 written"),
+                                             (2, 13, h264, "12 video frames, 13 written"),
+                                             (2, 12, av.codec.Codec("mpeg4", "r").id, "another video codec")):
+        with pytest.raises(UnreadableOutputError, match=expected):
+            check_video_file(clip["composite"], streams, frames, codec)
+
+
+def test_a_png_frame_that_does_not_read_back_is_never_published(clip, tmp_path, run_cli, monkeypatch):
+    from harmonize_cli.video import writing
+
+    monkeypatch.setattr(writing, "png_bytes", lambda rgb: b"\x89PNG\r\n\x1a\n truncated")
+    code, _, err = run_cli("video", clip["composite"], clip["still"], "-o", tmp_path / "frames", "-q")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "does not read back" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------------------ the parts
 
 

@@ -303,7 +303,7 @@ def _bad_inputs(tmp_path):
         "empty.png": "mask has no foreground",
         "small.png": "mask is 40x32 but photo small.png is 64x48",
         "broken.jpg": "cannot decode (Truncated File Read)",
-        "badmask.png": "not an image Pillow can read",
+        "badmask.png": "not a PNG, JPEG, TIFF, BMP or WebP image",
     }
     return photos, masks, expected
 

@@ -42,6 +42,7 @@ from .packfile import (
     append_encoded,
     check_disk_space,
     estimate_bytes,
+    is_complete,
     read_attrs,
     relative,
     remove_stale_parts,
@@ -233,7 +234,7 @@ def pack_dataset(
                 f"{output} exists and is not a dataset packed by harmonize",
                 "choose another -o, or pass --force to overwrite it",
             )
-        if attrs is not None and not force and attrs.get("complete") and attrs.get("fingerprint") == fingerprint:
+        if attrs is not None and not force and is_complete(attrs.get("complete")) and attrs.get("fingerprint") == fingerprint:
             fill_up_to_date(report, attrs, notes, started)
             return report
         if attrs is not None and attrs.get("fingerprint") != fingerprint:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from pathlib import Path
 
 import click
 
-from .. import console
+from .. import console, interrupts
 from ..apply.batch import COMPARISON_DIR
 from ..choices import OUTPUT_FORMATS
 from ..limits import DEFAULT_MAX_PIXELS
@@ -64,6 +65,19 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
     Inputs are never modified; every output is written atomically; background pixels (mask 0) are
     copied bit for bit (exactly so in PNG, TIFF, BMP and WebP at --quality 100).
     """
+    caught = None
+    try:
+        with interrupts.handled() as caught:  # SIGTERM as Ctrl-C: the report is written, exit 143
+            _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
+                   overwrite, flip_tta, comparison, max_pixels, workers)
+    except KeyboardInterrupt:
+        raise interrupts.Interrupted(getattr(caught, "signum", None) or signal.SIGINT,
+                                     "interrupted ({signal}); finished results are kept, no partial file is left "
+                                     "(see harmonize.json)") from None
+
+
+def _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
+           overwrite, flip_tta, comparison, max_pixels, workers):
     from ..apply.batch import harmonize_file, harmonize_folder
     from ..errors import HarmonizeError, UsageError
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .. import console
+from .. import console, interrupts
 from ..atomic import check_writable
 from ..choices import EVAL_RESIZES, parse_list
 from ..completion import complete_models, complete_weights
@@ -94,20 +94,22 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
     subset_names = _split_subsets(subsets)
     for name in models:
         zoo.get_arch(name)  # unknown names fail before any work, suggesting the closest
-    for target in (output, markdown, csv_path):  # unwritable outputs fail now, not after the work
-        if target and target != "-":
-            check_writable(Path(target).parent)
-    if save_predictions:
-        check_writable(Path(save_predictions))
     source = settings.default_dataset(data)
+    _check_outputs(source, weights, output, markdown, csv_path, save_predictions)
     torch_device = resolve_device(device)
-    dataset = open_test_set(source, resize=resize, subsets=subset_names)
-    loaded = load_models(models, weights)
-    console.info(f"Evaluating {', '.join(model.label for model in loaded)} on {len(dataset)} test images of "
-                 f"{source} ({', '.join(dataset.subset_names)}), resize {resize}, device {torch_device}")
-    results = evaluate(loaded, dataset, batch_size=batch_size, device=torch_device, flip_tta=flip_tta,
-                       psnr_peak=peak, workers=workers, save_predictions=save_predictions, progress=True,
-                       resize=resize)
+    caught = None
+    try:
+        with interrupts.handled() as caught:
+            dataset = open_test_set(source, resize=resize, subsets=subset_names)
+            loaded = load_models(models, weights)
+            console.info(f"Evaluating {', '.join(model.label for model in loaded)} on {len(dataset)} test images of "
+                         f"{source} ({', '.join(dataset.subset_names)}), resize {resize}, device {torch_device}")
+            results = evaluate(loaded, dataset, batch_size=batch_size, device=torch_device, flip_tta=flip_tta,
+                               psnr_peak=peak, workers=workers, save_predictions=save_predictions, progress=True,
+                               resize=resize)
+    except KeyboardInterrupt:
+        raise interrupts.Interrupted(getattr(caught, "signum", None) or 2,
+                                     "interrupted ({signal}); no result file was written") from None
 
     if output == "-":
         click.echo(report.to_json(results, with_published, per_image), nl=False)
@@ -129,3 +131,30 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
         console.info(f"Wrote {csv_path}")
     if save_predictions:
         console.info(f"Predictions in {save_predictions}")
+
+
+_WRITTEN_BY_EVAL = {  # how each output of an earlier `harmonize eval` begins (report.py)
+    "-o": (b"{", b"["),
+    "--markdown": (b"# Evaluation",),
+    "--csv": (b"source,model,",),
+}
+
+
+def _check_outputs(source, weights, output, markdown, csv_path, save_predictions) -> None:
+    """Before any work: every output writable, none of them an input (the dataset, a list file in
+    its folder, a weights file) and none replacing a file that eval did not write."""
+    from ..outputs import Inputs, check_replaceable, starts_with
+
+    inputs = Inputs().tree(source, "--data")
+    for item in weights:
+        if Path(str(item)).exists():
+            inputs.file(item, "--weights")
+    for option, target in (("-o", output), ("--markdown", markdown), ("--csv", csv_path)):
+        if target and target != "-":
+            inputs.check(target, option)
+            check_replaceable(target, starts_with(*_WRITTEN_BY_EVAL[option]),
+                              f"a {option} file written by `harmonize eval`", option)
+            check_writable(Path(target).parent)  # unwritable outputs fail now, not after the work
+    if save_predictions:
+        inputs.check(save_predictions, "--save-predictions")
+        check_writable(Path(save_predictions))

@@ -112,12 +112,17 @@ class Inputs:
 
 def starts_with(*signatures: bytes) -> Callable[[Path], bool]:
     """A ``produced`` test for :func:`check_replaceable`: the file begins with one of ``signatures``
-    (leading whitespace ignored)."""
+    (white space ignored on both sides, so indented JSON matches ``b'{"model":'``)."""
+
+    def squeezed(data: bytes) -> bytes:
+        return b"".join(data.split())
+
+    wanted = [squeezed(signature) for signature in signatures]
 
     def test(path: Path) -> bool:
         with open(path, "rb") as handle:
-            head = handle.read(4096).lstrip()
-        return any(head.startswith(signature) for signature in signatures)
+            head = squeezed(handle.read(4096))
+        return any(head.startswith(signature) for signature in wanted)
 
     return test
 

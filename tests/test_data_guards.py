@@ -220,16 +220,17 @@ def test_a_url_cached_checkpoint_changed_on_disk_is_refused(http_server, monkeyp
     assert f"delete {path}" in str(caught.value) and handler.hits == ["w.pth"]
 
 
-def test_a_hand_placed_url_file_is_verified_once(http_server, monkeypatch, tmp_path):
+def test_a_hand_placed_url_file_is_verified_before_use(http_server, monkeypatch, tmp_path):
+    import hashlib
+
+    from harmonize_cli import settings
     from harmonize_cli.zoo.pretrained import fetch_url
 
     handler, base = http_server
     handler.files["w.pth"] = b"unused"
     monkeypatch.delenv("HARMONIZE_OFFLINE")
-    path = fetch_url.__globals__["settings"].weights_dir() / "urls"
+    path = settings.weights_dir() / "urls"
     path.mkdir(parents=True)
-    import hashlib
-
     url = f"{base}/w.pth"
     placed = path / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-w.pth"
     placed.write_bytes(b"<html>not a checkpoint</html>")
@@ -413,18 +414,24 @@ def test_stale_parts_of_dead_processes_are_removed_from_a_run_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
 
 
-def test_a_killed_save_is_cleaned_when_the_run_starts(tmp_path, monkeypatch):
-    """The run's start (new, resumed or overwritten) removes the parts of dead saves."""
-    from harmonize_cli.training import loop
-
-    assert "remove_checkpoint_parts(run_dir)" in Path(loop.__file__).read_text()  # wired into _start
+def test_a_killed_save_is_cleaned_before_a_run_starts(tmp_path, run_cli):
+    """The run folder's checks (new run, --resume or --overwrite) remove the parts of dead saves,
+    and the temporary names atomic_path gives are the ones they recognise."""
     from harmonize_cli.atomic import atomic_path
+    from harmonize_cli.training.rundir import mark_run
 
-    # and the names atomic_path gives are the ones it recognises
-    target = tmp_path / "last.pth"
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(b"x")
-        assert tmp.name.startswith(f".last.pth.{os.getpid()}.") and tmp.name.endswith(".pth.part")
+    run = tmp_path / "run"
+    run.mkdir()
+    mark_run(run)
+    with atomic_path(run / "last.pth") as tmp:  # a save, as a process that is gone left it
+        tmp.write_bytes(b"x" * 100)
+        stale = run / tmp.name.replace(f".{os.getpid()}.", f".{_dead_pid()}.")
+        os.link(tmp, stale)
+    assert stale.name.startswith(".last.pth.") and stale.name.endswith(".pth.part")
+    code, _, err = run_cli("train", "--arch", "idih", "--no-pretrained", "--data", tmp_path / "missing.h5",
+                           "--out", run, "--overwrite")
+    assert code == 2 and "missing.h5 does not exist" in _one_line(err)
+    assert not stale.exists()
 
 
 def test_temporary_names_fit_in_name_max(tmp_path):

@@ -134,7 +134,7 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
 
 
 _WRITTEN_BY_EVAL = {  # how each output of an earlier `harmonize eval` begins (report.py)
-    "-o": (b"{", b"["),
+    "-o": (b'{"model":', b'[{"model":'),
     "--markdown": (b"# Evaluation",),
     "--csv": (b"source,model,",),
 }

@@ -6,7 +6,6 @@ writing and :mod:`harmonize_cli.data.dataset` reads it back.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path

@@ -40,8 +40,7 @@ from .outcome import TrainingError, TrainingInterrupted, TrainResult
 from .preflight import check_backbone, check_vgg, preflight
 from .runlog import (RunLog, append_metrics, best_text, log_epoch, open_tensorboard, rewrite_metrics, save_grid,
                      start_lines)
-from .rundir import (CONFIG_FILE, LOG_FILE, clear_run_files, is_run_folder, mark_run, remove_checkpoint_parts,
-                     resume_command)
+from .rundir import CONFIG_FILE, LOG_FILE, clear_run_files, is_run_folder, mark_run, resume_command
 from .runtime import StopFlag, make_grad_scaler, resolve_amp
 from .seeding import (SeededEpochDataset, apply_determinism, derive_seed, determinism_flags, epoch_loader,
                       restore_determinism_flags, seed_everything)
@@ -227,8 +226,6 @@ class Trainer:
         if self.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             mark_run(run_dir)  # first: what follows is the run's, and --overwrite may remove it
-            for part in remove_checkpoint_parts(run_dir):
-                console.info(f"removed {part.name}, left by a killed save")
             config.save(run_dir / CONFIG_FILE)
             self.log = RunLog(run_dir / LOG_FILE)
             rewrite_metrics(run_dir, self.metrics)

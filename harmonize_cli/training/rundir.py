@@ -76,6 +76,7 @@ def check_output(run_dir: Path, *, resuming: bool, overwrite: bool) -> Optional[
         remove_if_created(created)
         raise UsageError(f"cannot write to the run folder {run_dir}: {exc.strerror or exc}",
                          "choose a writable --out") from None
+    remove_checkpoint_parts(run_dir)  # what saves killed mid-way (SIGKILL) left, new run or resumed
     return created
 
 

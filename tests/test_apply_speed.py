@@ -1,93 +1,16 @@
-"""The faster apply and eval give the results they gave before: the composition strategies against
-straightforward float64 implementations, apply and eval with the optimised network against the
-plain one (within one grey level), and the CPU defaults (batch 1, threads within the cores)."""
+"""The faster apply and eval give the results they gave before: apply and eval with the optimised
+network against the plain one (within one grey level), and the CPU defaults (batch 1, threads within
+the cores). The composition strategies themselves are tested in test_resolution.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from harmonize_cli import Harmonizer, zoo
-from harmonize_cli.apply.resolution import (
-    compose_auto,
-    compose_fixed,
-    compose_native,
-    fit_correction,
-    mask_bbox,
-    resize_mask,
-    resize_rgb,
-)
 from parity_utils import generate_weights, load_fixture
-
-
-def _photo(height=300, width=420, seed=0):
-    """A textured photo, a soft elliptical mask (one full-width row, so strips span the box),
-    the network's views and a prediction that changes colours non-linearly and unevenly."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack([xx / width * 200 + 30, yy / height * 180 + 40, (xx + yy) / (width + height) * 150 + 60], 2)
-    rgb = np.clip(base + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
-    ellipse = ((yy - 0.5 * height) / (0.3 * height)) ** 2 + ((xx - 0.45 * width) / (0.3 * width)) ** 2
-    mask = np.clip(1.5 - ellipse, 0, 1).astype(np.float32)
-    mask[int(0.5 * height), :] = 0.8
-    low = resize_rgb(rgb, (64, 64))
-    low_mask = resize_mask(mask, (64, 64))
-    ramp = np.linspace(0.0, 0.15, 64, dtype=np.float32)[None, None, :]
-    prediction = np.clip(0.85 * low ** 1.3 + 0.05 + ramp * np.array([1, -1, 0.5], np.float32)[:, None, None], 0, 1)
-    return rgb, mask, low, low_mask, prediction.astype(np.float32)
-
-
-def _blend(rgb, mask, harmonized_255):
-    source = rgb.astype(np.float64)
-    mixed = source + mask[..., None].astype(np.float64) * (np.clip(harmonized_255, 0, 255) - source)
-    return np.where(mask[..., None] > 0, np.round(mixed), source).astype(np.uint8)
-
-
-def _upsample(low, size):
-    return F.interpolate(torch.from_numpy(low)[None].double(), size=size, mode="bilinear",
-                         align_corners=False)[0].numpy()
-
-
-def _check_close(ours, expected, mask):
-    assert ours.shape == expected.shape and ours.dtype == np.uint8
-    assert np.abs(ours.astype(int) - expected.astype(int)).max() <= 1
-    assert np.array_equal(ours[mask == 0], expected[mask == 0])
-
-
-def test_fixed_is_the_upsampled_prediction_blended_in():
-    rgb, mask, _, _, prediction = _photo()
-    expected = _blend(rgb, mask, _upsample(prediction, mask.shape).transpose(1, 2, 0) * 255.0)
-    _check_close(compose_fixed(rgb, mask, prediction), expected, mask)
-
-
-def test_native_is_the_prediction_blended_in():
-    rgb, mask, _, _, _ = _photo()
-    full = np.clip(rgb.transpose(2, 0, 1) / 255.0 * 0.7 + 0.1, 0, 1).astype(np.float32)
-    _check_close(compose_native(rgb, mask, full), _blend(rgb, mask, full.transpose(1, 2, 0) * 255.0), mask)
-
-
-def test_auto_is_the_colour_map_plus_the_normalised_residual():
-    """The fused 0..255 planar computation equals the colour map applied in [0, 1] to every pixel
-    plus the mask-weighted residual upsampled and normalised, in float64."""
-    rgb, mask, low, low_mask, prediction = _photo()
-    correction = fit_correction(low, prediction, low_mask)
-    pixels = torch.from_numpy(rgb.reshape(-1, 3).astype(np.float32) / 255.0)
-    mapped = correction.colour_map.apply(pixels).double().numpy().reshape(rgb.shape)
-    numerator = _upsample(correction.residual_numerator.numpy(), mask.shape)
-    weight = _upsample(correction.residual_weight.numpy(), mask.shape)
-    residual = np.where(weight > 1e-4, numerator / np.maximum(weight, 1e-4), 0.0).transpose(1, 2, 0)
-    assert np.abs(residual).max() > 0.01  # the residual really carries something here
-    expected = _blend(rgb, mask, (mapped + residual) * 255.0)
-    _check_close(compose_auto(rgb, mask, correction, mask_bbox(mask)), expected, mask)
-
-
-def test_nan_predictions_never_reach_the_pixels():
-    rgb, mask, low, low_mask, prediction = _photo()
-    prediction[:, 10:20, 10:20] = np.nan
-    for out in (compose_fixed(rgb, mask, prediction), compose_auto(rgb, mask, fit_correction(low, prediction, low_mask))):
-        assert np.array_equal(out[mask == 0], rgb[mask == 0])
+from photos import soft_photo
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +25,7 @@ def idih_with_statistics(tmp_path_factory):
 
 @pytest.mark.parametrize("resolution", ["fixed", "auto"])
 def test_apply_with_the_optimised_network_is_unchanged(idih_with_statistics, resolution):
-    rgb, mask, _, _, _ = _photo(280, 360, seed=1)
+    rgb, mask, _, _, _ = soft_photo(280, 360, seed=1)
     fast = Harmonizer(weights=str(idih_with_statistics), resolution=resolution, device="cpu")
     plain = Harmonizer(weights=str(idih_with_statistics), resolution=resolution, device="cpu")
     plain.runner = plain.network  # the network as the reference runs it
@@ -248,7 +171,7 @@ def test_apply_restores_torch_threads(tmp_path):
 
     (tmp_path / "c").mkdir()
     (tmp_path / "m").mkdir()
-    rgb, mask, _, _, _ = _photo(64, 80)
+    rgb, mask, _, _, _ = soft_photo(64, 80)
     Image.fromarray(rgb).save(tmp_path / "c" / "a.jpg")
     Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "m" / "a.png")
     before = torch.get_num_threads()

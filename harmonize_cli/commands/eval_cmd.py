@@ -19,6 +19,7 @@ EPILOG = """Examples:
   harmonize eval --model composite --model lab-transfer       baselines, no weights needed
   harmonize eval --weights a.pth --weights b.pth --markdown cmp.md
   harmonize eval --data iHarmony4 --resize none --psnr-peak 255 -o results.json
+  harmonize eval --data HYouTube/hyoutube.h5 --model composite --csv clips.csv   per clip + flicker
 
 Protocol, options and the JSON schema: docs/evaluation.md
 """
@@ -42,7 +43,8 @@ def _psnr_peak(value):
 
 @click.command("eval", epilog=EPILOG)
 @click.option("--data", metavar="FILE.h5|DIR",
-              help="Packed dataset or iHarmony4 folder (default: $HARMONIZE_DATA, else the one `prepare` packed).")
+              help="Packed dataset, iHarmony4 folder or HYouTube video folder (default: $HARMONIZE_DATA, "
+                   "else the one `prepare` packed).")
 @click.option("--model", "-m", "models", multiple=True, metavar="NAME", shell_complete=complete_models,
               help="Architecture (our or the reference name; see `harmonize zoo list`). Repeat for several. "
                    "Without --weights a network uses its released checkpoint; composite and lab-transfer need none.")
@@ -79,7 +81,9 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
     """Evaluate models on the test split: MSE, fMSE and PSNR per subset and per foreground ratio.
 
     The protocol is the reference implementation's (docs/evaluation.md): at fixed256 the
-    numbers are comparable with the paper's Tables 1 and 2.
+    numbers are comparable with the paper's Tables 1 and 2. On a video dataset in HYouTube's
+    layout (packed by `harmonize prepare --root HYouTube`) the tables are per clip and add the
+    foreground flicker, a temporal-consistency figure (docs/evaluation.md#video).
     """
     from .. import settings, zoo
     from ..device import resolve_device
@@ -102,7 +106,12 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
         with interrupts.handled() as caught:
             dataset = open_test_set(source, resize=resize, subsets=subset_names)
             loaded = load_models(models, weights)
-            console.info(f"Evaluating {', '.join(model.label for model in loaded)} on {len(dataset)} test images of "
+            if getattr(dataset, "is_video", False):
+                clips = len({clip for clip, _ in dataset.frames})
+                what = f"{len(dataset)} test frames in {clips} clips"
+            else:
+                what = f"{len(dataset)} test images"
+            console.info(f"Evaluating {', '.join(model.label for model in loaded)} on {what} of "
                          f"{source} ({', '.join(dataset.subset_names)}), resize {resize}, device {torch_device}")
             results = evaluate(loaded, dataset, batch_size=batch_size, device=torch_device, flip_tta=flip_tta,
                                psnr_peak=peak, workers=workers, save_predictions=save_predictions, progress=True,

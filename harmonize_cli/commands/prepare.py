@@ -1,4 +1,4 @@
-"""`harmonize prepare`: pack a dataset in iHarmony4 layout into one HDF5 file."""
+"""`harmonize prepare`: pack a dataset in iHarmony4 layout (or a video set in HYouTube's) into one HDF5 file."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ Examples:
   harmonize prepare --root iHarmony4 -o /fast/disk/ih4.h5 --workers 16
   harmonize prepare --root my_data --subsets HFlickr,Hday2night --max-side 0 --strict
   harmonize prepare --root my_eval_set --splits test
+  harmonize prepare --root HYouTube --max-side 0     video clips: one sample per frame
 
 The file is remembered as the default dataset of `harmonize train` and `harmonize eval`
 (--data and HARMONIZE_DATA override it). Ctrl-C or SIGTERM stops it within seconds and
@@ -78,14 +79,15 @@ def _summary(report) -> None:
     "--root",
     required=True,
     type=click.Path(path_type=Path, file_okay=False),
-    help="Dataset root in iHarmony4 layout (subset folders with list files).",
+    help="Dataset root in iHarmony4 layout (subset folders with list files), or a video set in "
+    "HYouTube's layout (synthetic_composite_videos/, foreground_mask/, real_videos/, test_list.txt).",
 )
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path, dir_okay=True),
     default=None,
-    help="HDF5 file to write (default: <root>/iharmony4.h5).",
+    help="HDF5 file to write (default: <root>/iharmony4.h5; <root>/hyoutube.h5 for a video set).",
 )
 @click.option(
     "--subsets",
@@ -137,7 +139,8 @@ def prepare(root, output, subsets, max_side, workers, storage, splits, max_pixel
 
     Checks every sample (composite, mask and real image present, same size, decodable),
     skips and reports bad ones (--strict: fails), caps the long side at --max-side like the
-    reference, and writes a JSON report beside the output. Safe to interrupt: the output
+    reference, and writes a JSON report beside the output. A video set in HYouTube's layout is
+    packed frame by frame, with each frame's clip and position (docs/datasets.md). Safe to interrupt: the output
     appears only when complete; running it again over an up-to-date output does nothing.
     """
     from ..data.pack import pack_dataset

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import imageio, layout
+from . import hyoutube, imageio, layout
 from .layout import DatasetError
 from .pack import FORMAT, FORMAT_VERSION, KINDS
 from .packfile import check_tables, damaged, require_entries
@@ -127,6 +127,9 @@ class _H5Source:
         self.size = samples["size"][:][index].astype(np.int64)
         self.original_size = samples["original_size"][:][index].astype(np.int64)
         self.fg_ratio = samples["fg_ratio"][:][index].astype(np.float32)
+        if "clip" in samples:  # a video dataset (HYouTube layout): every sample is a frame of a clip
+            self.sample_clip = samples["clip"].asstr()[:][index]
+            self.sample_frame = samples["frame"][:][index].astype(np.int64)
         self.has_pixels = has_pixels
         self.tables = {}
         for kind in KINDS:
@@ -244,12 +247,20 @@ class _FolderSource:
     def __init__(self, root: Path, split: str, subsets, max_side):
         self.path = Path(root)
         self.max_side = int(max_side or 0)
-        self.subsets = layout.resolve_subsets(self.path, subsets)
-        refs = layout.scan(self.path, self.subsets, splits=(split,))
+        if hyoutube.is_root(self.path):  # a video dataset: one subset, every frame a sample
+            self.subsets = hyoutube.resolve_subsets(self.path, subsets)
+            listing = hyoutube.list_file(self.path, split)
+            refs = hyoutube.scan_split(self.path, split, listing)[0] if listing is not None else []
+        else:
+            self.subsets = layout.resolve_subsets(self.path, subsets)
+            refs = layout.scan(self.path, self.subsets, splits=(split,))
         self.refs = [ref for ref in refs if not layout.missing_files(ref)]
         self.missing = len(refs) - len(self.refs)
         self.sample_subset = np.array([ref.subset for ref in self.refs], dtype=object)
         self.sample_name = np.array([ref.name for ref in self.refs], dtype=object)
+        if any(ref.clip for ref in self.refs):
+            self.sample_clip = np.array([ref.clip for ref in self.refs], dtype=object)
+            self.sample_frame = np.array([ref.frame for ref in self.refs], dtype=np.int64)
 
     def __len__(self):
         return len(self.refs)
@@ -293,7 +304,8 @@ class HarmonizationDataset(torch.utils.data.Dataset):
 
     Each sample is a dict: ``image`` and ``target`` (``3xHxW`` float32, ImageNet-normalised
     composite and real image), ``mask`` (``1xHxW`` float32 in [0, 1]), ``subset``, ``name``
-    and ``index``.
+    and ``index``; for a video dataset (HYouTube layout, ``is_video``) also ``clip``
+    (``<video>/<object>``) and ``frame`` (its position in the clip).
     """
 
     def __init__(
@@ -331,6 +343,10 @@ class HarmonizationDataset(torch.utils.data.Dataset):
         self.keep_raw = bool(keep_raw)
         self.uint8_images = bool(uint8_images)
         self.records = list(zip(self._source.sample_subset.tolist(), self._source.sample_name.tolist()))
+        clips = getattr(self._source, "sample_clip", None)
+        # video datasets: (clip, frame index) of every sample, else None
+        self.frames = (list(zip(clips.tolist(), self._source.sample_frame.tolist())) if clips is not None
+                       else None)
         present = set(self._source.sample_subset.tolist())
         self.subset_names = [name for name in self._source.subsets if name in present]
 
@@ -339,6 +355,11 @@ class HarmonizationDataset(torch.utils.data.Dataset):
     def kind(self) -> str:
         """``"hdf5"`` or ``"folder"``."""
         return self._source.kind
+
+    @property
+    def is_video(self) -> bool:
+        """True for a video dataset (HYouTube layout): samples are frames of clips."""
+        return self.frames is not None
 
     @property
     def missing(self) -> int:
@@ -350,10 +371,13 @@ class HarmonizationDataset(torch.utils.data.Dataset):
         return [i for i, (name, _) in enumerate(self.records) if name == subset]
 
     def info(self, index) -> dict:
-        """Stored size, original size and (HDF5) foreground ratio of a sample, without decoding."""
+        """Stored size, original size and (HDF5) foreground ratio of a sample (video sets: its clip
+        and frame index), without decoding."""
         index = int(index)
         subset, name = self.records[index]
         out = {"subset": subset, "name": name, "split": self.split}
+        if self.frames is not None:
+            out["clip"], out["frame"] = self.frames[index]
         if self.kind == "hdf5":
             out["size"] = tuple(int(v) for v in self._source.size[index])
             out["original_size"] = tuple(int(v) for v in self._source.original_size[index])
@@ -400,6 +424,8 @@ class HarmonizationDataset(torch.utils.data.Dataset):
             "name": name,
             "index": index,
         }
+        if self.frames is not None:
+            sample["clip"], sample["frame"] = self.frames[index]
         if self.keep_raw:
             sample["image_255"] = out["image"]
             sample["target_255"] = out["target"]

@@ -48,6 +48,8 @@ class SampleRef:
     composite: Path
     mask: Path
     real: Path
+    clip: str = ""  # video datasets (HYouTube layout): the clip, ``<video>/<object>``
+    frame: int = -1  # video datasets: the frame's position in its clip (0, 1, ...)
 
 
 # ---------------------------------------------------------------------------- name mapping

@@ -34,7 +34,7 @@ from .. import __version__, interrupts
 from ..limits import DEFAULT_MAX_PIXELS
 from ..atomic import part_path
 from ..outputs import check_replaceable, starts_with
-from . import imageio, layout
+from . import hyoutube, imageio, layout
 from .layout import DatasetError
 from .packfile import (
     ENCODED_CHUNK,
@@ -97,7 +97,8 @@ def written_by_prepare(path) -> bool:
 
 
 def default_output(root) -> Path:
-    return Path(root) / DEFAULT_NAME
+    """``<root>/iharmony4.h5``, or ``<root>/hyoutube.h5`` for a video dataset in HYouTube layout."""
+    return Path(root) / (hyoutube.DEFAULT_NAME if hyoutube.is_root(root) else DEFAULT_NAME)
 
 
 def _chunks(items, size):
@@ -156,11 +157,14 @@ def pack_dataset(
     splits=layout.SPLITS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> PackReport:
-    """Pack the dataset under ``root`` (iHarmony4 layout) into one HDF5 file.
+    """Pack the dataset under ``root`` (iHarmony4 or HYouTube layout) into one HDF5 file.
 
     Args:
-        root: dataset root holding subset folders (or a single subset folder).
-        output: HDF5 file to write (default ``<root>/iharmony4.h5``).
+        root: dataset root holding subset folders (or a single subset folder), or a video
+            dataset in HYouTube layout (:mod:`harmonize_cli.data.hyoutube`): then every frame
+            is a sample, with its clip and frame index (``samples/clip``, ``samples/frame``).
+        output: HDF5 file to write (default ``<root>/iharmony4.h5``, ``<root>/hyoutube.h5``
+            for a video dataset).
         subsets: subset names (list or comma-separated string; default: every subset folder).
         max_side: shrink images whose long side exceeds this (Lanczos); 0 keeps all sizes.
         workers: processes decoding in parallel (default ``min(8, cpus)``; 0 or 1: in-process).
@@ -194,15 +198,21 @@ def pack_dataset(
     if max_pixels < 0:
         raise DatasetError(f"--max-pixels must be >= 0, got {max_pixels}")
     splits = _resolve_splits(splits)
+    video = hyoutube.is_root(root)
     output = Path(output).expanduser() if output else default_output(root)
     if output.exists() and output.is_dir():
-        output = output / DEFAULT_NAME
+        output = output / (hyoutube.DEFAULT_NAME if video else DEFAULT_NAME)
     report_path = report_path_for(output)
     notice = on_notice or (lambda message: None)
     progress = on_progress or (lambda phase, done, total: None)
 
-    chosen = layout.resolve_subsets(root, subsets)
-    refs, notes = layout.scan_available(root, chosen, splits)
+    if video:
+        chosen = hyoutube.resolve_subsets(root, subsets)
+        refs, notes, clip_problems = hyoutube.scan_available(root, splits)
+    else:
+        chosen = layout.resolve_subsets(root, subsets)
+        refs, notes = layout.scan_available(root, chosen, splits)
+        clip_problems = []
     for note in notes:
         notice(note)
     options = {
@@ -216,6 +226,8 @@ def pack_dataset(
         options["splits"] = list(splits)
     if max_pixels != DEFAULT_MAX_PIXELS:
         options["max_pixels"] = max_pixels
+    if video:
+        options["layout"] = hyoutube.LAYOUT
     fingerprint = _fingerprint(root, refs, options)
 
     report = PackReport(
@@ -252,6 +264,8 @@ def pack_dataset(
         notice(f"removed {part.name}, left by an interrupted run")
 
     problems = Problems(chosen)
+    for clip_problem in clip_problems:  # a listed clip without frames: reported, the others go on
+        problems.add(clip_problem.path, clip_problem.reason, clip_problem)
     workers = _resolve_workers(workers)
     ok = False
     tmp = part_path(output)
@@ -440,6 +454,7 @@ def pack_dataset(
                     "max_pixels": max_pixels,
                     "notes": json.dumps(notes),
                     "resize_filter": "lanczos (PIL)",
+                    "layout": hyoutube.LAYOUT if video else "iharmony4",
                     "counts": json.dumps(counts),
                     "skipped": report.skipped,
                     "resized": report.resized,

@@ -129,6 +129,9 @@ def write_samples(handle, keep, plan, fg_ratio, resized_flags):
     group.create_dataset("original_size", data=plan["composite"]["original"][composite].astype(np.int32))
     group.create_dataset("resized", data=resized_flags.astype(bool))
     group.create_dataset("fg_ratio", data=fg_ratio[mask])
+    if any(ref.clip for ref, *_ in keep):  # a video dataset: the clip and position of every frame
+        group.create_dataset("clip", data=np.array([r.clip for r, *_ in keep], dtype=object), dtype=strings)
+        group.create_dataset("frame", data=np.array([r.frame for r, *_ in keep], dtype=np.int32))
 
 
 # ---------------------------------------------------------------------------- temporary files

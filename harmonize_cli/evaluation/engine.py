@@ -49,6 +49,7 @@ from .metrics import (
     image_metrics,
 )
 from .testset import dataset_resize, open_test_set
+from .video_metrics import clip_table, error_or_none, foreground_mean_error
 
 PIXELS_PER_IMAGE_AT_256 = 256 * 256
 
@@ -59,7 +60,9 @@ class EvalResult:
     """The tables of one model: ``by_subset`` (every subset and "All") and ``by_fg_ratio``.
 
     Each row is ``{"N", "MSE", "fMSE", "PSNR"}`` (``by_subset`` rows add ``"ms_per_image"``);
-    values are None where a row has no images.
+    values are None where a row has no images. On a video dataset (HYouTube layout) ``by_clip``
+    holds one row per clip and an ``All`` row, with the foreground ``flicker``
+    (:mod:`harmonize_cli.evaluation.video_metrics`); it is empty for image datasets.
     """
 
     model: str
@@ -74,6 +77,7 @@ class EvalResult:
     device: str = "cpu"
     seconds: float = 0.0
     label: str = ""
+    by_clip: Dict[str, dict] = field(default_factory=dict)
 
     def summary(self) -> Dict[str, Optional[float]]:
         """``{"MSE", "fMSE", "PSNR"}`` over every image ("All")."""
@@ -83,6 +87,10 @@ class EvalResult:
     @property
     def n_images(self) -> int:
         return int(self.by_subset.get("All", {}).get("N", 0))
+
+    @property
+    def is_video(self) -> bool:
+        return bool(self.by_clip)
 
     @property
     def images_per_second(self) -> Optional[float]:
@@ -106,6 +114,8 @@ class EvalResult:
             "seconds": round(self.seconds, 3),
             "device": self.device,
         }
+        if self.by_clip:
+            data["by_clip"] = {name: dict(row) for name, row in self.by_clip.items()}
         if self.skipped:
             data["skipped"] = list(self.skipped)
         if per_image:
@@ -399,6 +409,8 @@ def _evaluate_group(prepared, group, device, flip_tta, psnr_peak, save_root, wri
         elapsed = time.perf_counter() - start
         item.seconds += elapsed
         values = {name: tensor.tolist() for name, tensor in image_metrics(pred, target, mask, psnr_peak).items()}
+        video = "clip" in group[0]  # frames of clips: keep what the temporal figure needs
+        errors = foreground_mean_error(pred, target, mask).tolist() if video else None
         per_image_seconds = elapsed / len(group)
         for position, sample in enumerate(group):
             row = {name: values[name][position] for name in METRIC_NAMES}
@@ -406,9 +418,12 @@ def _evaluate_group(prepared, group, device, flip_tta, psnr_peak, save_root, wri
             item.sums.setdefault(subset, MetricSums()).add(row, per_image_seconds)
             for bin_name in fg_ratio_bins(ratios[position]):
                 item.fg_sums[bin_name].add(row, per_image_seconds)
-            item.per_image.append({"subset": subset, "name": str(sample.get("name", "")),
-                                   "fg_ratio": ratios[position], **row,
-                                   "ms": 1000.0 * per_image_seconds})
+            record = {"subset": subset, "name": str(sample.get("name", "")),
+                      "fg_ratio": ratios[position], **row, "ms": 1000.0 * per_image_seconds}
+            if video:
+                record.update(clip=str(sample["clip"]), frame=int(sample["frame"]),
+                              fg_error=error_or_none(errors[position]))
+            item.per_image.append(record)
         if save_root is not None:
             folder = save_root / _safe_name(item.label) if len(prepared) > 1 else save_root
             images = pred.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
@@ -441,9 +456,11 @@ def _result(item: _Prepared, subset_order, resize, psnr_peak, flip_tta, skipped,
         total.merge(item.sums[name])
     by_subset["All"] = total.means()
     by_fg_ratio = {name: item.fg_sums[name].means(with_time=False) for name in FG_RATIO_RANGES}
+    frames = [record for record in item.per_image if "clip" in record]
     return EvalResult(model=str(item.arch), weights=item.weights, resize=resize, psnr_peak=psnr_peak, flip_tta=flip_tta,
                       by_subset=by_subset, by_fg_ratio=by_fg_ratio, per_image=item.per_image, skipped=list(skipped),
-                      device=str(device), seconds=seconds, label=item.label)
+                      device=str(device), seconds=seconds, label=item.label,
+                      by_clip=clip_table(frames) if frames else {})
 
 
 # -------------------------------------------------------------------------------------- models

@@ -2,7 +2,10 @@
 
 One model gives two detailed tables (per subset; per foreground ratio). Several models, or
 ``with_published``, add two comparison tables in the layout of the paper's Tables 1 and 2
-(one row per model, published rows beside ours).
+(one row per model, published rows beside ours). On a video dataset (HYouTube layout) the
+per-subset table gives way to a per-clip table with the foreground flicker
+(:mod:`harmonize_cli.evaluation.video_metrics`), and several models get a comparison of the
+overall video figures.
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ from typing import List, Optional, Sequence
 from ..atomic import atomic_write_text
 from ..zoo.published import published_for
 from .metrics import FG_RATIO_RANGES
+from .video_metrics import FLICKER
 
 SUBSET_COLUMNS = ("N", "MSE", "fMSE", "PSNR", "ms_per_image")
 FG_COLUMNS = ("N", "MSE", "fMSE")
+CLIP_COLUMNS = ("N", "MSE", "fMSE", "PSNR", FLICKER)
+TERMINAL_CLIPS = 40  # clips listed on the terminal; the files list every clip
+FLICKER_NOTE = ("flicker: mean change of the foreground's mean colour error between consecutive frames, "
+                "0..255 levels, lower is steadier")
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -109,6 +117,42 @@ def subset_table(result):
     return table
 
 
+def clip_table(result, limit: int = TERMINAL_CLIPS):
+    """Per clip (frames, MSE, fMSE, PSNR, flicker) and the overall row of a video result."""
+    from rich.table import Table
+
+    table = Table(title=_text(f"{_heading(result)}: per clip"),
+                  caption=_text(_settings(result) + "\n" + FLICKER_NOTE), title_justify="left")
+    table.add_column("clip")
+    for header in CLIP_COLUMNS:
+        table.add_column(header, justify="right")
+    clips = [name for name in result.by_clip if name != "All"]
+    for name in clips[:limit]:
+        table.add_row(_text(name), *(_cell(result.by_clip[name], column) for column in CLIP_COLUMNS))
+    if len(clips) > limit:
+        table.add_row(_text(f"... {len(clips) - limit} more clips (every clip: -o, --markdown, --csv)"),
+                      *([""] * len(CLIP_COLUMNS)), style="dim")
+    table.add_section()
+    overall = result.by_clip["All"]
+    table.add_row(_text(f"All ({overall.get('clips', len(clips))} clips)"),
+                  *(_cell(overall, column) for column in CLIP_COLUMNS), style="bold")
+    return table
+
+
+def comparison_video_table(results):
+    """One row per model: the overall video figures (MSE, fMSE, PSNR over every frame; flicker)."""
+    from rich.table import Table
+
+    table = Table(title="video: every frame of every clip", caption=_text(FLICKER_NOTE), title_justify="left")
+    table.add_column("model", no_wrap=True)
+    for header in CLIP_COLUMNS:
+        table.add_column(header, justify="right")
+    for result in results:
+        table.add_row(_text(result.label or result.model),
+                      *(_cell(result.by_clip.get("All"), column) for column in CLIP_COLUMNS))
+    return table
+
+
 def fg_ratio_table(result):
     from rich.table import Table
 
@@ -171,9 +215,12 @@ def terminal_tables(results, with_published: bool = False) -> list:
     published = published_rows(results, with_published)
     tables = []
     if len(results) == 1:
-        tables += [subset_table(results[0]), fg_ratio_table(results[0])]
+        first = results[0]
+        tables += [clip_table(first) if first.is_video else subset_table(first), fg_ratio_table(first)]
     if len(results) > 1 or published:
         tables += [comparison_subset_table(results, published), comparison_fg_table(results, published)]
+    if len(results) > 1 and any(result.is_video for result in results):
+        tables.append(comparison_video_table([result for result in results if result.is_video]))
     return tables
 
 
@@ -238,6 +285,12 @@ def to_markdown(results, with_published: bool = False) -> str:
         parts += [_md_table(["subset", "N", "MSE", "fMSE", "PSNR", "ms/img"], rows), ""]
         rows = [[name, *(_cell(row, column) for column in FG_COLUMNS)] for name, row in result.by_fg_ratio.items()]
         parts += [_md_table(["foreground", *FG_COLUMNS], rows), ""]
+        if result.is_video:
+            rows = [[name, *(_cell(row, column) for column in CLIP_COLUMNS)] for name, row in result.by_clip.items()]
+            parts += [f"### {result.label or result.model}: per clip", "",
+                      "MSE, fMSE and PSNR are means over the frames (All: over every frame); "
+                      f"{FLICKER_NOTE} (All: over every pair of consecutive frames).", "",
+                      _md_table(["clip", *CLIP_COLUMNS], rows), ""]
     return "\n".join(parts)
 
 
@@ -247,11 +300,14 @@ def write_markdown(path, results, with_published: bool = False) -> None:
 
 # ------------------------------------------------------------------------------------------ CSV
 CSV_FIELDS = ("source", "model", "weights", "resize", "psnr_peak", "flip_tta", "table", "group",
-              "N", "MSE", "fMSE", "PSNR", "ms_per_image")
+              "N", "MSE", "fMSE", "PSNR", "ms_per_image", FLICKER)
+CSV_VALUES = ("N", "MSE", "fMSE", "PSNR", "ms_per_image", FLICKER)
 
 
 def to_csv(results, with_published: bool = False) -> str:
-    """One tidy row per (model, table, group); published rows have ``source`` = where they come from."""
+    """One tidy row per (model, table, group); published rows have ``source`` = where they come from.
+
+    Video results add the table ``clip`` (one row per clip and ``All``, with ``flicker``)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -259,10 +315,11 @@ def to_csv(results, with_published: bool = False) -> str:
         common = {"source": "measured", "model": result.label or result.model, "weights": result.weights or "",
                   "resize": result.resize or "", "psnr_peak": "target_max" if result.psnr_peak is None
                   else result.psnr_peak, "flip_tta": int(result.flip_tta)}
-        for table, rows in (("subset", result.by_subset), ("fg_ratio", result.by_fg_ratio)):
+        for table, rows in (("subset", result.by_subset), ("fg_ratio", result.by_fg_ratio),
+                            ("clip", result.by_clip)):
             for group, row in rows.items():
                 writer.writerow({**common, "table": table, "group": group,
-                                 **{key: _csv_value(row.get(key)) for key in SUBSET_COLUMNS}})
+                                 **{key: _csv_value(row.get(key)) for key in CSV_VALUES}})
     for entry in published_rows(results, with_published):
         common = {"source": entry["source"], "model": entry["label"], "weights": "", "resize": "fixed256",
                   "psnr_peak": "target_max", "flip_tta": ""}

@@ -4,7 +4,7 @@ A layout is the set of (key, shape) pairs of a state dict; its fingerprint is th
 pairs, sorted. :data:`LAYOUT_FINGERPRINTS` holds the fingerprint of every architecture of the
 registry, so :func:`~harmonize_cli.zoo.checkpoints.detect_arch` recognises a checkpoint from a
 hash (about a millisecond) where building the candidate layouts on the meta device cost up to a
-second. The table is checked against the models by ``tests/test_inference_opt.py``; regenerate
+second. The table is checked against the models by ``tests/test_resolve.py``; regenerate
 it after changing a model's layout with::
 
     python -m harmonize_cli.zoo.fingerprints

@@ -10,7 +10,7 @@ checkpoints unchanged.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "zoo", "Harmonizer"]
+__all__ = ["__version__", "zoo", "Harmonizer", "harmonize_video"]
 
 
 def __getattr__(name):  # lazy imports keep `harmonize --help` fast
@@ -20,4 +20,6 @@ def __getattr__(name):  # lazy imports keep `harmonize --help` fast
         return importlib.import_module(f"{__name__}.zoo")
     if name == "Harmonizer":
         return importlib.import_module(f"{__name__}.apply.harmonizer").Harmonizer
+    if name == "harmonize_video":
+        return importlib.import_module(f"{__name__}.video.driver").harmonize_video
     raise AttributeError(f"module 'harmonize_cli' has no attribute {name!r}")

@@ -123,12 +123,17 @@ def remove_stale_parts(target, include_own: bool = False) -> list:
     return removed
 
 
-def atomic_write_bytes(target, data: bytes) -> None:
+def atomic_write_bytes(target, data: bytes, check=None) -> None:
+    """Write ``data`` atomically. ``check(tmp)``, when given, runs on the complete temporary file
+    before the rename; an exception from it leaves the target as it was (e.g.
+    :func:`harmonize_cli.readback.check_image_file`)."""
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        if check is not None:
+            check(tmp)
 
 
 def atomic_write_text(target, text: str) -> None:

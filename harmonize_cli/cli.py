@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import io
 import re
+import errno
 import signal
 import sys
 
@@ -27,6 +28,7 @@ COMMANDS = {
     "synth": "synth:synth",
     "train": "train:train",
     "export": "export:export",
+    "video": "video:video",
 }
 
 _HEADING = re.compile(r"^(Usage:|Options:|Commands:|Examples?:|Arguments:)", re.M)
@@ -112,6 +114,7 @@ def cli(quiet: bool, verbose: bool) -> None:
     Typical use:
       harmonize apply composites/ masks/ -o out/       harmonize photos
       harmonize paste object.png background.jpg -o o.png   a cut-out onto a photo, harmonized
+      harmonize video shot.mp4 mask.mp4 -o out.mp4     harmonize a clip, sound kept
       harmonize synth --images p/ --masks m/ -o d/     training pairs from your photos
       harmonize prepare --root iHarmony4               pack the dataset into HDF5
       harmonize train --arch idih-hrnet-w18s           train with the paper's recipe
@@ -148,6 +151,9 @@ def _run(argv) -> int:
         return exc.exit_code
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
+    except OSError as exc:  # the last net: a path the system refuses (too long, ...) is one line
+        console.error(os_error_line(exc))
+        return 2 if exc.errno == errno.ENAMETOOLONG else 1
     # under standalone_mode=False click returns the code of `ctx.exit(n)` / `Exit(n)` instead of exiting
     return code if isinstance(code, int) else 0
 
@@ -160,6 +166,26 @@ def _interrupted(cause) -> int:
               and isinstance(cause.args[0], str) else "")
     console.error(f"interrupted ({signal.Signals(signum).name}){detail}")
     return 128 + int(signum)
+
+
+_OS_ERROR_HINTS = {
+    errno.ENAMETOOLONG: "shorten it: the system allows 255 bytes per name and 4096 per path",
+    errno.EACCES: "check the permissions",
+    errno.ENOSPC: "free some disk space",
+    errno.EROFS: "choose a writable location",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error no command handled itself: the path (shortened
+    when very long), the system's reason and, when known, the fix."""
+    name = exc.filename
+    shown = "" if name is None else str(name)
+    if len(shown) > 120:
+        shown = f"{shown[:60]}...{shown[-40:]} ({len(shown)} characters)"
+    reason = exc.strerror or type(exc).__name__
+    hint = _OS_ERROR_HINTS.get(exc.errno)
+    return (f"{shown}: {reason}" if shown else reason) + (f" ({hint})" if hint else "")
 
 
 def _finished() -> None:

@@ -31,8 +31,9 @@ def complete_models(ctx, param, incomplete):
 
 def complete_architectures(ctx, param, incomplete):
     """``--arch``: the architectures that can be trained."""
-    return _items([name for name in model_names(include_auto=False) if name not in ("composite", "lab-transfer")],
-                  incomplete)
+    from .zoo import get_arch
+
+    return _items([name for name in model_names(include_auto=False) if get_arch(name).needs_weights], incomplete)
 
 
 def complete_weights(ctx, param, incomplete):

@@ -59,8 +59,11 @@ def warn(message: str) -> None:
 
 
 def error(message: str) -> None:
-    """An error line (always shown)."""
-    err_console.print(f"[bold red]Error:[/bold red] {message}", soft_wrap=True)
+    """An error line (always shown); the message is printed as it is (brackets in it, such as
+    ``pip install 'harmonize-cli[video]'``, are no markup)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]Error:[/bold red] {escape(message)}", soft_wrap=True)
 
 
 def print_result(renderable) -> None:

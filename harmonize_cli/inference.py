@@ -26,6 +26,26 @@ import torch
 import torch.nn.functional as F
 
 from .choices import IMAGENET_NORMALIZATION
+from .errors import WeightsError
+
+
+class NonFiniteOutputError(WeightsError):
+    """The network produced NaN or infinite values (broken or overflowing weights): no result."""
+
+
+def require_finite(output: torch.Tensor, weights=None) -> torch.Tensor:
+    """``output`` itself when every value is finite; else :class:`NonFiniteOutputError` naming
+    ``weights`` (the checkpoint, or whatever label the caller has). Every prediction passes here
+    before it is de-normalised and clamped, which would turn NaN into black and inf into white."""
+    finite = torch.isfinite(output)
+    if not bool(finite.all()):
+        bad = int(finite.numel() - finite.sum())
+        source = f"the weights {weights}" if weights else "the network's weights"
+        raise NonFiniteOutputError(
+            f"the network's output has {bad} NaN or infinite value(s) of {finite.numel()}: "
+            f"{source} are broken or overflow on this input",
+            "retrain, re-export or re-download the checkpoint; no result was written from it")
+    return output
 
 
 def pad_divisor(network) -> int:
@@ -74,7 +94,7 @@ def normalise(image: torch.Tensor, normalization: Mapping, peak: float = 1.0) ->
 
 def predict(network, image: torch.Tensor, mask: torch.Tensor, *, normalization: Optional[Mapping] = None,
             divisor: int = 1, flip_tta: bool = False, peak: float = 1.0,
-            low_size: Optional[int] = None) -> torch.Tensor:
+            low_size: Optional[int] = None, weights=None) -> torch.Tensor:
     """Harmonize a batch: returns N x 3 x H x W float32 in ``[0, peak]`` (see the module doc).
 
     ``low_size``: for networks that carry a low-resolution prediction to full resolution
@@ -82,6 +102,9 @@ def predict(network, image: torch.Tensor, mask: torch.Tensor, *, normalization: 
     resized to ``low_size`` (bilinear; the mask nearest, as the reference's Resize) and returns its
     ``images_fullres`` at the input's size. Call it under ``torch.inference_mode()`` (or
     ``no_grad``); the network must be in eval mode.
+
+    A network output with a NaN or infinite value raises :class:`NonFiniteOutputError` (naming
+    ``weights``, the checkpoint's path or label) instead of becoming a black or white result.
     """
     if normalization is None:
         normalization = normalization_of(network)
@@ -90,7 +113,7 @@ def predict(network, image: torch.Tensor, mask: torch.Tensor, *, normalization: 
     if mask.dim() == 3:
         mask = mask.unsqueeze(1)
     if low_size and tuple(image.shape[-2:]) != (low_size, low_size):
-        return _predict_full_resolution(network, image, mask, normalization, low_size, flip_tta, peak)
+        return _predict_full_resolution(network, image, mask, normalization, low_size, flip_tta, peak, weights)
     height, width = image.shape[-2:]
     top, bottom = padding(height, divisor)
     left, right = padding(width, divisor)
@@ -104,7 +127,7 @@ def predict(network, image: torch.Tensor, mask: torch.Tensor, *, normalization: 
     if flip_tta:
         normalised = torch.cat((normalised, normalised.flip(3)))
         mask = torch.cat((mask, mask.flip(3)))
-    output = network_output(network(normalised, mask)).float()
+    output = require_finite(network_output(network(normalised, mask)).float(), weights)
     if flip_tta:
         output = 0.5 * (output[:count] + output[count:].flip(3))
     if padded:
@@ -112,14 +135,15 @@ def predict(network, image: torch.Tensor, mask: torch.Tensor, *, normalization: 
     return (output * std + mean).mul_(peak).clamp_(0.0, peak)
 
 
-def _predict_full_resolution(network, image, mask, normalization, low_size, flip_tta, peak):
+def _predict_full_resolution(network, image, mask, normalization, low_size, flip_tta, peak, weights):
     size = (low_size, low_size)
     low = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
     low_mask = F.interpolate(mask, size=size, mode="nearest")
     mean, std = _statistics(normalization, image)
     full, low = normalise(image, normalization, peak), normalise(low, normalization, peak)
-    outputs = network(low, low_mask, image_fullres=full, mask_fullres=mask)["images_fullres"].float()
+    outputs = require_finite(network(low, low_mask, image_fullres=full, mask_fullres=mask)["images_fullres"].float(),
+                             weights)
     if flip_tta:
         flipped = network(low.flip(3), low_mask.flip(3), image_fullres=full.flip(3), mask_fullres=mask.flip(3))
-        outputs = 0.5 * (outputs + flipped["images_fullres"].float().flip(3))
+        outputs = 0.5 * (outputs + require_finite(flipped["images_fullres"].float(), weights).flip(3))
     return (outputs * std + mean).mul_(peak).clamp_(0.0, peak)

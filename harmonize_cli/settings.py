@@ -65,12 +65,21 @@ def legacy_config_path() -> Path:
     return home() / SETTINGS_FILE
 
 
+# what each remembered setting must be; a value of another kind (an edited or damaged file) is
+# ignored with one warning instead of reaching the commands
+_SETTING_CHECKS = {"dataset": lambda value: isinstance(value, str) and value.strip() != "" and "\0" not in value}
+
+
+def _valid_setting(key, value) -> bool:
+    check = _SETTING_CHECKS.get(key)
+    return check is None or check(value)  # unknown keys are kept: newer versions may write them
+
+
 def _read(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    from .jsonstore import read_entries
+
+    return read_entries(path, _valid_setting, "setting(s)",
+                        "run `harmonize prepare` again to remember a dataset, or fix the file")
 
 
 def load_settings() -> dict:

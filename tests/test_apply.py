@@ -75,10 +75,12 @@ def test_readme_main_job_on_examples_offline_without_weights(tmp_path, capsys):
         result = out / composite.name
         assert result.is_file()
         assert Image.open(result).size == Image.open(composite).size
-    notice = [line for line in err.splitlines() if "lab-transfer" in line]
+    notice = [line for line in err.splitlines() if "Using the training-free boundary-gain" in line]
     assert len(notice) == 1 and "harmonize zoo download" in notice[0]
+    assert "harmonized by the training-free boundary-gain fallback" in err.splitlines()[-1]
     data = report(out)
-    assert data["model"] == "lab-transfer" and data["summary"]["done"] == len(composites)
+    assert data["model"] == "boundary-gain" and data["summary"]["done"] == len(composites)
+    assert data["fallback"] == "boundary-gain"
     assert {entry["rule"] for entry in data["files"]} == {"same stem", "iHarmony4 name", "<stem>_mask"}
 
 
@@ -122,7 +124,7 @@ def test_weights_alone_detect_architecture_and_report_sha256(tmp_path, capsys, i
     assert data["model"] == "idih" and data["weights"] == str(idih_checkpoint)
     assert data["weights_sha256"] == hashlib.sha256(idih_checkpoint.read_bytes()).hexdigest()
     assert data["options"]["flip_tta"] is True and data["options"]["batch_size"] == 2
-    assert "lab-transfer" not in err
+    assert "training-free" not in err and data["fallback"] is None
 
 
 def test_modes_gray_palette_rgba_cmyk_and_16_bit(tmp_path, capsys):
@@ -177,7 +179,8 @@ def test_mask_modes(tmp_path, capsys, kind):
     }
     save_pair(tmp_path, "x.png", image, masks[kind])
     assert np.array_equal(read_mask(tmp_path / "m" / "x.png") > 0, binary)
-    code, _, err = run(capsys, "apply", tmp_path / "c", tmp_path / "m", "-o", tmp_path / "out")
+    # lab-transfer changes every masked pixel (the default fallback leaves an unaltered photo be)
+    code, _, err = run(capsys, "apply", tmp_path / "c", tmp_path / "m", "-o", tmp_path / "out", "--model", "lab-transfer")
     assert code == 0, err
     result = np.asarray(Image.open(tmp_path / "out" / "x.png"))
     assert np.array_equal(result[~binary], image[~binary])

@@ -49,17 +49,17 @@ def test_public_import_and_numpy_call():
     inside = mask > 0
     before = np.abs(composite[inside].astype(float) - gt[inside]).mean()
     after = np.abs(result[inside].astype(float) - gt[inside]).mean()
-    assert after < before  # lab-transfer moves the foreground towards the background statistics
+    assert after < before  # the fallback undoes part of the gain, read across the mask's edge
 
 
 def test_auto_fallback_is_a_python_warning_not_console_output(capsys):
-    with pytest.warns(UserWarning, match="lab-transfer.*harmonize zoo download") as caught:
+    with pytest.warns(UserWarning, match="boundary-gain.*harmonize zoo download") as caught:
         h = Harmonizer(device="cpu")
     assert len(caught) == 1 and "\n" not in str(caught[0].message)
     assert capsys.readouterr().err == ""  # a library prints nothing by itself
-    assert h.model_name == "lab-transfer" and h.notice
-    assert h.describe()["model"] == "lab-transfer" and h.describe()["weights"] is None
-    assert repr(h) == ("Harmonizer(model='lab-transfer', weights='none', device='cpu', resolution='auto', "
+    assert h.model_name == "boundary-gain" and h.notice
+    assert h.describe()["model"] == "boundary-gain" and h.describe()["weights"] is None
+    assert repr(h) == ("Harmonizer(model='boundary-gain', weights='none', device='cpu', resolution='auto', "
                        "batch_size=1, flip_tta=False)")  # batch 1 on the CPU
 
 

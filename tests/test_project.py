@@ -29,6 +29,16 @@ def test_readme_has_exactly_two_quickstart_commands_and_ci_runs_the_test_one():
     assert tests.replace("pip install", "python3 -m pip install -q").replace("python -m pytest", "python3 -m pytest") in ci
 
 
+def test_ci_installs_the_video_extra_that_setup_cfg_declares():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    assert "av" in config["options.extras_require"]["video"]
+    assert "av" not in config["options"]["install_requires"]  # optional: only `harmonize video` needs it
+    assert "-e '.[test,video]'" in (ROOT / ".ci" / "run").read_text() and "[test,video]" in _readme_quickstart()[1]
+
+
 def test_version_and_help():
     runner = CliRunner()
     result = runner.invoke(cli, ["--version"])

@@ -12,6 +12,7 @@ import threading
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -199,7 +200,14 @@ def test_run_folder_holds_config_metrics_log_images_and_checkpoints(cli_run):
 
     grids = sorted((cli_run / "images").glob("*.png"))
     assert len(grids) == 4  # steps 3, 6, 9, 12
-    assert Image.open(grids[0]).size == (4 * 32, 4 * 32)  # composite | mask | prediction | target, 4 rows
+    from harmonize_cli.labels import band_height, font_size_for
+
+    band = band_height(font_size_for(32))  # composite | mask | prediction | target, titled; 4 rows
+    grid = np.asarray(Image.open(grids[0]).convert("RGB"))
+    assert grid.shape[:2] == (band + 4 * 32, 4 * 32)
+    assert all((grid[:band, 32 * i: 32 * (i + 1)].min(axis=2) < 128).any() for i in range(4))  # a title each
+    assert "curves.png" in files  # no TensorBoard in this run: the curves as a picture
+    assert Image.open(cli_run / "curves.png").size[0] == 3 * 420  # loss, validation MSE and fMSE
     log = (cli_run / "train.log").read_text()
     assert "epoch 3/3" in log and "Adam" in log and "backbone weights: none" in log
 
@@ -477,6 +485,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(attempt, mi
     assert "ERROR" in (run / "train.log").read_text()
     tags = [tag for tag, _, _ in tensorboard_scalars]
     assert tags.count("train/loss") == 2 and "epoch/train_loss" in tags  # the NaN step is not logged
+    assert not (run / "curves.png").exists()  # TensorBoard has the curves
     assert train(resume=True, out=str(run), epochs=2).epochs_done == 2  # the hint's command works
 
 
@@ -501,6 +510,7 @@ def test_tensorboard_missing_is_said_once_at_start(mini, tmp_path, capsys, monke
     err = " ".join(capsys.readouterr().err.split())
     assert err.count("TensorBoard is not installed") == 1, err
     assert "TensorBoard is not installed" in (run / "train.log").read_text() and not (run / "tb").exists()
+    assert (run / "curves.png").is_file()
 
 
 def test_workers_default_to_what_the_machine_has(monkeypatch):

@@ -87,7 +87,7 @@ def test_payload_in_the_cache_is_reported_and_skipped_by_auto(evil, run_cli, sma
     warning = [line for line in err.splitlines() if "idih256.pth" in line]
     assert len(warning) == 1 and "refused" in warning[0] and "zoo download idih256 --force" in warning[0]
     report = json.loads((tmp_path / "out" / "harmonize.json").read_text())
-    assert report["model"] == "lab-transfer"
+    assert report["model"] == "boundary-gain"
 
 
 @pytest.mark.parametrize("content, what", [(b"", "empty"), (b"PK\x03\x04broken", "damaged"),
@@ -165,12 +165,12 @@ def test_first_use_downloads_the_recommended_network_verifies_and_records_it(
 def test_auto_falls_back_fast_and_says_why(http_server, monkeypatch):
     with pytest.warns(UserWarning, match="HARMONIZE_OFFLINE"):
         h = Harmonizer()  # HARMONIZE_OFFLINE is set by the test set-up
-    assert h.model_name == "lab-transfer" and "HARMONIZE_OFFLINE" in h.notice
+    assert h.model_name == "boundary-gain" and "HARMONIZE_OFFLINE" in h.notice
     handler, base = http_server
     _mirror(monkeypatch, base)  # the mirror has nothing: HTTP 404
     with pytest.warns(UserWarning, match="could not be downloaded"):
         h = Harmonizer()
-    assert h.model_name == "lab-transfer" and "hrnet18s_idih256 could not be downloaded" in h.notice
+    assert h.model_name == "boundary-gain" and "hrnet18s_idih256 could not be downloaded" in h.notice
     assert handler.hits == ["hrnet18s_idih256.pth"]
 
 

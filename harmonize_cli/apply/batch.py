@@ -26,6 +26,7 @@ from ..limits import DEFAULT_MAX_PIXELS, image_size
 from ..outputs import Inputs, real_key, same_file
 from .imageio import format_for, output_suffix, read_image, read_mask, side_by_side, write_image
 from .pairing import find_pairs, output_path
+from .swapcheck import check_not_swapped
 from .pipeline import plan_threads, torch_threads
 
 REPORT_NAME = "harmonize.json"
@@ -100,6 +101,7 @@ class BatchReport:
             "device": self.model["device"],
             "network_size": self.model["network_size"],
             "notice": self.model["notice"],
+            "fallback": self.model.get("fallback"),  # the training-free model ``auto`` ran, or None
             "options": self.options,
             "summary": {**self.counts, "total": len(self.entries), "seconds": round(self.seconds, 3),
                         "stopped": self.interrupted},
@@ -135,7 +137,7 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
                      comparison: bool = False, workers: Optional[int] = None, harmonizer=None,
                      on_start: Optional[Callable[[int], None]] = None,
                      on_done: Optional[Callable[[Entry], None]] = None,
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> BatchReport:
+                     max_pixels: int = DEFAULT_MAX_PIXELS, swap_check: bool = True) -> BatchReport:
     """Harmonize COMPOSITES (a folder or a file) with their MASKS into the folder OUT.
 
     Returns the :class:`BatchReport` (also written to ``OUT/harmonize.json``, even when Ctrl-C
@@ -145,18 +147,20 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
     GPU), ``flip_tta``).
     ``on_start(n_to_do)`` and ``on_done(entry)`` report progress. ``max_pixels``: images (and
     masks) over this many pixels are refused from their header, never decoded (0: no limit).
+    ``swap_check``: refuse (UsageError) COMPOSITES and MASKS that look swapped (masks that are
+    colour photos, composites that are black-and-white masks; :mod:`.swapcheck`); False forces them.
     """
     started = time.perf_counter()
     out = Path(out)
     entries = plan_outputs(composites, masks, out, recursive=recursive, ext=ext, overwrite=overwrite,
-                           comparison=comparison, weights=weights)
+                           comparison=comparison, swap_check=swap_check, max_pixels=max_pixels, weights=weights)
     check_writable(out)
     harmonizer = harmonizer or make_harmonizer(model, weights, device, resolution, batch_size, flip_tta)
     options = {"composites": str(composites), "masks": str(masks), "out": str(out), "model": model,
                "weights": weights if weights is None or isinstance(weights, str) else str(weights),
                "device": device, "batch_size": harmonizer.batch_size, "resolution": resolution, "ext": ext,
                "quality": quality, "recursive": recursive, "overwrite": overwrite, "flip_tta": flip_tta,
-               "comparison": comparison, "max_pixels": max_pixels}
+               "comparison": comparison, "max_pixels": max_pixels, "swap_check": swap_check}
     report = BatchReport(out=out, entries=entries, model=harmonizer.describe(), options=options)
     _run(report, _Run(harmonizer, quality, comparison, workers, on_start, on_done, max_pixels), started,
          write_report=True)
@@ -165,11 +169,11 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
 
 def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None, device=None,
                    resolution: str = "auto", quality: int = 95, overwrite: bool = False, flip_tta: bool = False,
-                   harmonizer=None, max_pixels: int = DEFAULT_MAX_PIXELS) -> BatchReport:
+                   harmonizer=None, max_pixels: int = DEFAULT_MAX_PIXELS, swap_check: bool = True) -> BatchReport:
     """Harmonize one composite into the file ``output`` (its format from the extension).
 
     An existing ``output`` is skipped unless ``overwrite``; no report file is written (the
-    returned :class:`BatchReport` holds the one entry).
+    returned :class:`BatchReport` holds the one entry). ``swap_check``: as for :func:`harmonize_folder`.
     """
     from .imageio import IMAGE_EXTENSIONS
 
@@ -185,6 +189,9 @@ def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None
         raise UsageError(f"writing {output} would overwrite an input ({inputs.clash(output)})",
                          "choose another output file")
     entry = Entry(composite, mask, output, "given")
+    if swap_check:
+        check_not_swapped([(composite, mask)], max_pixels=max_pixels,
+                          usage="harmonize apply COMPOSITE MASK -o OUT")
     if output.exists() and not overwrite:
         entry.status, entry.reason = "skipped", "output exists (use --overwrite to replace it)"
     check_writable(output.parent)
@@ -192,7 +199,7 @@ def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None
     options = {"composites": str(composite), "masks": str(mask), "out": str(output), "model": model,
                "weights": weights if weights is None or isinstance(weights, str) else str(weights),
                "device": device, "resolution": resolution, "quality": quality, "overwrite": overwrite,
-               "flip_tta": flip_tta, "max_pixels": max_pixels}
+               "flip_tta": flip_tta, "max_pixels": max_pixels, "swap_check": swap_check}
     report = BatchReport(out=output.parent, entries=[entry], model=harmonizer.describe(), options=options)
     _run(report, _Run(harmonizer, quality, max_pixels=max_pixels), started, write_report=False)
     return report
@@ -228,8 +235,8 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
             entry.notes.append("alpha channel dropped: JPEG has none (use --ext png or webp)")
         write_image(entry.output, rgb, alpha, like=_like(job), quality=run.quality, fmt=fmt)
         if run.comparison:
-            write_image(_comparison_path(report.out, entry), side_by_side(job.rgb, rgb), None, gray=False,
-                        quality=min(run.quality, 90), fmt="JPEG")
+            write_image(_comparison_path(report.out, entry), comparison_image(job.rgb, rgb, info["model"]), None,
+                        gray=False, quality=min(run.quality, 90), fmt="JPEG")
 
     def on_result(entry, error, seconds, job):
         entry.seconds = seconds
@@ -288,6 +295,14 @@ def _like(job):
                      icc_profile=getattr(job.context, "icc_profile", None), exif=getattr(job.context, "exif", None))
 
 
+def comparison_image(composite, result, model: str, gap: int = 8):
+    """``--comparison``: composite | result side by side, each column titled."""
+    from ..labels import label_columns
+
+    return label_columns(side_by_side(composite, result, gap=gap), ["composite", f"harmonized ({model})"],
+                         column_width=composite.shape[1], gap=gap)
+
+
 def _comparison_path(out: Path, entry: Entry) -> Path:
     relative = Path(entry.output).relative_to(out)
     return out / COMPARISON_DIR / relative.with_suffix(".jpg")
@@ -304,8 +319,10 @@ def _reason(error: BaseException) -> str:
 
 
 def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = "same", overwrite: bool = False,
-                 comparison: bool = False, weights=None) -> List[Entry]:
-    """Pair the inputs, place the outputs, refuse unsafe OUT folders, mark skips and problems."""
+                 comparison: bool = False, swap_check: bool = False,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, weights=None) -> List[Entry]:
+    """Pair the inputs, place the outputs, refuse unsafe OUT folders (and, with ``swap_check``,
+    inputs that look swapped), mark skips and problems."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"OUT {out} exists and is not a folder", "give a folder for the results")
@@ -319,6 +336,8 @@ def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = 
         raise UsageError(f"no images found in {composites}",
                          "supported: .jpg .jpeg .png .webp .bmp .tif .tiff" + ("" if recursive else
                                                                               "; use --recursive for subfolders"))
+    if swap_check:
+        check_not_swapped([(pair.composite, pair.mask) for pair in pairs if pair.ok], max_pixels=max_pixels)
     inputs = Inputs().file(local_weights_file(weights), "--weights")
     for pair in pairs:
         inputs.file(pair.composite, "composite").file(pair.mask, "mask")

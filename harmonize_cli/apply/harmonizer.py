@@ -1,7 +1,7 @@
 """The Python API of ``harmonize apply``: one object that harmonizes images of any size.
 
 >>> from harmonize_cli import Harmonizer
->>> h = Harmonizer()                      # model="auto": best cached checkpoint, else lab-transfer
+>>> h = Harmonizer()                      # model="auto": best cached checkpoint, else boundary-gain
 >>> result = h(image, mask)               # numpy arrays or PIL images -> uint8 H x W x 3 (or x 4)
 >>> results = h.harmonize_batch(images, masks)
 
@@ -58,6 +58,7 @@ class Job:
     net_mask: Optional[np.ndarray] = None  # h x w
     prediction: Optional[np.ndarray] = None  # 3 x h x w float32 [0, 1]
     maps: Optional[tuple] = None  # PCT-Net: (1 x 12 x h x w parameters, 1 x 1 x h x w attention or None)
+    correction: Any = None  # auto: the fitted colour correction (see :meth:`Harmonizer.fit`)
     seconds: float = 0.0  # time spent on this job (prepare + its share of inference + finish)
     context: Any = None  # caller data (the CLI keeps file names and metadata here)
 
@@ -70,7 +71,8 @@ class Harmonizer:
     """Harmonize composites of any size with a model of the zoo.
 
     model: an architecture name, or "auto" (the best released checkpoint in the local cache, the
-        checkpoint given as ``weights`` with its architecture detected, else ``lab-transfer``).
+        checkpoint given as ``weights`` with its architecture detected, else the training-free
+        ``boundary-gain``).
     weights: a checkpoint (path, URL, registry name or state dict); default: the released one
         for ``model`` (downloaded on first use unless ``HARMONIZE_OFFLINE`` is set).
     device: "cpu", "cuda", "cuda:1", "mps" or None/"auto" (CUDA when available).
@@ -147,6 +149,7 @@ class Harmonizer:
             "batch_size": self.batch_size,
             "flip_tta": self.flip_tta,
             "notice": self.notice,
+            "fallback": self.model_name if self.model.fallback else None,
         }
 
     # ------------------------------------------------------------------------------ public API
@@ -239,28 +242,40 @@ class Harmonizer:
             image = torch.from_numpy(images).to(self.device, non_blocking=True)
             mask = torch.from_numpy(masks).to(self.device, non_blocking=True).unsqueeze(1)
             output = predict(self.runner, image, mask, normalization=self.model.normalization,
-                             divisor=self.divisor, flip_tta=self.flip_tta, peak=1.0)
+                             divisor=self.divisor, flip_tta=self.flip_tta, peak=1.0, weights=self._weights_label())
             return output.cpu().numpy()
 
     def _forward_maps(self, images: np.ndarray, masks: np.ndarray) -> list:
         """PCT-Net: the per-pixel transform maps at the network size (flip TTA averages them)."""
         import torch
 
-        from ..inference import normalise
+        from ..inference import normalise, require_finite
 
         with self._lock, torch.inference_mode():
             image = torch.from_numpy(images).to(self.device)
             mask = torch.from_numpy(masks).to(self.device).unsqueeze(1)
             normalised = normalise(image, self.model.normalization, peak=1.0)
             outputs = self.network(normalised, mask)
-            params, attention = outputs["params"], (outputs["attention"] if self.network.use_attn else None)
+            params = require_finite(outputs["params"], self._weights_label())
+            attention = outputs["attention"] if self.network.use_attn else None
             if self.flip_tta:
                 flipped = self.network(normalised.flip(3), mask.flip(3))
-                params = 0.5 * (params + flipped["params"].flip(3))
+                params = 0.5 * (params + require_finite(flipped["params"], self._weights_label()).flip(3))
                 if attention is not None:
                     attention = 0.5 * (attention + flipped["attention"].flip(3))
             params, attention = params.float().cpu(), None if attention is None else attention.float().cpu()
         return [(params[i:i + 1], None if attention is None else attention[i:i + 1]) for i in range(len(images))]
+
+    def _weights_label(self) -> str:
+        """The weights as an error names them: their file, else the model's label."""
+        return self.weights_path or self.model.label
+
+    def fit(self, job: Job) -> None:
+        """``auto`` (not PCT-Net): fit the job's colour correction from its prediction now, so that
+        a caller can inspect or change it (video smooths it over time) before :meth:`finish`."""
+        if (job.bbox is not None and job.maps is None and job.correction is None and job.prediction is not None
+                and self.resolution == "auto"):
+            job.correction = fit_correction(job.net_image, job.prediction, job.net_mask)
 
     def finish(self, job: Job) -> np.ndarray:
         """Carry the prediction to full resolution and blend it in (thread-safe, CPU)."""
@@ -276,12 +291,12 @@ class Harmonizer:
         elif self.resolution == "fixed":
             result = compose_fixed(job.rgb, job.mask, job.prediction, job.bbox)
         else:
-            correction = fit_correction(job.net_image, job.prediction, job.net_mask)
-            result = compose_auto(job.rgb, job.mask, correction, job.bbox)
+            self.fit(job)
+            result = compose_auto(job.rgb, job.mask, job.correction, job.bbox)
         if job.alpha is not None:
             result = np.concatenate((result, job.alpha[..., None]), axis=2)
         job.seconds += time.perf_counter() - started
-        job.net_image = job.net_mask = job.prediction = job.maps = None  # free memory early
+        job.net_image = job.net_mask = job.prediction = job.maps = job.correction = None  # free memory early
         return result
 
     # ------------------------------------------------------------------------------ pipeline

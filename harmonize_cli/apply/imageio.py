@@ -23,6 +23,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..limits import DEFAULT_MAX_PIXELS, open_image
 from ..errors import HarmonizeError
+from ..readback import check_image_file
 
 # suffix -> Pillow format name
 IMAGE_EXTENSIONS = {
@@ -36,6 +37,11 @@ OUTPUT_EXTENSIONS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 LOSSLESS_FORMATS = {"PNG", "BMP", "TIFF"}  # plus WebP written with quality 100
 _HAS_ALPHA = {"PNG", "WEBP", "TIFF", "BMP"}
 _ORIENTATION = 0x0112
+# a TIFF directory's tags that describe the photo, not its pixel layout (what is kept of it as EXIF):
+# ImageDescription, Make, Model, XResolution, YResolution, ResolutionUnit, Software, DateTime,
+# Artist, HostComputer, Copyright
+_TIFF_DESCRIPTIVE_TAGS = {270, 271, 272, 282, 283, 296, 305, 306, 315, 316, 33432}
+_EXIF_SUB_IFDS = {0x8769, 0x8825}  # the EXIF and GPS sub-directories
 
 
 
@@ -155,17 +161,38 @@ def read_image(path, max_pixels=DEFAULT_MAX_PIXELS) -> ImageData:
     image = _open(path, max_pixels)
     source_mode = image.mode
     rgb, alpha, gray, depth = _pil_to_arrays(image)
-    exif = None
+    return ImageData(rgb=np.ascontiguousarray(rgb), alpha=alpha, gray=gray, format=image.format, mode=source_mode,
+                     bit_depth=depth, icc_profile=image.info.get("icc_profile"), exif=_exif_of(image),
+                     pil_rgb=image if image.mode == "RGB" else None)
+
+
+def _exif_of(image) -> Optional[bytes]:
+    """The EXIF block to carry over to the result, orientation removed; None without one.
+
+    Only EXIF is carried: a TIFF's ``getexif()`` is the file's own image directory (size, bit
+    depth, photometric, strips), which written back as ``exif=`` contradicts the result's pixels
+    and makes it unreadable; of a TIFF only the descriptive tags and the EXIF/GPS sub-directories
+    are kept. Unreadable EXIF is dropped, not fatal.
+    """
+    from PIL import Image
+
     try:
         exif_data = image.getexif()
-        if len(exif_data):
-            exif_data.pop(_ORIENTATION, None)
-            exif = exif_data.tobytes()
+        if not len(exif_data):
+            return None
+        if image.format == "TIFF":
+            kept = Image.Exif()
+            for tag in _TIFF_DESCRIPTIVE_TAGS & set(exif_data):
+                kept[tag] = exif_data[tag]
+            for tag in _EXIF_SUB_IFDS & set(exif_data):
+                sub = exif_data.get_ifd(tag)
+                if sub:
+                    kept[tag] = dict(sub)
+            exif_data = kept
+        exif_data.pop(_ORIENTATION, None)
+        return exif_data.tobytes() if len(exif_data) else None
     except Exception:  # unreadable EXIF is dropped, not fatal
-        exif = None
-    return ImageData(rgb=np.ascontiguousarray(rgb), alpha=alpha, gray=gray, format=image.format, mode=source_mode,
-                     bit_depth=depth, icc_profile=image.info.get("icc_profile"), exif=exif,
-                     pil_rgb=image if image.mode == "RGB" else None)
+        return None
 
 
 def image_to_arrays(image):
@@ -380,6 +407,9 @@ def write_image(target, rgb, alpha=None, *, like: Optional[ImageData] = None, gr
     """Write a result atomically; the format comes from ``fmt`` or the target's suffix.
 
     ``like``: the decoded input, whose gray-ness, ICC profile and EXIF are carried over.
+    The written file is read back (header: format and size) before it replaces ``target``
+    (:mod:`harmonize_cli.readback`): a result that would not read back raises
+    :class:`~harmonize_cli.readback.UnreadableOutputError` and leaves nothing.
     """
     target = Path(target)
     fmt = fmt or format_for(target)
@@ -388,7 +418,8 @@ def write_image(target, rgb, alpha=None, *, like: Optional[ImageData] = None, gr
     data = encode_image(rgb, alpha, gray=gray, fmt=fmt, quality=quality,
                         icc_profile=like.icc_profile if like is not None else None,
                         exif=like.exif if like is not None else None)
-    atomic_write_bytes(target, data)
+    size = (rgb.shape[1], rgb.shape[0])
+    atomic_write_bytes(target, data, check=lambda tmp: check_image_file(tmp, size, fmt, name=target))
     return target
 
 

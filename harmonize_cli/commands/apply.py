@@ -58,8 +58,11 @@ errors.
 @click.option("--workers", default=None, type=click.IntRange(min=1),
               help="Decoding and encoding threads (default: up to 4 each with a GPU; on the CPU one pool of half the "
                    "cores plus one, the other half running the network).")
+@click.option("--allow-odd-masks", is_flag=True,
+              help="Run even when MASKS look like colour photos or COMPOSITES like black-and-white masks "
+                   "(by default refused as swapped arguments, exit 2).")
 def apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
-          overwrite, flip_tta, comparison, max_pixels, workers):
+          overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks):
     """Harmonize COMPOSITES (a folder or a file) with their MASKS (a folder or a file) into OUT.
 
     Inputs are never modified; every output is written atomically; background pixels (mask 0) are
@@ -84,7 +87,7 @@ def _apply(composites, masks, out, model, weights, device, batch_size, resolutio
     if composites.is_file() and _names_a_file(out):
         report = harmonize_file(composites, masks, out, model=model, weights=weights, device=device,
                                 resolution=resolution, quality=quality, overwrite=overwrite, flip_tta=flip_tta,
-                                max_pixels=max_pixels)
+                                max_pixels=max_pixels, swap_check=not allow_odd_masks)
         _summarise(report, single=True)
         if report.failed:
             raise HarmonizeError(f"{report.failed[0].composite}: {report.failed[0].reason}")
@@ -105,7 +108,8 @@ def _apply(composites, masks, out, model, weights, device, batch_size, resolutio
         report = harmonize_folder(composites, masks, out, model=model, weights=weights, device=device,
                                   resolution=resolution, batch_size=batch_size, ext=ext, quality=quality,
                                   recursive=recursive, overwrite=overwrite, flip_tta=flip_tta, comparison=comparison,
-                                  workers=workers, on_start=on_start, on_done=on_done, max_pixels=max_pixels)
+                                  workers=workers, on_start=on_start, on_done=on_done, max_pixels=max_pixels,
+                                  swap_check=not allow_odd_masks)
     _summarise(report)
     if report.report_error is not None:
         raise report.report_error
@@ -135,7 +139,9 @@ def _summarise(report, single: bool = False) -> None:
     if single:
         entry = entries[0]
         if entry.status == "done":
-            _say(f"{entry.composite} -> {entry.output} in {elapsed:.1f} s")
+            fallback = report.model.get("fallback")
+            how = f" by the training-free {fallback} fallback" if fallback else ""
+            _say(f"{entry.composite} -> {entry.output}{how} in {elapsed:.1f} s")
         elif entry.status == "skipped":
             _say(f"{entry.output} exists: skipped (use --overwrite to replace it)")
         return
@@ -147,7 +153,9 @@ def _summarise(report, single: bool = False) -> None:
     for entry in entries:
         for note in entry.notes:
             _say(f"{entry.composite}: {note}", style="yellow")
-    _say(f"{len(done)} harmonized, {len(skipped)} skipped, {len(failed)} failed in {elapsed:.1f} s "
+    fallback = report.model.get("fallback")
+    how = f" by the training-free {fallback} fallback (no network weights)" if fallback else ""
+    _say(f"{len(done)} harmonized{how}, {len(skipped)} skipped, {len(failed)} failed in {elapsed:.1f} s "
          f"({rate:.2f} img/s while processing) -> {out} (report: {report.report_path})")
 
 

@@ -32,13 +32,17 @@ def _split_subsets(values):
 def _psnr_peak(value):
     if value is None or str(value).strip().lower() in ("target", "max", "target_max", "auto"):
         return None
+    from ..evaluation.metrics import check_psnr_peak
+
     try:
         peak = float(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is neither 'target' nor a number", param_hint="--psnr-peak") from None
-    if peak <= 0:
-        raise click.BadParameter("the peak must be positive", param_hint="--psnr-peak")
-    return peak
+    try:
+        return check_psnr_peak(peak)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: the peak must be a positive finite number such as 255",
+                                 param_hint="--psnr-peak") from None
 
 
 @click.command("eval", epilog=EPILOG)

@@ -14,7 +14,7 @@ def model_options(function):
         click.option("--model", shell_complete=complete_models, default="auto", show_default=True,
                      help="Architecture (see `harmonize zoo list`), or auto: that of --weights, else the best "
                           "released checkpoint in the cache (downloaded on first use), else the training-free "
-                          "lab-transfer."),
+                          "boundary-gain."),
         click.option("--weights", shell_complete=complete_weights, default=None,
                      help="Checkpoint file, URL or released name; alone, its architecture is detected."),
         click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps."),

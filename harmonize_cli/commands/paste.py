@@ -71,8 +71,11 @@ class Task:
               help="Format of the results in a folder OUT (default png).")
 @quality_option
 @overwrite_option
+@click.option("--allow-odd-masks", is_flag=True,
+              help="Run even when --mask looks like a colour photo or OBJECT like a black-and-white mask "
+                   "(by default refused as swapped arguments, exit 2).")
 def paste(object_path, background, out, at, anchor, scale, height, mask, model, weights, device, resolution,
-          save_composite, ext, quality, overwrite):
+          save_composite, ext, quality, overwrite, allow_odd_masks):
     """Paste the cut-out OBJECT onto BACKGROUND and harmonize it into OUT.
 
     OBJECT is an image with transparency (a PNG from any background-removal tool), or any image
@@ -91,6 +94,11 @@ def paste(object_path, background, out, at, anchor, scale, height, mask, model, 
         parse_height(height)
     folder = object_path.is_dir()
     tasks = _plan(object_path, mask, out, background, folder, ext, save_composite, overwrite, weights)
+    if mask is not None and not allow_odd_masks:
+        from ..apply.swapcheck import check_not_swapped
+
+        check_not_swapped([(task.source, task.mask) for task in tasks],
+                          usage="harmonize paste OBJECT BACKGROUND --mask MASK -o OUT")
     backdrop = read_image(background)
     options = {"at": at, "anchor": anchor, "scale": scale, "height": height}
     state = {"harmonizer": None}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,19 @@ class DecodeError(Exception):
     """A file that exists but cannot be read as an image (message says why)."""
 
 
+def require_regular_file(path) -> None:
+    """Raise DecodeError unless ``path`` is a regular file (following links): opening a named
+    pipe (FIFO) or a device would block forever or never end. FileNotFoundError when missing."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else "not a file")
+        raise DecodeError(f"not a regular file: {kind}")
+
+
 def read_bytes(path) -> bytes:
+    require_regular_file(path)
     with open(path, "rb") as handle:
         return handle.read()
 
@@ -52,6 +65,8 @@ def read_bytes(path) -> bytes:
 def _open(source, max_pixels=DEFAULT_MAX_PIXELS) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        require_regular_file(source)  # a FIFO would block the open forever
     try:
         return open_image(source, max_pixels)
     except (FileNotFoundError, ImageTooLargeError):

@@ -215,11 +215,24 @@ def resolve_subsets(root, subsets=None) -> list[str]:
     return [name for name in available if name in chosen]  # canonical order, whatever was typed
 
 
-def scan(root, subsets=None, splits=SPLITS) -> list[SampleRef]:
+@dataclass(frozen=True)
+class BadLine:
+    """A list-file line that names no usable composite (e.g. without the ``_<k>`` suffix)."""
+
+    listing: Path
+    subset: str
+    split: str
+    name: str
+    reason: str
+
+
+def scan(root, subsets=None, splits=SPLITS, bad_lines: list | None = None) -> list[SampleRef]:
     """Every sample of the chosen subsets and splits, in list-file order.
 
     Raises DatasetError (naming the path) for a missing subset folder or list file and for an
-    empty split. File existence is *not* checked here (see :func:`missing_files`).
+    empty split. File existence is *not* checked here (see :func:`missing_files`). A line whose
+    name cannot be mapped to a mask is an error too, unless ``bad_lines`` is given: then it is
+    appended there as a :class:`BadLine` and the scan goes on.
     """
     root = Path(root)
     if isinstance(splits, str):
@@ -236,7 +249,10 @@ def scan(root, subsets=None, splits=SPLITS) -> list[SampleRef]:
                 try:
                     mask = resolve_mask(folder, name)
                 except ValueError as exc:
-                    raise DatasetError(f"bad line in {listing}: {exc}") from None
+                    if bad_lines is None:
+                        raise DatasetError(f"bad line in {listing}: {exc}") from None
+                    bad_lines.append(BadLine(listing, subset, split, name, str(exc)))
+                    continue
                 refs.append(
                     SampleRef(
                         subset=subset,
@@ -250,12 +266,14 @@ def scan(root, subsets=None, splits=SPLITS) -> list[SampleRef]:
     return refs
 
 
-def scan_available(root, subsets=None, splits=SPLITS) -> tuple[list[SampleRef], list[str]]:
+def scan_available(root, subsets=None, splits=SPLITS, bad_lines: list | None = None
+                   ) -> tuple[list[SampleRef], list[str]]:
     """Like :func:`scan`, but a split whose list file is missing or empty is left out.
 
     Returns ``(refs, notes)``: one note per split left out (evaluation sets often have only a
     test list). A subset with none of the chosen splits is still an error (naming the list
-    file expected), and so is a folder with several list files for one split.
+    file expected), and so is a folder with several list files for one split. ``bad_lines``:
+    see :func:`scan`.
     """
     root = Path(root)
     if isinstance(splits, str):
@@ -285,7 +303,7 @@ def scan_available(root, subsets=None, splits=SPLITS) -> tuple[list[SampleRef], 
             )
         for split, reason in absent:
             notes.append(f"{subset}: {reason}; its {split} split is left out")
-        refs.extend(scan(root, [subset], splits=found))
+        refs.extend(scan(root, [subset], splits=found, bad_lines=bad_lines))
     return refs, notes
 
 

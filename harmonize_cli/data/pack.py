@@ -49,6 +49,7 @@ from .packfile import (
     remove_stale_parts,
     write_samples,
     write_table,
+    writing,
 )
 from .packreport import (
     PackReport,
@@ -56,6 +57,7 @@ from .packreport import (
     Problems,
     fail_strict,
     fill_up_to_date,
+    listing_notes,
     report_path_for,
     size_problem,
     write_report,
@@ -206,13 +208,15 @@ def pack_dataset(
     notice = on_notice or (lambda message: None)
     progress = on_progress or (lambda phase, done, total: None)
 
+    bad_lines: list = []
     if video:
         chosen = hyoutube.resolve_subsets(root, subsets)
         refs, notes, clip_problems = hyoutube.scan_available(root, splits)
     else:
         chosen = layout.resolve_subsets(root, subsets)
-        refs, notes = layout.scan_available(root, chosen, splits)
+        refs, notes = layout.scan_available(root, chosen, splits, bad_lines=bad_lines)
         clip_problems = []
+    notes = notes + listing_notes(refs)
     for note in notes:
         notice(note)
     options = {
@@ -264,6 +268,9 @@ def pack_dataset(
         notice(f"removed {part.name}, left by an interrupted run")
 
     problems = Problems(chosen)
+    for line in bad_lines:  # a problem of that line; the rest is packed
+        ref = layout.SampleRef(line.subset, line.split, line.name, line.listing, line.listing, line.listing)
+        problems.add(line.listing, f"bad line {line.name!r}: {line.reason}", ref)
     for clip_problem in clip_problems:  # a listed clip without frames: reported, the others go on
         problems.add(clip_problem.path, clip_problem.reason, clip_problem)
     workers = _resolve_workers(workers)
@@ -308,9 +315,10 @@ def pack_dataset(
             fail_strict(report, problems, report_path, started)
         if not valid:
             report.problems = problems.list()
-            report.skipped = len(refs)
+            report.skipped = len(refs) + len(bad_lines)
             write_report(report, report_path, started)
-            raise DatasetError(f"no usable samples under {root}", f"all {len(refs)} were bad; see {report_path}")
+            raise DatasetError(f"no usable samples under {root}",
+                               f"all {len(refs) + len(bad_lines)} were bad; see {report_path}")
 
         # ---------------------------------------------------------------- plan the heaps
         tables = {kind: OrderedDict() for kind in KINDS}  # path -> row
@@ -346,13 +354,11 @@ def pack_dataset(
         check_disk_space(output, plan, storage)
 
         # ---------------------------------------------------------------- pass 2: pack
-        import h5py
-
         store_pixels = storage in ("pixels", "both")
         store_encoded = storage in ("encoded", "both")
         decode_errors = {}  # (kind, row) -> reason
         fg_ratio = np.zeros(len(tables["mask"]), dtype=np.float32)
-        with h5py.File(tmp, "w") as handle:
+        with writing(tmp, output) as handle:
             handle.attrs["format"] = FORMAT
             handle.attrs["format_version"] = FORMAT_VERSION
             handle.attrs["complete"] = False
@@ -440,7 +446,7 @@ def pack_dataset(
 
             report.counts = counts
             report.problems = problems.list()
-            report.skipped = len(refs) - len(keep)
+            report.skipped = len(refs) + len(bad_lines) - len(keep)
             report.resized = int(resized_flags.sum())
             handle.attrs.update(
                 {
@@ -462,8 +468,7 @@ def pack_dataset(
                 }
             )
             handle.attrs["complete"] = True  # last: a file without it is never read
-        with open(tmp, "rb+") as raw:
-            os.fsync(raw.fileno())
+        # closed and flushed to disk by ``writing``; a failed write is one line, the .part removed
         interrupts.check()  # a signal swallowed on the way must not publish the file
         os.replace(tmp, output)
         ok = True

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import HarmonizeError
 from . import imageio
 from .layout import DatasetError
 
@@ -59,8 +61,30 @@ def estimate_bytes(plan, storage) -> int:
     return total
 
 
+def _file_size_limit() -> int | None:
+    """The process's file size limit (``ulimit -f``, RLIMIT_FSIZE) in bytes; None: unlimited."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    except (ImportError, OSError, ValueError, AttributeError):
+        return None
+    return None if soft == resource.RLIM_INFINITY or soft < 0 else int(soft)
+
+
+def _amount(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB" if size >= 1 << 20 else f"{size / 1024:.0f} KiB"
+
+
 def check_disk_space(output: Path, plan, storage) -> None:
     need = estimate_bytes(plan, storage)
+    limit = _file_size_limit()
+    if limit is not None and need > limit:
+        raise DatasetError(
+            f"{output} would be about {_amount(need)}, over this process's file size limit "
+            f"of {_amount(limit)} (ulimit -f)",
+            "raise the limit (ulimit -f unlimited) or pack fewer subsets",
+        )
     try:
         free = shutil.disk_usage(output.parent).free
     except OSError:
@@ -74,6 +98,66 @@ def check_disk_space(output: Path, plan, storage) -> None:
             f"not enough disk space for {output}: about {need / gib:.1f} GiB needed, {free / gib:.1f} GiB free",
             hint,
         )
+
+
+@contextmanager
+def writing(tmp: Path, output: Path):
+    """``h5py.File(tmp, "w")``, closed and flushed to disk at the end; a write that fails (a full
+    disk, ``ulimit -f``, a quota, an I/O error), there or while closing, is one
+    :class:`DatasetError` naming ``output``. A file whose writes failed is closed without writing
+    anything more (HDF5 would otherwise retry its flush at exit and may crash the process); the
+    caller removes ``tmp``."""
+    import h5py
+
+    try:
+        handle = h5py.File(tmp, "w")
+    except (OSError, RuntimeError) as exc:
+        raise _write_error(output, exc) from None
+    try:
+        yield handle
+    except BaseException as exc:
+        _discard(handle)
+        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, HarmonizeError):
+            raise _write_error(output, exc) from None
+        raise
+    try:
+        handle.close()
+        with open(tmp, "rb+") as raw:
+            os.fsync(raw.fileno())
+    except (OSError, RuntimeError) as exc:
+        _discard(handle)
+        raise _write_error(output, exc) from None
+
+
+def _discard(handle) -> None:
+    """Close an HDF5 file without writing to it again: its descriptor is pointed at /dev/null first."""
+    try:
+        if handle.id.valid:
+            descriptor = handle.id.get_vfd_handle()
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, int(descriptor))
+            finally:
+                os.close(null)
+    except Exception:  # noqa: BLE001 - best effort; the close below is what matters
+        pass
+    try:
+        handle.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _write_error(output: Path, exc: BaseException) -> DatasetError:
+    text = str(exc)
+    found = re.search(r"error message = '([^']+)'", text)
+    number = getattr(exc, "errno", None)
+    reason = found.group(1) if found else (os.strerror(number) if isinstance(number, int) else
+                                           (text.splitlines()[0][:160] if text else type(exc).__name__))
+    return DatasetError(
+        f"cannot write {output}: {reason}",
+        "free disk space (or raise the file size limit, ulimit -f) or choose another location with -o; "
+        "no partial file is left",
+    )
 
 
 def append_encoded(state, row, result):

@@ -79,6 +79,37 @@ def fill_up_to_date(report: PackReport, attrs: dict, notes, started: float) -> N
     report.seconds = time.perf_counter() - started
 
 
+def listing_notes(refs, examples: int = 3) -> list:
+    """Notes on list files that pack without error but are probably mistakes: a composite listed
+    twice in one split (packed twice, so it counts double in training) and a composite listed for
+    both train and test (a test image seen in training). Each note gives the count and the first
+    ``examples`` names."""
+    seen, duplicates, by_split = set(), OrderedDict(), {}
+    for ref in refs:
+        key = (ref.subset, ref.split, ref.name)
+        if key in seen:
+            duplicates.setdefault((ref.subset, ref.split), []).append(ref.name)
+        seen.add(key)
+        by_split.setdefault((ref.subset, ref.split), []).append(ref.name)
+    notes = []
+    for (subset, split), names in duplicates.items():
+        notes.append(f"{subset}: {len(names)} duplicate line(s) in the {split} list, packed as often as listed "
+                     f"({_first(names, examples)})")
+    subsets = list(OrderedDict.fromkeys(ref.subset for ref in refs))
+    for subset in subsets:
+        test = set(by_split.get((subset, "test"), ()))
+        both = list(OrderedDict.fromkeys(n for n in by_split.get((subset, "train"), ()) if n in test))
+        if both:
+            notes.append(f"{subset}: {len(both)} composite(s) listed for both train and test: test images are "
+                         f"trained on ({_first(both, examples)})")
+    return notes
+
+
+def _first(names, count) -> str:
+    shown = ", ".join(names[:count])
+    return f"first: {shown}" + (f", and {len(names) - count} more" if len(names) > count else "")
+
+
 def report_path_for(output) -> Path:
     output = Path(output)
     return output.with_name(output.stem + ".report.json")

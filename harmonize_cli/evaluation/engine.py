@@ -37,13 +37,14 @@ import torch
 
 from .. import console
 from ..data.transforms import denormalize
-from ..errors import UsageError
+from ..errors import HarmonizeError, UsageError
 from ..inference import normalization_of, pad_divisor, predict
 from ..inference_opt import optimize_for_inference
 from .metrics import (
     FG_RATIO_RANGES,
     METRIC_NAMES,
     MetricSums,
+    check_psnr_peak,
     fg_ratio,
     fg_ratio_bins,
     image_metrics,
@@ -276,6 +277,10 @@ def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, devi
     single, entries = _entries(models_or_model, labels, weights)
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
+    try:
+        psnr_peak = check_psnr_peak(psnr_peak)
+    except ValueError as exc:
+        raise UsageError(str(exc), "pass a positive number such as 255, or None for each target's maximum") from None
 
     if isinstance(dataset, (str, os.PathLike)):
         dataset = open_test_set(dataset, resize=resize or "fixed256", subsets=subsets)
@@ -304,6 +309,12 @@ def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, devi
         for item in prepared:
             item.restore()
 
+    if skipped and len(skipped) >= len(dataset):
+        first = skipped[0]
+        raise HarmonizeError(
+            f"none of the {len(dataset)} test image(s) could be read; first: "
+            f"{first['subset']}/{first['name']}: {first['error']}",
+            "the dataset file is damaged: rebuild it with harmonize prepare --root SOURCE -o FILE --force")
     subset_order = list(getattr(dataset, "subset_names", None) or [])
     results = [_result(item, subset_order, resize, psnr_peak, flip_tta, skipped, device, seconds)
                for item in prepared]
@@ -403,7 +414,7 @@ def _evaluate_group(prepared, group, device, flip_tta, psnr_peak, save_root, wri
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         pred = predict(item.runner, image, mask, normalization=item.normalization, divisor=item.divisor,
-                       flip_tta=flip_tta, peak=255.0, low_size=item.low_size)
+                       flip_tta=flip_tta, peak=255.0, low_size=item.low_size, weights=item.weights or item.label)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         elapsed = time.perf_counter() - start
@@ -442,9 +453,11 @@ def _save_png(path: Path, array) -> None:
     from PIL import Image
 
     from ..atomic import atomic_path
+    from ..readback import check_image_file
 
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
+        check_image_file(tmp, (array.shape[1], array.shape[0]), "PNG", name=path)
 
 
 def _result(item: _Prepared, subset_order, resize, psnr_peak, flip_tta, skipped, device, seconds) -> EvalResult:

@@ -15,6 +15,8 @@ include both ends, so an image at exactly 5 % or 15 % counts in both neighbourin
 
 from __future__ import annotations
 
+import math
+
 from typing import Dict, List, Optional
 
 import torch
@@ -65,6 +67,17 @@ def fmse(pred, target, mask) -> torch.Tensor:
         raise ValueError(f"mask {tuple(mask.shape)} does not fit images {tuple(squared.shape)}")
     weighted = (mask * squared).sum(dim=(1, 2, 3))
     return weighted / (squared.shape[1] * mask.sum(dim=(1, 2, 3)) + EPSILON)
+
+
+def check_psnr_peak(peak) -> Optional[float]:
+    """``peak`` as a float (None: each target's maximum); a non-finite or non-positive peak, which
+    would make every PSNR NaN or meaningless, raises ``ValueError``."""
+    if peak is None:
+        return None
+    value = float(peak)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"the PSNR peak must be a positive finite number, not {peak!r}")
+    return value
 
 
 def psnr(pred, target, peak: Optional[float] = None) -> torch.Tensor:

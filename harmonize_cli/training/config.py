@@ -261,6 +261,7 @@ class TrainConfig:
             values["vgg_weights"] = None
         config = TrainConfig(**values)
         config.validate()
+        check_against_architecture(spec, config)
         return config
 
     def validate(self) -> None:
@@ -301,8 +302,23 @@ class TrainConfig:
                 bad(f"{name} must be 0 or more, got {value}")
         if self.train_subsets is not None and not self.train_subsets:  # names are checked against the data
             bad("no training subsets", f"e.g. {', '.join(ALL_SUBSETS)}, or the subsets of your own data")
-        if len(self.betas) != 2:
-            bad(f"betas must hold two numbers, got {self.betas}")
+        if len(self.betas) != 2 or not all(_finite(b) and 0 <= b < 1 for b in self.betas):
+            bad(f"betas must be two numbers in [0, 1), got {self.betas}", "the default is [0.9, 0.999]")
+        if not (_finite(self.eps) and self.eps > 0):
+            bad(f"eps must be a positive number, got {self.eps}", "the default is 1e-8")
+        if not (_finite(self.gamma) and 0 < self.gamma <= 1):
+            bad(f"gamma must be in (0, 1], got {self.gamma}", "the factor of each learning-rate step; default 0.1")
+        if self.init_magnitude is not None and not (_finite(self.init_magnitude) and self.init_magnitude > 0):
+            bad(f"init_magnitude must be a positive number, got {self.init_magnitude}",
+                "leave it out for the recipe's value")
+        if self.min_area is not None and not (_finite(self.min_area) and self.min_area > 0):
+            bad(f"--min-area must be a positive number of pixels, got {self.min_area}", "the recipe uses 100")
+        if not (_finite(self.keep_background_prob) and 0 <= self.keep_background_prob <= 1):
+            bad(f"keep_background_prob must be in [0, 1], got {self.keep_background_prob}")
+        if self.val_batch_size is not None and self.val_batch_size < 1:
+            bad(f"val_batch_size must be at least 1, got {self.val_batch_size}")
+        if self.seed is not None and not 0 <= self.seed < 2 ** 63:
+            bad(f"--seed must be in 0 .. 2**63 - 1, got {self.seed}")
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict:
@@ -324,7 +340,12 @@ class TrainConfig:
         converted = {}
         for key, value in flat.items():
             converted[key] = _coerce(known[key], value, source)
-        return cls(**converted)
+        config = cls(**converted)
+        try:
+            config.validate()  # ranges too, when it is read: nothing unchecked reaches torch
+        except UsageError as exc:
+            raise UsageError(f"{source}: {exc.message}", exc.hint) from None
+        return config
 
     def to_toml(self) -> str:
         return dumps_toml(self.to_dict(), header=_TOML_HEADER)
@@ -377,7 +398,10 @@ def _coerce(spec: dataclasses.Field, value: Any, source: str):
         if isinstance(default, list) or annotation in ("list", "Optional[list]"):
             if not isinstance(value, list):
                 raise TypeError
-            return list(value)
+            item = _LIST_ITEMS.get(spec.name)
+            if item is not None and not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+                raise TypeError
+            return [float(v) for v in value] if item == (int, float) else list(value)
         if "float" in annotation or kind is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError
@@ -391,9 +415,41 @@ def _coerce(spec: dataclasses.Field, value: Any, source: str):
                 raise TypeError
             return value
     except TypeError:
-        raise UsageError(f"{source}: {spec.name} = {value!r} has the wrong type",
-                         f"expected {annotation.replace('Optional[', '').rstrip(']')}") from None
+        expected = annotation.replace('Optional[', '').rstrip(']')
+        if spec.name in _LIST_ITEMS:
+            expected = _LIST_WORDS[spec.name]
+        raise UsageError(f"{source}: {spec.name} = {value!r} has the wrong type", f"expected {expected}") from None
     return value
+
+
+# the element types of list settings, checked when a configuration is read
+_LIST_ITEMS = {"betas": (int, float), "milestones": int, "train_subsets": str, "val_subsets": str}
+_LIST_WORDS = {"betas": "a list of two numbers", "milestones": "a list of epochs (integers)",
+               "train_subsets": "a list of subset names", "val_subsets": "a list of subset names"}
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_against_architecture(spec, config: "TrainConfig") -> None:
+    """What the network itself needs, checked before any work (UsageError, one line): crops whose
+    sides it can run at (multiples of its ``size_divisor``: an iDIH encodes down to 2 x 2 pixels),
+    and at least two samples per batch when it has batch norms (training statistics of one sample
+    are undefined). The network is built on the meta device: no memory, no weights."""
+    import torch
+
+    with torch.device("meta"):
+        network = spec.build()
+    divisor = int(getattr(network, "size_divisor", 1) or 1)
+    if config.crop is not None and config.crop % divisor:
+        fits = max(divisor, (config.crop // divisor) * divisor)
+        raise UsageError(f"--crop {config.crop} does not fit {spec.name}: its inputs must be multiples of "
+                         f"{divisor} pixels", f"use --crop {fits}" + (f" or {fits + divisor}" if fits > divisor else ""))
+    has_batch_norm = any(isinstance(module, torch.nn.modules.batchnorm._BatchNorm) for module in network.modules())
+    if has_batch_norm and config.batch_size < 2:
+        raise UsageError(f"--batch-size {config.batch_size} cannot train {spec.name}: its batch norms need at "
+                         "least 2 samples per batch", "use --batch-size 2 or more (the recipe uses 16)")
 
 
 _TOML_HEADER = (

@@ -39,7 +39,7 @@ from .config import TrainConfig
 from .outcome import TrainingError, TrainingInterrupted, TrainResult
 from .preflight import check_backbone, check_vgg, preflight
 from .runlog import (RunLog, append_metrics, best_text, log_epoch, open_tensorboard, rewrite_metrics, save_grid,
-                     start_lines)
+                     start_lines, write_curves)
 from .rundir import CONFIG_FILE, LOG_FILE, clear_run_files, is_run_folder, mark_run, resume_command
 from .runtime import StopFlag, make_grad_scaler, resolve_amp
 from .seeding import (SeededEpochDataset, apply_determinism, derive_seed, determinism_flags, epoch_loader,
@@ -346,6 +346,8 @@ class Trainer:
             written = parts.saver.save_epoch(self._checkpoint(parts, record["epoch"]), record["epoch"],
                                              record["best"])
             append_metrics(self.run_dir, record)
+            if self.tb is None:  # no TensorBoard: the curves as a picture beside metrics.jsonl
+                write_curves(self.run_dir, self.metrics)
             self._log_epoch(record, written)
         distributed.barrier()
 

@@ -32,7 +32,7 @@ def preflight(config: TrainConfig, *, resuming: bool, overwrite: bool) -> dict:
         info["vgg"] = check_vgg(config)
         if config.init and not resuming:
             info["init"] = check_init(spec, config)
-    except HarmonizeError:
+    except BaseException:  # a failed check (or a path the system refuses) leaves no run folder
         remove_if_created(created)
         raise
     return info

@@ -23,7 +23,8 @@ METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "train.log"
 IMAGES_DIR = "images"
 TB_DIR = "tb"
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, LOG_FILE, LAST, BEST)
+CURVES_FILE = "curves.png"  # loss and validation curves, drawn when TensorBoard is not there
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, LOG_FILE, LAST, BEST, CURVES_FILE)
 RUN_MARKER = ".harmonize-run.json"
 RUN_FORMAT = "harmonize-run-1"
 # what a run writes, as patterns relative to its folder (the marker lists them; nothing else is removed)

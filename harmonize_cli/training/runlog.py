@@ -1,5 +1,6 @@
 """What a run reports while it trains: ``train.log`` (human-readable), ``metrics.jsonl`` (one JSON
-object per epoch), TensorBoard scalars (when TensorBoard is installed) and PNG image grids."""
+object per epoch), TensorBoard scalars (when TensorBoard is installed; else ``curves.png``) and
+PNG image grids with titled columns."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import torch
 
 from .. import __version__, console
 from ..atomic import atomic_path, atomic_write_text
-from .rundir import IMAGES_DIR, METRICS_FILE, TB_DIR
+from .rundir import CURVES_FILE, IMAGES_DIR, METRICS_FILE, TB_DIR
 from .runtime import amp_text
 
+GRID_COLUMNS = ("composite", "mask", "prediction", "target")
 TENSORBOARD_MISSING = ("tensorboard = true, but TensorBoard is not installed: no TensorBoard events "
                        "(pip install tensorboard, or --no-tensorboard to silence this)")
 
@@ -81,11 +83,12 @@ def log_epoch(tb, epoch_number: int, train_loss: float, lr: float, val: Optional
 
 def save_grid(run_dir: Path, epoch: int, global_step: int, image, mask, prediction, target,
               normalization=None) -> Path:
-    """``images/epochEEE_stepSSSSSSS.png``: composite | mask | prediction | target, up to 4 rows
-    (``normalization``: the network's input normalisation, default ImageNet's)."""
+    """``images/epochEEE_stepSSSSSSS.png``: composite | mask | prediction | target, up to 4 rows,
+    the columns titled (``normalization``: the network's input normalisation, default ImageNet's)."""
     from PIL import Image
 
     from ..choices import IMAGENET_NORMALIZATION
+    from ..labels import label_columns
 
     norm = normalization or IMAGENET_NORMALIZATION
     mean = torch.tensor(norm["mean"], dtype=torch.float32).view(3, 1, 1)
@@ -104,9 +107,25 @@ def save_grid(run_dir: Path, epoch: int, global_step: int, image, mask, predicti
                      denormalize(target[i].float().cpu())]
             rows.append(torch.cat(tiles, dim=2))
         grid = torch.cat(rows, dim=1).clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    grid = label_columns(grid, GRID_COLUMNS, column_width=image.shape[-1])
     path = run_dir / IMAGES_DIR / f"epoch{epoch + 1:03d}_step{global_step:07d}.png"
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(grid)).save(tmp, format="PNG")
+    return path
+
+
+def write_curves(run_dir: Path, records: list) -> Optional[Path]:
+    """``RUN/curves.png`` from the epochs' records (written when TensorBoard is not there)."""
+    from PIL import Image
+
+    from .curves import draw_curves
+
+    picture = draw_curves(records)
+    if picture is None:
+        return None
+    path = run_dir / CURVES_FILE
+    with atomic_path(path) as tmp:
+        Image.fromarray(picture).save(tmp, format="PNG")
     return path
 
 

@@ -170,6 +170,10 @@ ARCHITECTURES = [
     ArchSpec(name="lab-transfer", builder="harmonize_cli.models.baselines:LabTransfer", params={}, input_size=None,
              family="baseline", num_params=0,
              description="moves the foreground's Lab mean and std to the background's (no weights)"),
+    ArchSpec(name="boundary-gain", builder="harmonize_cli.models.baselines:BoundaryGain", params={}, input_size=None,
+             family="baseline", num_params=0,
+             description="a per-channel gain in linear light read across the mask's edge where all its "
+                         "sides agree (no weights; the offline default)"),
 ]
 
 _BY_NAME = {spec.name: spec for spec in ARCHITECTURES}

@@ -3,7 +3,7 @@
 ``apply``, ``eval``, ``export``, the :class:`~harmonize_cli.apply.Harmonizer` and the Python API
 all call it, so a name or checkpoint means the same network everywhere, with the same errors.
 
->>> resolved = resolve("auto")                             # best cached release, else lab-transfer
+>>> resolved = resolve("auto")                             # best cached release, else boundary-gain
 >>> resolved = resolve(weights="runs/x/best.pth")          # architecture detected
 >>> resolved = resolve("idih", weights="idih256.pth")      # a mismatch names both architectures
 >>> resolved.network, resolved.name, resolved.source, resolved.sha256, resolved.normalization
@@ -23,7 +23,7 @@ from typing import Mapping, Optional
 from .. import console
 from ..errors import HarmonizeError, UsageError, WeightsError
 
-FALLBACK_MODEL = "lab-transfer"
+FALLBACK_MODEL = "boundary-gain"  # training-free; benchmarks/fallback_quality.py
 RECOMMENDED_WEIGHTS = "hrnet18s_idih256"
 
 
@@ -44,6 +44,7 @@ class ResolvedModel:
     source: Optional[str] = None  # path, URL or registry name the weights came from; None: no weights
     path: Optional[Path] = None  # the local file of the weights, when there is one
     notice: Optional[str] = None  # a one-line note for the user (e.g. the training-free fallback)
+    fallback: bool = False  # ``auto`` found no network and runs the training-free FALLBACK_MODEL
     _sha256: Optional[str] = field(default=None, repr=False)
     _label: Optional[str] = field(default=None, repr=False)
 
@@ -99,7 +100,7 @@ def resolve(model: Optional[str] = "auto", weights=None, *, device=None, eval_mo
 
     - ``auto`` + weights: the checkpoint's architecture is detected.
     - ``auto`` alone: the best verified released checkpoint in the local cache, else the
-      recommended one (``hrnet18s_idih256``) downloaded now, else ``lab-transfer`` with a notice
+      recommended one (``hrnet18s_idih256``) downloaded now, else ``boundary-gain`` with a notice
       saying why (offline, or the download failed). A bad cached file is reported in one line.
     - a network name alone: its released checkpoint (downloaded on first use unless offline).
     - a name + weights: the checkpoint must have that architecture's layout; otherwise one
@@ -124,7 +125,7 @@ def resolve(model: Optional[str] = "auto", weights=None, *, device=None, eval_mo
 
 def _resolve_auto(weights) -> ResolvedModel:
     """``auto``: the checkpoint's own architecture; else the best verified release in the cache;
-    else the recommended release, downloaded now; else lab-transfer, saying why."""
+    else the recommended release, downloaded now; else the training-free fallback, saying why."""
     from . import HARMONIZATION_WEIGHTS, cached, create_model, detect_arch, fetch, get_arch, get_weights
     from .pretrained import offline
 
@@ -149,7 +150,7 @@ def _resolve_auto(weights) -> ResolvedModel:
         except HarmonizeError as exc:
             reason = f"{RECOMMENDED_WEIGHTS} could not be downloaded ({exc.message})"
     spec = get_arch(FALLBACK_MODEL)
-    return ResolvedModel(spec=spec, network=create_model(spec.name), notice=fallback_notice(reason))
+    return ResolvedModel(spec=spec, network=create_model(spec.name), notice=fallback_notice(reason), fallback=True)
 
 
 def _build_released(released, path) -> ResolvedModel:

@@ -58,13 +58,25 @@ def _manifest_path(folder: Path) -> Path:
     return Path(folder) / MANIFEST_NAME
 
 
+def _valid_entry(name, entry) -> bool:
+    """A manifest entry as :func:`record` writes it: sha256 (64 hex digits), size and mtime_ns
+    (non-negative integers)."""
+    def count(value):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    digest = entry.get("sha256") if isinstance(entry, dict) else None
+    return (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest.lower())
+            and count(entry.get("size")) and count(entry.get("mtime_ns")))
+
+
 def read_manifest(folder) -> dict:
-    path = _manifest_path(folder)
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    """The cache's verified files; a damaged entry is left out (that file counts as never
+    verified, and is verified again before use), with one warning."""
+    from ..jsonstore import read_entries
+
+    entries = read_entries(_manifest_path(folder), _valid_entry, "weights manifest entr(ies)",
+                           "those files are verified again before use")
+    return entries or {}
 
 
 def record(path, digest: str, source: str) -> None:

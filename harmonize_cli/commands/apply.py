@@ -72,7 +72,7 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
     try:
         with interrupts.handled() as caught:  # SIGTERM as Ctrl-C: the report is written, exit 143
             _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
-                   overwrite, flip_tta, comparison, max_pixels, workers)
+                   overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks)
     except KeyboardInterrupt:
         raise interrupts.Interrupted(getattr(caught, "signum", None) or signal.SIGINT,
                                      "interrupted ({signal}); finished results are kept, no partial file is left "
@@ -80,7 +80,7 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
 
 
 def _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
-           overwrite, flip_tta, comparison, max_pixels, workers):
+           overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks):
     from ..apply.batch import harmonize_file, harmonize_folder
     from ..errors import HarmonizeError, UsageError
 

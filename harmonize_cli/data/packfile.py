@@ -6,6 +6,7 @@ writing and :mod:`harmonize_cli.data.dataset` reads it back.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from contextlib import contextmanager

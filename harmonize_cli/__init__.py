@@ -6,11 +6,12 @@ checkpoints unchanged.
 
 >>> from harmonize_cli import zoo
 >>> model = zoo.create_model("idih")
+>>> from harmonize_cli import Harmonizer, harmonize_folder
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "zoo", "Harmonizer", "harmonize_video"]
+__all__ = ["__version__", "zoo", "Harmonizer", "harmonize_folder", "harmonize_file", "harmonize_video"]
 
 
 def __getattr__(name):  # lazy imports keep `harmonize --help` fast
@@ -20,6 +21,8 @@ def __getattr__(name):  # lazy imports keep `harmonize --help` fast
         return importlib.import_module(f"{__name__}.zoo")
     if name == "Harmonizer":
         return importlib.import_module(f"{__name__}.apply.harmonizer").Harmonizer
+    if name in ("harmonize_folder", "harmonize_file"):  # what `harmonize apply` does
+        return getattr(importlib.import_module(f"{__name__}.apply.batch"), name)
     if name == "harmonize_video":
         return importlib.import_module(f"{__name__}.video.driver").harmonize_video
     raise AttributeError(f"module 'harmonize_cli' has no attribute {name!r}")

@@ -17,6 +17,7 @@ import click
 
 from . import __version__, console, interrupts
 from .errors import HarmonizeError
+from .suggest import SuggestingGroup
 
 # name -> "module:attribute" (relative to harmonize_cli.commands)
 COMMANDS = {
@@ -54,7 +55,7 @@ class RichCommand(click.Command):
     context_class = RichContext
 
 
-class LazyGroup(click.Group):
+class LazyGroup(SuggestingGroup):
     """A click group whose subcommands are imported on first use."""
 
     context_class = RichContext

@@ -43,7 +43,7 @@ def is_quiet() -> bool:
 def info(message: str) -> None:
     """A progress or status line (hidden by ``--quiet``)."""
     if _state["level"] >= NORMAL:
-        err_console.print(message)
+        err_console.print(message, soft_wrap=True)  # never wrapped here: URLs and paths stay whole
 
 
 def debug(message: str) -> None:

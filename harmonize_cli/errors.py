@@ -25,5 +25,12 @@ class WeightsError(HarmonizeError):
     """A checkpoint that cannot be read or does not fit the architecture."""
 
 
+class MissingWeightsError(WeightsError, UsageError):
+    """A weights file or checkpoint named on the command line that does not exist: a usage
+    error (exit 2), still a WeightsError for code that catches those."""
+
+    exit_code = 2
+
+
 class DownloadError(HarmonizeError):
     """A file could not be downloaded (offline, HTTP error, bad checksum)."""

@@ -125,14 +125,22 @@ def default_dataset(explicit=None) -> Path:
 
     Raises a UsageError that says how to get one when none is known.
     """
+    return dataset_and_origin(explicit)[0]
+
+
+def dataset_and_origin(explicit=None, option: str = "--data"):
+    """``(the dataset to use, where that choice came from)``, as :func:`default_dataset` picks it;
+    the origin is what a command's header prints: ``"--data"``, ``"$HARMONIZE_DATA"`` or
+    ``"the default set by `harmonize prepare` in <settings file>"``."""
     if explicit:
-        return Path(explicit)
+        return Path(explicit), option
     from_env = os.environ.get("HARMONIZE_DATA")
     if from_env:
-        return Path(from_env)
+        return Path(from_env), "$HARMONIZE_DATA"
     remembered = load_settings().get("dataset")
     if remembered:
-        return Path(remembered)
+        where = config_path() if config_path().exists() else legacy_config_path()
+        return Path(remembered), f"the default set by `harmonize prepare` in {where}; --data overrides it"
     raise UsageError(
         "no dataset given and none packed yet",
         "run `harmonize prepare --root iHarmony4` first, or pass --data FILE.h5|DIR",

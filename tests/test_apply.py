@@ -339,3 +339,48 @@ def test_atomic_write_on_interrupt(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_image(tmp_path / "x.png", photo())
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ -o habits and mask naming
+@pytest.mark.parametrize("target", ["x.gif", "-", "result.jpg2"])
+def test_an_output_that_is_no_image_file_is_refused_before_any_work(tmp_path, capsys, monkeypatch, target):
+    """For one composite file, `-o x.gif` (a format harmonize does not write) and `-o -` (stdout)
+    used to become folders and exit 0: now one line, exit 2, nothing created."""
+    composite, mask = save_pair(tmp_path, "one.png")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "apply", composite, mask, "-o", target, "--model", "lab-transfer")
+    assert code == 2, err
+    assert not (tmp_path / target).exists()
+    line = " ".join(err.split())
+    assert line.startswith("Error: -o ") and ".png" in line and ".jpg" in line  # the supported suffixes
+    assert run(capsys, "apply", tmp_path / "c", tmp_path / "m", "-o", "-", "--model", "lab-transfer")[0] == 2
+    assert not (tmp_path / "-").exists()
+
+
+def test_mask_pattern_on_the_command_line_and_a_listing_when_nothing_pairs(tmp_path, capsys):
+    for index, stem in enumerate(("rocket", "cup")):
+        save_pair(tmp_path, f"{stem}.png", image=photo(seed=index), mask_name=f"{stem}-mask.png")
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "apply", tmp_path / "c", tmp_path / "m", "-o", out, "--model", "lab-transfer")
+    assert code == 2 and not out.exists()  # nothing paired: a usage error before any work
+    line = " ".join(err.split())
+    assert "cup-mask.png, rocket-mask.png" in line and "--mask-pattern '{stem}-mask.png'" in line
+    code, _, err = run(capsys, "apply", tmp_path / "c", tmp_path / "m", "-o", out, "--model", "lab-transfer",
+                       "--mask-pattern", "{stem}-mask.png")
+    assert code == 0, err
+    entries = files(out)
+    assert {name: entry["mask"].split("/")[-1] for name, entry in entries.items()} == {
+        "cup.png": "cup-mask.png", "rocket.png": "rocket-mask.png"}
+    assert report(out)["options"]["mask_pattern"] == "{stem}-mask.png"
+    # one composite file and a folder of masks: the same pattern finds its mask
+    code, _, err = run(capsys, "apply", tmp_path / "c" / "cup.png", tmp_path / "m", "-o", tmp_path / "cup.png",
+                       "--model", "lab-transfer", "--mask-pattern", "{stem}-mask.*")
+    assert code == 0 and (tmp_path / "cup.png").is_file(), err
+    assert run(capsys, "apply", tmp_path / "c", tmp_path / "m", "-o", out, "--mask-pattern", "mask.png")[0] == 2
+
+
+def test_a_weights_path_that_does_not_exist_is_a_usage_error(tmp_path, capsys):
+    save_pair(tmp_path, "x.png")
+    code, _, err = run(capsys, "apply", tmp_path / "c", tmp_path / "m", "-o", tmp_path / "out",
+                       "--weights", tmp_path / "nope.pth")
+    assert code == 2 and "nope.pth does not exist" in err

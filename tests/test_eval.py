@@ -215,7 +215,7 @@ def test_unreadable_weights_are_a_clear_error(mini, tmp_path, capsys):
     code, _, err = run(["eval", "--data", str(mini), "--weights", str(broken)], capsys)
     assert code == 1 and "cannot read weights" in err and "broken.pth" in err
     code, _, err = run(["eval", "--data", str(mini), "--weights", str(tmp_path / "absent.pth")], capsys)
-    assert code == 1 and "does not exist" in err
+    assert code == 2 and "does not exist" in err  # a path that does not exist is a usage error (#24)
 
 
 def test_network_without_weights_offline_says_where_to_put_them(mini, capsys):
@@ -341,3 +341,22 @@ def test_all_is_the_mean_over_images_not_over_subsets(mini, tmp_path, capsys):
     assert result["by_subset"]["All"]["MSE"] == pytest.approx(expected["All"][0], rel=1e-5)
     mean_of_means = np.mean([result["by_subset"][subset]["MSE"] for subset in SUBSETS])
     assert abs(mean_of_means - expected["All"][0]) > 1e-3 * expected["All"][0]  # the case distinguishes them
+
+
+# ------------------------------------------------------------------ the header names the dataset
+def test_the_header_names_the_dataset_and_where_the_choice_came_from(mini, capsys, monkeypatch):
+    """`prepare` makes its file the default silently for later commands: eval's header says which
+    file it evaluates and why (the settings file `prepare` wrote, $HARMONIZE_DATA or --data)."""
+    from harmonize_cli import settings
+
+    settings.remember_dataset(mini)
+    argv = ["eval", "--model", "composite", "--subsets", "Hday2night", "--show"]
+    code, _, err = run(argv, capsys)
+    line = " ".join(err.split())
+    assert code == 0, err
+    assert f"Dataset: {Path(mini).resolve()} (the default set by `harmonize prepare` in {settings.config_path()}" in line
+    monkeypatch.setenv("HARMONIZE_DATA", str(mini))
+    code, _, err = run(argv, capsys)
+    assert code == 0 and f"Dataset: {mini} ($HARMONIZE_DATA)" in " ".join(err.split())
+    code, _, err = run(argv + ["--data", str(mini)], capsys)
+    assert code == 0 and f"Dataset: {mini} (--data)" in " ".join(err.split())

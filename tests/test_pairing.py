@@ -143,3 +143,38 @@ def test_hidden_non_image_and_excluded_files_are_ignored(tmp_path):
 def test_output_path_keeps_relative_path_and_stem(tmp_path):
     assert output_path(tmp_path, PurePosixPath("sub/x_1_2.jpg"), ".png") == tmp_path / "sub" / "x_1_2.png"
     assert output_path(tmp_path, PurePosixPath("a.JPG"), ".JPG") == tmp_path / "a.JPG"
+
+
+# ---------------------------------------------------------------------------- --mask-pattern
+def test_mask_pattern_pairs_names_the_rules_cannot(tmp_path):
+    for name in ("rocket.jpg", "cup.jpg"):
+        touch(tmp_path / "c" / name)
+    touch(tmp_path / "m" / "rocket-mask.png")
+    touch(tmp_path / "m" / "cup-mask.png")
+    touch(tmp_path / "m" / "mask_cup.jpg")
+    pairs = by_name(find_pairs(tmp_path / "c", tmp_path / "m", mask_pattern="{stem}-mask.png"))
+    assert pairs["rocket.jpg"].mask.name == "rocket-mask.png" and pairs["cup.jpg"].mask.name == "cup-mask.png"
+    assert pairs["cup.jpg"].rule == "--mask-pattern {stem}-mask.png"
+    # `.*`: any image extension; only cup has a mask_<stem> file
+    pairs = by_name(find_pairs(tmp_path / "c", tmp_path / "m", mask_pattern="mask_{stem}.*"))
+    assert pairs["cup.jpg"].mask.name == "mask_cup.jpg" and not pairs["rocket.jpg"].ok
+    assert "mask_rocket.*" in pairs["rocket.jpg"].problem
+
+
+@pytest.mark.parametrize("pattern", ["mask.png", "{stem}-{n}.png", "sub/{stem}.png"])
+def test_a_mask_pattern_without_one_stem_placeholder_is_a_usage_error(tmp_path, pattern):
+    touch(tmp_path / "c" / "a.jpg")
+    touch(tmp_path / "m" / "a.png")
+    with pytest.raises(UsageError, match="--mask-pattern"):
+        find_pairs(tmp_path / "c", tmp_path / "m", mask_pattern=pattern)
+
+
+def test_when_nothing_pairs_the_error_lists_the_masks_and_suggests_a_pattern(tmp_path):
+    for stem in ("a", "b", "c"):
+        touch(tmp_path / "c" / f"{stem}.jpg")
+        touch(tmp_path / "m" / f"mask_{stem}.png")
+    assert not any(pair.ok for pair in find_pairs(tmp_path / "c", tmp_path / "m"))  # the listing is opt-in
+    with pytest.raises(UsageError) as caught:
+        find_pairs(tmp_path / "c", tmp_path / "m", require_some=True)
+    message = str(caught.value)
+    assert "mask_a.png, mask_b.png, mask_c.png" in message and "--mask-pattern 'mask_{stem}.png'" in message

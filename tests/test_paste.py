@@ -388,3 +388,30 @@ def test_a_huge_scale_costs_only_the_visible_part():
     composed = compose(disc(), backdrop(), scale=5000, at="0.5,0.5")  # a 90000-pixel-wide object
     assert (composed.placement.width, composed.placement.height) == (90000, 90000)
     assert composed.mask.min() == 1.0 and composed.layer.shape == (48, 64, 3)
+
+
+# ------------------------------------------------------------------ a placement mostly outside
+def test_visible_fraction_is_the_share_of_the_box_on_the_background():
+    from harmonize_cli.apply.paste import place, placement_warning
+
+    corner = place((100, 60), (200, 200), at=(0, 0))  # centred on the corner: a quarter of the box
+    assert (corner.left, corner.top, corner.visible) == (-50, -30, (0, 0, 50, 30))
+    assert corner.visible_fraction == pytest.approx(0.25)
+    assert placement_warning(corner, at=(0, 0)) is not None
+    assert place((100, 60), (200, 200)).visible_fraction == 1.0 and placement_warning(place((100, 60), (200, 200))) is None
+    half = place((100, 60), (200, 200), at=(200, 100))  # half of it beyond the right edge: no warning
+    assert half.visible_fraction == pytest.approx(0.5) and placement_warning(half) is None
+
+
+def test_cli_warns_when_most_of_the_object_lands_outside(tmp_path, capsys):
+    """`--at 1.5,2` (meant as fractions) is read as pixels: the object lands mostly outside the
+    background, and the user is told so and how fractions are written."""
+    obj, bg = tmp_path / "disc.png", tmp_path / "bg.png"
+    Image.fromarray(disc()).save(obj)
+    Image.fromarray(backdrop()).save(bg)
+    code, _, err = run(capsys, "paste", obj, bg, "-o", tmp_path / "out.png", "--at", "1.5,2", "--model", "composite")
+    assert code == 0, err
+    line = " ".join(err.split())
+    assert "of the object lands on the background" in line and "read as pixels" in line and "0.5,0.8" in line
+    code, _, err = run(capsys, "paste", obj, bg, "-o", tmp_path / "in.png", "--at", "0.5,0.5", "--model", "composite")
+    assert code == 0 and "lands on the background" not in err

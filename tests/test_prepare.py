@@ -242,6 +242,9 @@ def test_cli_noop_message_and_remembered_dataset(tmp_path, capsys, monkeypatch):
     assert settings.default_dataset() == out.resolve()
     captured = capsys.readouterr()
     assert "Hday2night" in captured.out and "problems: none" in captured.out
+    said = " ".join(captured.err.split())  # prepare says that it set the default, and where it keeps it
+    assert (f"Set {out.resolve()} as the default dataset of `harmonize train` and `harmonize eval` "
+            f"(remembered in {settings.config_path()}; --data overrides it)") in said
     assert _run_cli(["prepare", "--root", str(root)]) == 0
     assert "up to date" in capsys.readouterr().err
     monkeypatch.setenv("HARMONIZE_DATA", str(tmp_path / "other.h5"))

@@ -91,3 +91,17 @@ def test_problem_listings_show_ten_and_count_the_rest():
     assert lines[0] == "  f0.jpg: truncated" and lines[9] == "  f9.jpg: truncated"
     assert lines[10:] == ["  ... 2 more in the report"]
     assert console.first_problems(problems[:10], "the manifest") == [f"  f{i}.jpg: truncated" for i in range(10)]
+
+
+def test_the_batch_api_imports_from_the_package_and_the_package_stays_torch_free():
+    code = ("import sys, harmonize_cli; assert 'torch' not in sys.modules, 'import harmonize_cli loads torch'; "
+            "from harmonize_cli import harmonize_folder, harmonize_file; "
+            "from harmonize_cli.apply.batch import harmonize_folder as direct; assert harmonize_folder is direct")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+def test_datasets_doc_says_where_iharmony4_comes_from():
+    text = (ROOT / "docs" / "datasets.md").read_text()
+    assert "https://github.com/bcmi/Image_Harmonization_Datasets" in text and "DoveNet" in text
+    assert "65,742" in text and "7,404" in text  # the published split sizes

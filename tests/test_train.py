@@ -511,6 +511,13 @@ def test_tensorboard_missing_is_said_once_at_start(mini, tmp_path, capsys, monke
     assert err.count("TensorBoard is not installed") == 1, err
     assert "TensorBoard is not installed" in (run / "train.log").read_text() and not (run / "tb").exists()
     assert (run / "curves.png").is_file()
+    # said once per machine: the next run's console is quiet about it, its train.log still says it
+    again = tmp_path / "again"
+    assert run_cli("train", "--arch", "is2am", "--crop", 32, "--batch-size", 4, "--workers", 0, "--epochs", 1,
+                   "--steps-per-epoch", 1, "--val-subsets", "none", "--image-every", 0, "--data", mini,
+                   "--out", again) == 0
+    assert "TensorBoard is not installed" not in capsys.readouterr().err
+    assert "TensorBoard is not installed" in (again / "train.log").read_text()
 
 
 def test_workers_default_to_what_the_machine_has(monkeypatch):
@@ -550,9 +557,17 @@ def test_problems_fail_before_training_with_the_fix(mini, tmp_path, capsys, isol
     assert "--out" in capsys.readouterr().err
 
     settings.remember_dataset(mini)  # what `harmonize prepare` does: later runs need no --data
+    capsys.readouterr()
     assert run_cli("train", "--arch", "is2am", "--out", out, "--crop", 32, "--batch-size", 4, "--epochs", 1,
-                   "--steps-per-epoch", 1, "--val-subsets", "none", "--workers", 0, "-q") == 0
+                   "--steps-per-epoch", 1, "--val-subsets", "none", "--workers", 0, "--no-tensorboard") == 0
     assert TrainConfig.load(out / "config.toml").data == str(Path(mini).resolve())
+    # the header names the dataset and where that default came from (hidden state made visible)
+    origin = f"the default set by `harmonize prepare` in {settings.config_path()}"
+    assert f"Dataset: {Path(mini).resolve()} ({origin}" in " ".join(capsys.readouterr().err.split())
+    assert f"dataset: {Path(mini).resolve()} ({origin}" in (out / "train.log").read_text()
+
+    assert run_cli("train", "--resume", tmp_path / "no-run") == 2  # a checkpoint that does not exist: usage
+    assert "does not exist" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ torchrun

@@ -205,3 +205,19 @@ def test_one_element_scalar_buffers_from_older_pytorch_are_accepted():
     state = {k: (v.reshape(1) if k.endswith("num_batches_tracked") else v) for k, v in state.items()}
     model = zoo.create_model("idih", weights=state)
     assert model.state_dict()["encoder.blocks_connected.block2.block.1.num_batches_tracked"].dim() == 0
+
+
+def test_load_weights_returns_the_model_in_eval_mode_like_create_model(tmp_path):
+    """README snippet 3 crashed at batch 1: load_weights left the model in training mode while
+    create_model(weights=...) returned it in eval mode. Both now agree (eval_mode=False keeps
+    the mode, for fine-tuning)."""
+    torch.manual_seed(0)
+    path = tmp_path / "idih.pth"
+    torch.save(zoo.create_model("idih").state_dict(), path)
+    model = zoo.create_model("idih")
+    assert model.training
+    assert zoo.load_weights(model, path) is model and not model.training
+    assert not zoo.create_model("idih", weights=path).training
+    kept = zoo.create_model("idih")
+    zoo.load_weights(kept, path, eval_mode=False)
+    assert kept.training

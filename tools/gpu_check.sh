@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared script for a lent GPU (the device tool): exercises the CUDA, AMP and NCCL paths and
-# writes what it measured under $OUT (or ./gpu_check). Budget: about 6 minutes on one H100/H200.
+# writes what it measured under $OUT (or ./gpu_check). Budget: about 6 minutes on one H100/H200
+# (about 4 more on a machine with 2+ GPUs: multi-rank apply and eval, benchmarks/scale_out.py).
 #   bash tools/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +75,17 @@ cp "$data/run/metrics.jsonl" "$out/" 2>/dev/null
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
   timeout 120 torchrun --standalone --nproc_per_node=2 -m harmonize_cli train --arch idih --data "$data/iH" \
       --epochs 1 --batch-size 4 --workers 1 --out "$data/ddp" 2>&1 | tail -3 | tee -a "$log"
+fi
+step "apply and eval with torchrun: 1 rank vs every GPU, same outputs and tables (asserted), images/s"
+gpus="$(nvidia-smi -L | wc -l)"
+if [ "$gpus" -ge 2 ]; then
+  ranks="1 2"; [ "$gpus" -gt 2 ] && ranks="1 2 $gpus"
+  # one process per GPU (cuda:LOCAL_RANK); the script exits 1 when outputs or tables differ
+  timeout 240 python3 benchmarks/scale_out.py --device cuda --ranks $ranks --images 64 --eval-test 50 \
+      --model idih-hrnet-w18s --json "$out/scale_out.json" 2>&1 | tail -12 | tee -a "$log"
+  check "${PIPESTATUS[0]}" "multi-rank apply/eval"
+else
+  echo "one GPU: multi-rank apply/eval skipped (needs 2+)" | tee -a "$log"
 fi
 step "done"
 exit "$failed"

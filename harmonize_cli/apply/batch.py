@@ -28,6 +28,7 @@ from .imageio import format_for, output_suffix, read_image, read_mask, side_by_s
 from .pairing import find_pairs, output_path
 from .swapcheck import check_not_swapped
 from .pipeline import plan_threads, torch_threads
+from .shards import place_parts, shard_report_name
 
 REPORT_NAME = "harmonize.json"
 COMPARISON_DIR = "comparison"
@@ -72,6 +73,8 @@ class BatchReport:
     interrupted: bool = False
     processing_seconds: float = 0.0  # from the first image started to the last one written
     report_error: Optional[HarmonizeError] = None  # harmonize.json could not be written
+    shard: Optional[dict] = None  # --shard K/N: {"index", "count", "positions", "total"}; the report is a part
+    ranks: int = 1  # processes that shared the run (torchrun / srun), merged into this report
 
     @property
     def counts(self) -> dict:
@@ -83,6 +86,8 @@ class BatchReport:
 
     @property
     def report_path(self) -> Path:
+        if self.shard is not None:
+            return self.out / shard_report_name(self.shard["index"], self.shard["count"])
         return self.out / REPORT_NAME
 
     @property
@@ -106,6 +111,8 @@ class BatchReport:
             "summary": {**self.counts, "total": len(self.entries), "seconds": round(self.seconds, 3),
                         "stopped": self.interrupted},
             "files": [entry.as_dict() for entry in self.entries],
+            **({"ranks": self.ranks} if self.ranks > 1 else {}),
+            **({"shard": self.shard} if self.shard is not None else {}),
         }
 
     def write(self) -> None:
@@ -129,6 +136,7 @@ class _Run:
     on_start: Optional[Callable[[int], None]] = None
     on_done: Optional[Callable[[Entry], None]] = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    cores: Optional[int] = None  # CPU cores this process may use (a rank's part of the node's); None: all
 
 
 def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=None, device=None,
@@ -137,7 +145,8 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
                      comparison: bool = False, workers: Optional[int] = None, harmonizer=None,
                      on_start: Optional[Callable[[int], None]] = None,
                      on_done: Optional[Callable[[Entry], None]] = None,
-                     max_pixels: int = DEFAULT_MAX_PIXELS, swap_check: bool = True) -> BatchReport:
+                     max_pixels: int = DEFAULT_MAX_PIXELS, swap_check: bool = True,
+                     mask_pattern: Optional[str] = None, launch=None) -> BatchReport:
     """Harmonize COMPOSITES (a folder or a file) with their MASKS into the folder OUT.
 
     Returns the :class:`BatchReport` (also written to ``OUT/harmonize.json``, even when Ctrl-C
@@ -149,31 +158,85 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
     masks) over this many pixels are refused from their header, never decoded (0: no limit).
     ``swap_check``: refuse (UsageError) COMPOSITES and MASKS that look swapped (masks that are
     colour photos, composites that are black-and-white masks; :mod:`.swapcheck`); False forces them.
+    ``mask_pattern``: how masks are named, e.g. ``"{stem}-mask.png"`` (default: the rules of
+    :mod:`.pairing`). When no composite finds a mask, a UsageError lists what MASKS holds.
+    ``launch``: a :class:`~harmonize_cli.sharding.Launch` (None: one process). Under torchrun or
+    srun each rank harmonizes its share (:func:`harmonize_cli.sharding.balanced_shares`, by pixels)
+    and rank 0 writes the one ``harmonize.json`` (``on_start`` gets the whole job's count); with
+    ``--shard K/N`` this process writes ``harmonize.K-of-N.json`` for :func:`merge_reports`.
     """
+    from ..sharding import Launch, gather, header_pixels, rank_cores, rank_device, share_of, test_failure_hook
+
     started = time.perf_counter()
     out = Path(out)
+    launch = launch or Launch()
     entries = plan_outputs(composites, masks, out, recursive=recursive, ext=ext, overwrite=overwrite,
-                           comparison=comparison, swap_check=swap_check, max_pixels=max_pixels, weights=weights)
+                           comparison=comparison, swap_check=swap_check, max_pixels=max_pixels,
+                           mask_pattern=mask_pattern, weights=weights)
     check_writable(out)
-    harmonizer = harmonizer or make_harmonizer(model, weights, device, resolution, batch_size, flip_tta)
+    positions = list(range(len(entries)))
+    if launch.sharded:  # the same plan on every process: shares over all inputs, whatever is done already
+        positions = share_of([header_pixels(entry.composite) for entry in entries], launch)
+    test_failure_hook(launch)
+    if harmonizer is None:
+        harmonizer = make_harmonizer(model, weights, rank_device(launch, device) if launch.grouped else device,
+                                     resolution, batch_size, flip_tta)
     options = {"composites": str(composites), "masks": str(masks), "out": str(out), "model": model,
                "weights": weights if weights is None or isinstance(weights, str) else str(weights),
                "device": device, "batch_size": harmonizer.batch_size, "resolution": resolution, "ext": ext,
                "quality": quality, "recursive": recursive, "overwrite": overwrite, "flip_tta": flip_tta,
-               "comparison": comparison, "max_pixels": max_pixels, "swap_check": swap_check}
-    report = BatchReport(out=out, entries=entries, model=harmonizer.describe(), options=options)
-    _run(report, _Run(harmonizer, quality, comparison, workers, on_start, on_done, max_pixels), started,
-         write_report=True)
+               "comparison": comparison, "max_pixels": max_pixels, "swap_check": swap_check,
+               **({"mask_pattern": mask_pattern} if mask_pattern is not None else {})}
+    mine = [entries[position] for position in positions]
+    report = BatchReport(out=out, entries=mine, model=harmonizer.describe(), options=options)
+    if launch.launcher == "shard":
+        report.shard = {"index": launch.rank, "count": launch.world_size, "positions": positions,
+                        "total": len(entries)}
+    run = _Run(harmonizer, quality, comparison, workers, on_start, on_done, max_pixels,
+               cores=rank_cores(launch) if launch.grouped else None)
+    if not launch.grouped:
+        _run(report, run, started, write_report=True)
+        return report
+    # torchrun / srun: the job's count for rank 0's bar, then each rank its share, then rank 0 merges
+    job_total = sum(gather(sum(entry.status == "pending" for entry in mine), launch))
+    if on_start is not None and job_total:  # even when this rank's share is all done already
+        on_start(job_total)
+    run.on_start = None
+    try:
+        _run(report, run, started, write_report=False)
+    except KeyboardInterrupt:  # no collective now (the others stop too): each rank keeps its part
+        report.shard = {"index": launch.rank, "count": launch.world_size, "positions": positions,
+                        "total": len(entries)}
+        _write_quietly(report)
+        raise
+    parts = gather((positions, report.entries, report.processing_seconds), launch)
+    merged = place_parts([(part_positions, part_entries) for part_positions, part_entries, _ in parts], len(entries),
+                         names=[f"rank {number}" for number in range(len(parts))])
+    report.entries, report.ranks = merged, launch.world_size
+    report.processing_seconds = max(seconds for _, _, seconds in parts)
+    report.seconds = time.perf_counter() - started
+    if launch.is_main:
+        _write_quietly(report)
     return report
+
+
+def _write_quietly(report: BatchReport) -> None:
+    try:
+        report.write()
+    except HarmonizeError as exc:  # a full disk: the results and the summary still count
+        report.report_error = exc
 
 
 def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None, device=None,
                    resolution: str = "auto", quality: int = 95, overwrite: bool = False, flip_tta: bool = False,
-                   harmonizer=None, max_pixels: int = DEFAULT_MAX_PIXELS, swap_check: bool = True) -> BatchReport:
+                   harmonizer=None, max_pixels: int = DEFAULT_MAX_PIXELS, swap_check: bool = True,
+                   mask_pattern: Optional[str] = None) -> BatchReport:
     """Harmonize one composite into the file ``output`` (its format from the extension).
 
-    An existing ``output`` is skipped unless ``overwrite``; no report file is written (the
-    returned :class:`BatchReport` holds the one entry). ``swap_check``: as for :func:`harmonize_folder`.
+    ``mask``: the mask file, or a folder where it is found by the rules of :mod:`.pairing` (or
+    ``mask_pattern``). An existing ``output`` is skipped unless ``overwrite``; no report file is
+    written (the returned :class:`BatchReport` holds the one entry). ``swap_check``: as for
+    :func:`harmonize_folder`.
     """
     from .imageio import IMAGE_EXTENSIONS
 
@@ -188,7 +251,11 @@ def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None
     if output in inputs:
         raise UsageError(f"writing {output} would overwrite an input ({inputs.clash(output)})",
                          "choose another output file")
-    entry = Entry(composite, mask, output, "given")
+    (pair,) = find_pairs(composite, mask, mask_pattern=mask_pattern, require_some=True)
+    if not pair.ok:
+        raise UsageError(f"{composite}: {pair.problem}")
+    mask = pair.mask
+    entry = Entry(composite, mask, output, pair.rule)
     if swap_check:
         check_not_swapped([(composite, mask)], max_pixels=max_pixels,
                           usage="harmonize apply COMPOSITE MASK -o OUT")
@@ -252,7 +319,7 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
             if run.on_start is not None:
                 run.on_start(len(todo))
             processing = time.perf_counter()
-            plan = plan_threads(harmonizer.device, run.workers)
+            plan = plan_threads(harmonizer.device, run.workers, cores=run.cores)
             try:
                 with torch_threads(plan.torch_threads):
                     harmonizer.process(todo, load, save, on_result, workers=plan.workers, size_of=_pixels_of,
@@ -268,10 +335,7 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
     finally:
         report.seconds = time.perf_counter() - started
         if write_report:
-            try:
-                report.write()
-            except HarmonizeError as exc:  # a full disk: the results and the summary still count
-                report.report_error = exc
+            _write_quietly(report)
 
 
 def _signal_name() -> str:
@@ -320,7 +384,8 @@ def _reason(error: BaseException) -> str:
 
 def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = "same", overwrite: bool = False,
                  comparison: bool = False, swap_check: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, weights=None) -> List[Entry]:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, mask_pattern: Optional[str] = None,
+                 weights=None) -> List[Entry]:
     """Pair the inputs, place the outputs, refuse unsafe OUT folders (and, with ``swap_check``,
     inputs that look swapped), mark skips and problems."""
     out = Path(out)
@@ -331,7 +396,8 @@ def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = 
             raise UsageError(f"OUT {out} is the {label} folder", "write the results to a separate folder")
     if (out / REPORT_NAME).is_dir():
         raise UsageError(f"{out / REPORT_NAME} is a folder, where the report goes", "remove or rename that folder")
-    pairs = find_pairs(composites, masks, recursive=recursive, exclude=[out])
+    pairs = find_pairs(composites, masks, recursive=recursive, exclude=[out], mask_pattern=mask_pattern,
+                       require_some=True)
     if not pairs:
         raise UsageError(f"no images found in {composites}",
                          "supported: .jpg .jpeg .png .webp .bmp .tif .tiff" + ("" if recursive else

@@ -196,9 +196,16 @@ class Placement:
         x0, y0, x1, y1 = self.visible
         return (x1 - x0, y1 - y0) != (self.width, self.height)
 
+    @property
+    def visible_fraction(self) -> float:
+        """The share of the object's box that lands on the background (1.0: all of it)."""
+        x0, y0, x1, y1 = self.visible
+        return (x1 - x0) * (y1 - y0) / float(max(self.width * self.height, 1))
+
     def as_dict(self) -> dict:
         return {"left": self.left, "top": self.top, "width": self.width, "height": self.height,
-                "scale": round(self.scale, 6), "visible": list(self.visible), "cropped": self.cropped}
+                "scale": round(self.scale, 6), "visible": list(self.visible), "cropped": self.cropped,
+                "visible_fraction": round(self.visible_fraction, 4)}
 
 
 def place(size: Tuple[int, int], background_size: Tuple[int, int], at=None, anchor: str = "center",
@@ -226,6 +233,24 @@ def place(size: Tuple[int, int], background_size: Tuple[int, int], at=None, anch
                          f"(its {width}x{height} box would start at {left},{top})",
                          "move --at inside the background, e.g. --at 0.5,0.5")
     return Placement(left, top, width, height, scale, visible)
+
+
+MOSTLY_OUTSIDE = 0.5  # below this share of its box on the background, a placement is worth a warning
+
+
+def placement_warning(placement: Placement, at=None, name: str = "object") -> Optional[str]:
+    """One line when most of the object lands outside the background (None otherwise); when
+    ``--at`` was read as small pixel values, it says how fractions are written."""
+    if placement.visible_fraction >= MOSTLY_OUTSIDE:
+        return None
+    text = (f"{name}: only {placement.visible_fraction:.0%} of the object lands on the background "
+            f"(its {placement.width}x{placement.height} box starts at {placement.left},{placement.top})")
+    if at is not None:
+        coordinates = parse_point(at)
+        if any(not fraction and 0 < value < 10 for value, fraction in coordinates):
+            text += (f"; --at {at if isinstance(at, str) else ','.join(map(str, at))} is read as pixels: "
+                     "fractions lie between 0 and 1 (0.5,0.8) or use percentages (50%,80%)")
+    return text
 
 
 # ------------------------------------------------------------------------------- compositing

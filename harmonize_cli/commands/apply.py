@@ -26,19 +26,23 @@ EPILOG = """Examples:
   harmonize apply photo.jpg photo_mask.png -o harmonized.png
   harmonize apply photo.jpg photo_mask.png -o out/ --ext png
   harmonize apply data/composites data/masks -o out/ --recursive --weights run/best.pth --batch-size 16
+  harmonize apply photos/ masks/ -o out/ --mask-pattern '{stem}-mask.png'
+  torchrun --nproc-per-node 8 -m harmonize_cli apply data/composites data/masks -o out/   one rank per GPU
+  harmonize apply data/composites data/masks -o out/ --shard 0/4    then: harmonize apply --merge-reports out/
 
 \b
 Masks are found by the same relative stem (photo.jpg -> photo.png), the iHarmony4 name
-(x_1_2.jpg -> x_1.png) or <stem>_mask.<ext>, in that order. Exit code 0 when every image
+(x_1_2.jpg -> x_1.png) or <stem>_mask.<ext>, in that order; --mask-pattern replaces these
+rules (e.g. '{stem}-mask.png', 'mask_{stem}.*'). Exit code 0 when every image
 succeeded, 1 when some failed (all listed at the end and in OUT/harmonize.json), 2 for usage
 errors.
 """
 
 
 @click.command(epilog=EPILOG)
-@click.argument("composites", type=click.Path(path_type=Path))
-@click.argument("masks", type=click.Path(path_type=Path))
-@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+@click.argument("composites", type=click.Path(path_type=Path), required=False)
+@click.argument("masks", type=click.Path(path_type=Path), required=False)
+@click.option("-o", "--out", type=click.Path(path_type=Path),
               help="Output folder (results keep the composites' relative paths and stems); for a single "
                    "COMPOSITES file, an output file name such as out.png (format from its extension).")
 @model_options
@@ -49,6 +53,9 @@ errors.
               help="Output format (same: that of the input).")
 @quality_option
 @click.option("--recursive", is_flag=True, help="Walk COMPOSITES and MASKS as trees.")
+@click.option("--mask-pattern", default=None, metavar="PATTERN",
+              help="How masks are named: {stem} is the composite's stem, e.g. '{stem}-mask.png' or "
+                   "'mask_{stem}.*' (.*: any image extension). Default: the rules below.")
 @overwrite_option
 @click.option("--flip-tta", is_flag=True, help="Average with the horizontally flipped prediction.")
 @click.option("--comparison", is_flag=True, help=f"Also write composite | result to OUT/{COMPARISON_DIR}/.")
@@ -61,18 +68,42 @@ errors.
 @click.option("--allow-odd-masks", is_flag=True,
               help="Run even when MASKS look like colour photos or COMPOSITES like black-and-white masks "
                    "(by default refused as swapped arguments, exit 2).")
+@click.option("--shard", metavar="K/N", default=None,
+              help="Do share K (0..N-1) of N, balanced by pixels, and write OUT/harmonize.K-of-N.json (independent "
+                   "processes: array jobs, Kubernetes); merge with --merge-reports. Under torchrun or srun each rank "
+                   "takes its share by itself (docs/scaling.md).")
+@click.option("--merge-reports", "merge_out", metavar="OUT", type=click.Path(path_type=Path), default=None,
+              help="Merge OUT/harmonize.K-of-N.json of every shard into OUT/harmonize.json and exit.")
 def apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
-          overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks):
+          mask_pattern, overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks, shard, merge_out):
     """Harmonize COMPOSITES (a folder or a file) with their MASKS (a folder or a file) into OUT.
 
     Inputs are never modified; every output is written atomically; background pixels (mask 0) are
     copied bit for bit (exactly so in PNG, TIFF, BMP and WebP at --quality 100).
     """
+    from ..errors import UsageError
+    from ..sharding import joined, rank_errors, shard_launch
+
+    if merge_out is not None:
+        if composites or masks or out:
+            raise UsageError("--merge-reports takes only the OUT folder", "harmonize apply --merge-reports OUT")
+        from ..apply.shards import merge_reports
+
+        _say(f"merged -> {merge_reports(merge_out)}")
+        return
+    if composites is None or masks is None or out is None:
+        raise UsageError("apply needs COMPOSITES, MASKS and -o OUT", "e.g. harmonize apply composites/ masks/ -o out/")
+    launch = shard_launch(shard)
+    if launch.grouped and not launch.is_main:
+        console.set_verbosity(console.QUIET)  # rank 0 speaks for the job
     caught = None
     try:
-        with interrupts.handled() as caught:  # SIGTERM as Ctrl-C: the report is written, exit 143
+        with interrupts.handled() as caught, rank_errors(launch), joined(launch):  # SIGTERM as Ctrl-C
+            if launch.sharded and not composites.is_dir():
+                raise UsageError(f"--shard / torchrun need a folder of composites, not {composites}",
+                                 "give the folder that holds the composites")
             _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
-                   overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks)
+                   mask_pattern, overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks, launch)
     except KeyboardInterrupt:
         raise interrupts.Interrupted(getattr(caught, "signum", None) or signal.SIGINT,
                                      "interrupted ({signal}); finished results are kept, no partial file is left "
@@ -80,14 +111,18 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
 
 
 def _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
-           overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks):
+           mask_pattern, overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks, launch):
     from ..apply.batch import harmonize_file, harmonize_folder
+    from ..apply.pairing import check_mask_pattern
     from ..errors import HarmonizeError, UsageError
 
+    _check_out(composites, out)
+    if mask_pattern is not None:
+        check_mask_pattern(mask_pattern)
     if composites.is_file() and _names_a_file(out):
         report = harmonize_file(composites, masks, out, model=model, weights=weights, device=device,
                                 resolution=resolution, quality=quality, overwrite=overwrite, flip_tta=flip_tta,
-                                max_pixels=max_pixels, swap_check=not allow_odd_masks)
+                                max_pixels=max_pixels, swap_check=not allow_odd_masks, mask_pattern=mask_pattern)
         _summarise(report, single=True)
         if report.failed:
             raise HarmonizeError(f"{report.failed[0].composite}: {report.failed[0].reason}")
@@ -95,27 +130,75 @@ def _apply(composites, masks, out, model, weights, device, batch_size, resolutio
     if composites.is_dir() and _names_a_file(out):
         raise UsageError(f"-o {out} names a file but COMPOSITES {composites} is a folder",
                          "give a folder for -o (results keep the composites' names)")
+    from ..sharding import JobCounter
+
     state = {}
+    counter = JobCounter(launch)  # torchrun / srun: every rank counts into the job's store
 
     def on_start(total):
         state["bar"] = stack.enter_context(console.progress("img"))
-        state["task"] = state["bar"].add_task("Harmonizing", total=total)
+        state["task"] = state["bar"].add_task("Harmonizing" if not launch.sharded else
+                                              f"Harmonizing ({launch.world_size} ranks)" if launch.grouped else
+                                              f"Harmonizing (shard {launch.rank}/{launch.world_size})", total=total)
+        if counter.shared and launch.is_main:
+            stack.enter_context(_polling(counter, lambda done: state["bar"].update(state["task"], completed=done)))
 
     def on_done(entry):
-        state["bar"].advance(state["task"])
+        if counter.shared:
+            counter.add(1)
+        elif "bar" in state:
+            state["bar"].advance(state["task"])
 
     with contextlib.ExitStack() as stack:
         report = harmonize_folder(composites, masks, out, model=model, weights=weights, device=device,
                                   resolution=resolution, batch_size=batch_size, ext=ext, quality=quality,
                                   recursive=recursive, overwrite=overwrite, flip_tta=flip_tta, comparison=comparison,
                                   workers=workers, on_start=on_start, on_done=on_done, max_pixels=max_pixels,
-                                  swap_check=not allow_odd_masks)
+                                  swap_check=not allow_odd_masks, mask_pattern=mask_pattern,
+                                  launch=launch)
+    if launch.grouped and not launch.is_main:
+        return  # rank 0 summarises the job and exits 1 if any file failed
     _summarise(report)
     if report.report_error is not None:
         raise report.report_error
     if report.failed:
         raise HarmonizeError(f"{len(report.failed)} of {len(report.entries)} composites failed",
                              f"listed above and in {report.report_path}")
+
+
+@contextlib.contextmanager
+def _polling(counter, update):
+    """Rank 0's bar follows the job's count (every rank's finished files) from a thread."""
+    import threading
+
+    from ..sharding import poll_into
+
+    stop = threading.Event()
+    thread = threading.Thread(target=poll_into, args=(counter, update, stop), daemon=True,
+                              name="harmonize-progress")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _check_out(composites: Path, out: Path) -> None:
+    """-o must say plainly what it is: ``-`` (stdout) is not supported, and for one COMPOSITES file
+    a name with a suffix that is no image format is refused (it would become a folder)."""
+    from ..apply.imageio import IMAGE_EXTENSIONS
+    from ..errors import UsageError
+
+    supported = " ".join(sorted(set(IMAGE_EXTENSIONS)))
+    if str(out) == "-":
+        raise UsageError("-o - (standard output) is not supported: results are written as files",
+                         f"give an output file such as out.png ({supported}) or a folder such as out/")
+    text = str(out)
+    if (composites.is_file() and out.suffix and out.suffix.lower() not in IMAGE_EXTENSIONS and not out.is_dir()
+            and not text.endswith(("/", os.sep))):
+        raise UsageError(f"-o {out}: {out.suffix} is not an image format harmonize writes",
+                         f"end the file name with one of {supported}, or end a folder name with /")
 
 
 def _names_a_file(out: Path) -> bool:

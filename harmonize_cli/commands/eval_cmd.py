@@ -21,7 +21,12 @@ EPILOG = """Examples:
   harmonize eval --data iHarmony4 --resize none --psnr-peak 255 -o results.json
   harmonize eval --data HYouTube/hyoutube.h5 --model composite --csv clips.csv   per clip + flicker
 
-Protocol, options and the JSON schema: docs/evaluation.md
+
+  torchrun --nproc-per-node 8 -m harmonize_cli eval --weights best.pth -o r.json    one rank per GPU
+  harmonize eval --weights best.pth --shard 0/2 -o s0.json   (and 1/2 -o s1.json), then:
+  harmonize eval --merge-shards s0.json --merge-shards s1.json -o r.json
+
+Protocol, options and the JSON schema: docs/evaluation.md; several GPUs and nodes: docs/scaling.md
 """
 
 
@@ -80,8 +85,15 @@ def _psnr_peak(value):
 @click.option("--with-published", is_flag=True,
               help="Add the published numbers of the same architectures (paper, released weights).")
 @click.option("--per-image", is_flag=True, help="Include per-image values in the JSON output.")
+@click.option("--shard", metavar="K/N", default=None,
+              help="Evaluate share K (0..N-1) of N of the test set and write its per-image records to -o FILE "
+                   "(independent processes); merge the N files with --merge-shards. Under torchrun or srun the ranks "
+                   "share the work and rank 0 prints the tables by itself (docs/scaling.md).")
+@click.option("--merge-shards", "merge_shards", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              metavar="FILE", help="The files of every --shard K/N run (repeat): print and write the tables of the "
+                                   "whole test set, equal to one process's.")
 def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, workers, device, psnr_peak, output,
-             markdown, csv_path, save_predictions, with_published, per_image):
+             markdown, csv_path, save_predictions, with_published, per_image, shard, merge_shards):
     """Evaluate models on the test split: MSE, fMSE and PSNR per subset and per foreground ratio.
 
     The protocol is the reference implementation's (docs/evaluation.md): at fixed256 the
@@ -89,40 +101,94 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
     layout (packed by `harmonize prepare --root HYouTube`) the tables are per clip and add the
     foreground flicker, a temporal-consistency figure (docs/evaluation.md#video).
     """
-    from .. import settings, zoo
-    from ..device import resolve_device
+    from .. import zoo
     from ..errors import UsageError
-    from ..evaluation import evaluate, load_models, open_test_set, report
+    from ..sharding import joined, rank_errors, shard_launch
 
     peak = _psnr_peak(psnr_peak)
+    for target in (output, markdown, csv_path):  # unwritable outputs fail now, not after the work
+        if target and target != "-":
+            check_writable(Path(target).parent)
+    if merge_shards:
+        if models or weights or shard or data:
+            raise UsageError("--merge-shards takes only the shard files and the outputs (-o, --markdown, --csv)",
+                             "harmonize eval --merge-shards a.json --merge-shards b.json -o results.json")
+        from ..evaluation import merge_results
+        from ..evaluation.shards import read_shards
+
+        parts, subset_order = read_shards(merge_shards)
+        _report(merge_results(parts, subset_order), output, markdown, csv_path, with_published, per_image, None)
+        return
+    launch = shard_launch(shard)
+    if launch.launcher == "shard" and (not output or output == "-"):
+        raise UsageError("--shard K/N needs -o FILE.json for its part", f"e.g. --shard {shard} -o eval.{launch.rank}.json")
+    if launch.grouped and not launch.is_main:
+        console.set_verbosity(console.QUIET)  # rank 0 speaks for the job
+    caught = None
+    try:
+        with interrupts.handled() as caught, rank_errors(launch), joined(launch):  # SIGTERM as Ctrl-C
+            for name in models:
+                zoo.get_arch(name)  # unknown names fail before any work, suggesting the closest
+            _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, workers, device, peak, output,
+                      markdown, csv_path, save_predictions, with_published, per_image, launch)
+    except KeyboardInterrupt:
+        raise interrupts.Interrupted(getattr(caught, "signum", None) or 2,
+                                     "interrupted ({signal}); no result file was written") from None
+
+
+def _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, workers, device, peak, output,
+              markdown, csv_path, save_predictions, with_published, per_image, launch):
+    from .. import settings
+    from ..errors import UsageError
+    from ..evaluation import evaluate, load_models, merge_results, open_test_set
+    from ..sharding import gather, rank_cores, rank_device, test_failure_hook
+
     if not models and not weights:
         raise UsageError("nothing to evaluate", "pass --model NAME and/or --weights FILE.pth "
                                                 "(e.g. --model composite for the baseline)")
     resize = resize.lower()
     subset_names = _split_subsets(subsets)
-    for name in models:
-        zoo.get_arch(name)  # unknown names fail before any work, suggesting the closest
-    source = settings.default_dataset(data)
+    source, origin = settings.dataset_and_origin(data)
     _check_outputs(source, weights, output, markdown, csv_path, save_predictions)
-    torch_device = resolve_device(device)
-    caught = None
-    try:
-        with interrupts.handled() as caught:
-            dataset = open_test_set(source, resize=resize, subsets=subset_names)
-            loaded = load_models(models, weights)
-            if getattr(dataset, "is_video", False):
-                clips = len({clip for clip, _ in dataset.frames})
-                what = f"{len(dataset)} test frames in {clips} clips"
-            else:
-                what = f"{len(dataset)} test images"
-            console.info(f"Evaluating {', '.join(model.label for model in loaded)} on {what} of "
-                         f"{source} ({', '.join(dataset.subset_names)}), resize {resize}, device {torch_device}")
-            results = evaluate(loaded, dataset, batch_size=batch_size, device=torch_device, flip_tta=flip_tta,
-                               psnr_peak=peak, workers=workers, save_predictions=save_predictions, progress=True,
-                               resize=resize)
-    except KeyboardInterrupt:
-        raise interrupts.Interrupted(getattr(caught, "signum", None) or 2,
-                                     "interrupted ({signal}); no result file was written") from None
+    torch_device = rank_device(launch, device)
+    if launch.grouped and torch_device.type == "cpu":  # the node's cores split between its ranks
+        import torch
+
+        torch.set_num_threads(rank_cores(launch))
+    dataset = open_test_set(source, resize=resize, subsets=subset_names)
+    test_failure_hook(launch)
+    loaded = load_models(models, weights)
+    if getattr(dataset, "is_video", False):
+        clips = len({clip for clip, _ in dataset.frames})
+        what = f"{len(dataset)} test frames in {clips} clips"
+    else:
+        what = f"{len(dataset)} test images"
+    ranks = f", {launch.world_size} ranks" if launch.grouped else (
+        f", shard {launch.rank}/{launch.world_size}" if launch.sharded else "")
+    console.info(f"Evaluating {', '.join(model.label for model in loaded)} on {what} of "
+                 f"{source} ({', '.join(dataset.subset_names)}), resize {resize}, device {torch_device}{ranks}")
+    console.info(f"Dataset: {source} ({origin})")
+    results = evaluate(loaded, dataset, batch_size=batch_size, device=torch_device, flip_tta=flip_tta,
+                       psnr_peak=peak, workers=workers, save_predictions=save_predictions, progress=launch.is_main,
+                       resize=resize, shard=launch if launch.sharded else None)
+    subset_order = list(dataset.subset_names)
+    if launch.launcher == "shard":
+        from ..evaluation.shards import write_shard
+
+        write_shard(output, results, launch.rank, launch.world_size, subset_order, len(dataset))
+        console.info(f"Wrote shard {launch.rank}/{launch.world_size} ({results[0].n_images} images) to {output}; "
+                     "merge the shards with --merge-shards")
+        return
+    if launch.grouped:
+        parts = gather(results, launch)  # every rank's records; rank 0 sums them in test-set order
+        if not launch.is_main:
+            return
+        results = merge_results(parts, subset_order)
+    _report(results, output, markdown, csv_path, with_published, per_image, save_predictions)
+
+
+def _report(results, output, markdown, csv_path, with_published, per_image, save_predictions):
+    from ..evaluation import report
 
     if output == "-":
         click.echo(report.to_json(results, with_published, per_image), nl=False)

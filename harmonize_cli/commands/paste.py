@@ -142,9 +142,12 @@ def paste(object_path, background, out, at, anchor, scale, height, mask, model, 
 def _paste_one(task: Task, backdrop, options, harmonizer, save_composite: bool, quality: int) -> None:
     """Compose, harmonize, blend and write one object (errors propagate)."""
     from ..apply.imageio import write_image
-    from ..apply.paste import compose, harmonize_composed
+    from ..apply.paste import compose, harmonize_composed, placement_warning
 
     composed = compose(task.source, backdrop, mask=task.mask, name=str(task.source), **options)
+    warning = placement_warning(composed.placement, options["at"], str(task.source))
+    if warning:
+        console.warn(warning)
     result = harmonize_composed(harmonizer(), composed)
     like = replace(backdrop, gray=False)
     alpha = result[..., 3] if result.shape[2] == 4 else None

@@ -179,7 +179,8 @@ def prepare(root, output, subsets, max_side, workers, storage, splits, max_pixel
                 )
             _summary(report)
             if remembered:
-                console.info(f"default dataset for train/eval: {report.output.resolve()}")
+                console.info(f"Set {report.output.resolve()} as the default dataset of `harmonize train` and "
+                             f"`harmonize eval` (remembered in {settings.config_path()}; --data overrides it)")
     except KeyboardInterrupt:
         raise interrupts.Interrupted(
             getattr(caught, "signum", None) or 2, "interrupted ({signal}); no partial dataset file is left behind"

@@ -3,12 +3,13 @@
 - ``engine.py``: :func:`evaluate`, the batched evaluation loop; :func:`load_models` (via ``zoo.resolve``).
 - ``testset.py``: the test split with the protocol's resize (:func:`open_test_set`).
 - ``metrics.py``: MSE, fMSE, PSNR per image, foreground-ratio ranges, running sums.
+- ``shards.py``: the files of ``eval --shard K/N`` and reading them back (:func:`merge_results` merges).
 - ``report.py``: the paper's tables in the terminal, JSON, Markdown and CSV.
 
 Published numbers live with the zoo (:mod:`harmonize_cli.zoo.published`).
 """
 
-from .engine import EvalResult, evaluate, load_models
+from .engine import EvalResult, evaluate, load_models, merge_results
 from .testset import check_test_set, open_test_set
 
-__all__ = ["EvalResult", "check_test_set", "evaluate", "load_models", "open_test_set"]
+__all__ = ["EvalResult", "check_test_set", "evaluate", "load_models", "merge_results", "open_test_set"]

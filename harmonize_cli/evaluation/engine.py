@@ -140,20 +140,24 @@ def _model_device(model) -> Optional[torch.device]:
 
 
 class _SafeDataset(torch.utils.data.Dataset):
-    """Wraps a dataset so that one unreadable sample is reported instead of ending the run."""
+    """Wraps a dataset so that one unreadable sample is reported instead of ending the run; every
+    sample carries its ``index`` in the whole test set (``indices``: this process's share of it)."""
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, indices: Optional[Sequence[int]] = None):
         self.dataset = dataset
+        self.indices = list(range(len(dataset))) if indices is None else list(indices)
 
     def __len__(self):
-        return len(self.dataset)
+        return len(self.indices)
 
-    def __getitem__(self, index):
+    def __getitem__(self, position):
+        index = self.indices[position]
         try:
-            return self.dataset[index]
+            sample = self.dataset[index]
         except Exception as exc:  # reported per image; the run goes on
             record = _record_of(self.dataset, index)
             return {"error": f"{type(exc).__name__}: {exc}", "index": index, **record}
+        return {**sample, "index": index} if isinstance(sample, dict) else sample
 
 
 def _record_of(dataset, index) -> dict:
@@ -260,7 +264,8 @@ def _entries(models_or_model, labels, weights):
 def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, device=None, flip_tta: bool = False,
              psnr_peak: Optional[float] = None, workers: Optional[int] = None, save_predictions=None,
              progress: bool = True, resize: Optional[str] = None, subsets: Optional[Sequence[str]] = None,
-             labels: Optional[Sequence[str]] = None, weights: Optional[Sequence[Optional[str]]] = None):
+             labels: Optional[Sequence[str]] = None, weights: Optional[Sequence[Optional[str]]] = None,
+             shard=None):
     """Evaluate one model (returns an :class:`EvalResult`) or several (a list, one pass over the data).
 
     ``models_or_model``: a :class:`~harmonize_cli.zoo.ResolvedModel` (what ``zoo.resolve`` returns)
@@ -272,6 +277,9 @@ def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, devi
     ``psnr_peak``: None for each target's maximum (the reference), or a fixed peak such as 255.
     ``save_predictions``: a folder; predictions are written as PNG (``<subset>/<stem>.png``, one
     sub-folder per model when there are several).
+    ``shard``: a :class:`~harmonize_cli.sharding.Launch` (or ``(K, N)``): evaluate only share K of
+    N of the test set; the result holds that share's images (tables and ``per_image``, each record
+    with its ``index`` in the whole set); :func:`merge_results` makes the tables of the whole set.
     The models' train/eval modes and devices are restored afterwards.
     """
     single, entries = _entries(models_or_model, labels, weights)
@@ -299,12 +307,18 @@ def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, devi
     if batch_size is None:
         batch_size = default_batch_size(device)
 
+    indices = None
+    if shard is not None:
+        from ..sharding import Launch, share_of
+
+        launch = shard if isinstance(shard, Launch) else Launch(int(shard[0]), int(shard[1]), launcher="shard")
+        indices = share_of([1] * len(dataset), launch)  # equal sizes at fixed256: every N-th image
     prepared = [_Prepared(entry, device) for entry in entries]
     save_root = Path(save_predictions) if save_predictions else None
     try:
         with torch.no_grad():
             skipped, seconds = _run(prepared, dataset, device, batch_size, flip_tta, psnr_peak, workers,
-                                    save_root, progress)
+                                    save_root, progress, indices)
     finally:
         for item in prepared:
             item.restore()
@@ -321,8 +335,10 @@ def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, devi
     return results[0] if single else results
 
 
-def _run(prepared, dataset, device, batch_size, flip_tta, psnr_peak, workers, save_root, show_progress):
-    n_samples = len(dataset)
+def _run(prepared, dataset, device, batch_size, flip_tta, psnr_peak, workers, save_root, show_progress,
+         indices=None):
+    safe = _SafeDataset(dataset, indices)
+    n_samples = len(safe)
     if workers is None:
         workers = _default_workers(n_samples, batch_size, device)
     loader_options = {"batch_size": batch_size, "shuffle": False, "num_workers": int(workers),
@@ -330,7 +346,7 @@ def _run(prepared, dataset, device, batch_size, flip_tta, psnr_peak, workers, sa
     if workers > 0:
         loader_options["prefetch_factor"] = 4
         loader_options["persistent_workers"] = False
-    loader = torch.utils.data.DataLoader(_SafeDataset(dataset), **loader_options)
+    loader = torch.utils.data.DataLoader(safe, **loader_options)
     skipped: List[dict] = []
     writer = ThreadPoolExecutor(max_workers=2) if save_root is not None else None
     pending = []
@@ -343,7 +359,7 @@ def _run(prepared, dataset, device, batch_size, flip_tta, psnr_peak, workers, sa
                 good = []
                 for sample in samples:
                     if "error" in sample:
-                        skipped.append({key: sample[key] for key in ("subset", "name", "error")})
+                        skipped.append({key: sample[key] for key in ("index", "subset", "name", "error")})
                         console.warn(f"skipped {sample['subset']}/{sample['name']}: {sample['error']}")
                     else:
                         good.append(sample)
@@ -429,7 +445,8 @@ def _evaluate_group(prepared, group, device, flip_tta, psnr_peak, save_root, wri
             item.sums.setdefault(subset, MetricSums()).add(row, per_image_seconds)
             for bin_name in fg_ratio_bins(ratios[position]):
                 item.fg_sums[bin_name].add(row, per_image_seconds)
-            record = {"subset": subset, "name": str(sample.get("name", "")),
+            record = {"index": int(sample.get("index", len(item.per_image))), "subset": subset,
+                      "name": str(sample.get("name", "")),
                       "fg_ratio": ratios[position], **row, "ms": 1000.0 * per_image_seconds}
             if video:
                 record.update(clip=str(sample["clip"]), frame=int(sample["frame"]),
@@ -458,6 +475,53 @@ def _save_png(path: Path, array) -> None:
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
         check_image_file(tmp, (array.shape[1], array.shape[0]), "PNG", name=path)
+
+
+def merge_results(parts, subset_order: Sequence[str] = ()) -> List[EvalResult]:
+    """The results of the whole test set from those of its shares: ``parts`` holds one list of
+    :class:`EvalResult` per share (the same models in the same order). The per-image records are
+    put back in test-set order (their ``index``) and the tables summed again in that order, so
+    they equal those of one process; ``seconds`` is the slowest share's."""
+    parts = [list(part) for part in parts]
+    if not parts:
+        raise UsageError("no shard results to merge")
+    merged = []
+    for position, first in enumerate(parts[0]):
+        shares = [part[position] for part in parts]
+        for other in shares[1:]:
+            if (other.model, other.weights, other.label, other.resize, other.psnr_peak, other.flip_tta) != (
+                    first.model, first.weights, first.label, first.resize, first.psnr_peak, first.flip_tta):
+                raise UsageError(f"the shards evaluated different models or settings ({first.label} / {other.label})",
+                                 "merge the shards of one run")
+        records = sorted((record for share in shares for record in share.per_image), key=lambda r: r["index"])
+        skipped = sorted((entry for share in shares for entry in share.skipped), key=lambda r: r.get("index", 0))
+        merged.append(result_from_records(first, records, skipped, subset_order,
+                                          max(share.seconds for share in shares)))
+    return merged
+
+
+def result_from_records(like: EvalResult, records, skipped, subset_order, seconds) -> EvalResult:
+    """An :class:`EvalResult` with ``like``'s model and settings, its tables summed from ``records``
+    (per-image rows, in the order given) exactly as :func:`evaluate` sums them."""
+    item = _Sums()
+    for record in records:
+        row = {name: record[name] for name in METRIC_NAMES}
+        seconds_each = float(record.get("ms", 0.0)) / 1000.0
+        item.sums.setdefault(record["subset"], MetricSums()).add(row, seconds_each)
+        for bin_name in fg_ratio_bins(record["fg_ratio"]):
+            item.fg_sums[bin_name].add(row, seconds_each)
+    item.per_image, item.arch, item.weights, item.label = list(records), like.model, like.weights, like.label
+    return _result(item, subset_order, like.resize, like.psnr_peak, like.flip_tta, skipped, like.device, seconds)
+
+
+class _Sums:
+    """What :func:`_result` reads of a :class:`_Prepared`: the sums and records of one model."""
+
+    def __init__(self):
+        self.sums: Dict[str, MetricSums] = {}
+        self.fg_sums = {name: MetricSums() for name in FG_RATIO_RANGES}
+        self.per_image: List[dict] = []
+        self.arch = self.weights = self.label = None
 
 
 def _result(item: _Prepared, subset_order, resize, psnr_peak, flip_tta, skipped, device, seconds) -> EvalResult:

@@ -148,7 +148,9 @@ def load_checkpoint(path) -> dict:
     """Read a training checkpoint written by :func:`save_checkpoint` (resumable state included)."""
     path = Path(path)
     if not path.is_file():
-        raise HarmonizeError(f"checkpoint {path} does not exist",
+        from ..errors import MissingWeightsError
+
+        raise MissingWeightsError(f"checkpoint {path} does not exist",
                              "give the run folder with --out, or the checkpoint with --resume PATH")
     from ..zoo.checkpoints import safe_load
 

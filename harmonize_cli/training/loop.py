@@ -107,6 +107,7 @@ class Trainer:
         self.metrics: list = []
         self.best: Optional[dict] = None
         self.run_dir: Optional[Path] = None
+        self.data_origin: Optional[str] = None  # where the dataset choice came from (for the header)
         # where a fine-tuned run started (--init): recorded in every checkpoint's meta
         self.init_info: Optional[dict] = ((checkpoint or {}).get("meta") or {}).get("init")
 
@@ -156,6 +157,7 @@ class Trainer:
             verdict["vgg"] = check_vgg(config)
         # record what was resolved (the dataset `prepare` remembered, the default run folder)
         self.config = config.updated(data=verdict["data"], out=verdict["run_dir"])
+        self.data_origin = verdict.get("data_origin")
         self.run_dir = Path(verdict["run_dir"])
         if env.is_distributed and not self.is_main:
             console.set_verbosity(console.QUIET)
@@ -230,10 +232,12 @@ class Trainer:
             self.log = RunLog(run_dir / LOG_FILE)
             rewrite_metrics(run_dir, self.metrics)
             lines, summary = start_lines(config, self.run_dir, parts, self.env.world_size,
-                                         resumed_at=start[:2] if self.resuming else None)
+                                         resumed_at=start[:2] if self.resuming else None,
+                                         data_origin=self.data_origin)
             for line in lines:
                 self.log.write(line)
-            console.info(summary)
+            for line in summary.splitlines():
+                console.info(line)
             if self.resuming:
                 console.info(lines[0].capitalize())
             if config.tensorboard:

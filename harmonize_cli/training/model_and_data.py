@@ -80,7 +80,7 @@ def build_model(config: TrainConfig, backbone_path, *, resuming: bool, init_path
         freeze_unused(model)
     backbone_weights = None
     if init_path and not resuming:
-        zoo.load_weights(model, init_path, arch=spec.name)  # read safely, strictly, as everywhere
+        zoo.load_weights(model, init_path, arch=spec.name, eval_mode=False)  # read safely, strictly, as everywhere
         return model, ({"source": str(init_path), "note": "from the --init checkpoint"} if spec.backbone else None)
     if spec.backbone and backbone_path and not resuming:
         backbone_weights = zoo.load_backbone_weights(model, spec, backbone_path)

@@ -14,8 +14,8 @@ from .rundir import check_output, default_run_dir, remove_if_created
 
 def preflight(config: TrainConfig, *, resuming: bool, overwrite: bool) -> dict:
     """Checks the run (on rank 0, before anything heavy); returns what it needs:
-    ``{"run_dir", "seed", "data", "backbone", "vgg"}``. Raises a HarmonizeError with the fix."""
-    from ..settings import default_dataset
+    ``{"run_dir", "seed", "data", "data_origin", "backbone", "vgg"}``. Raises a HarmonizeError with the fix."""
+    from ..settings import dataset_and_origin
     from ..zoo import get_arch
 
     spec = get_arch(config.arch)
@@ -23,11 +23,12 @@ def preflight(config: TrainConfig, *, resuming: bool, overwrite: bool) -> dict:
     info = {"run_dir": str(run_dir), "seed": config.seed}
     created = check_output(run_dir, resuming=resuming, overwrite=overwrite)
     try:
-        data = default_dataset(config.data)
+        data, origin = dataset_and_origin(config.data, "--data" if not resuming else "the resumed run's config")
         if not Path(data).exists():
             raise UsageError(f"dataset {data} does not exist",
                              "run `harmonize prepare --root iHarmony4` first, or pass --data FILE.h5|DIR")
         info["data"] = str(data)
+        info["data_origin"] = origin
         info["backbone"] = check_backbone(spec, config, resuming=resuming)
         info["vgg"] = check_vgg(config)
         if config.init and not resuming:

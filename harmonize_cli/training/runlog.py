@@ -21,6 +21,9 @@ from .runtime import amp_text
 GRID_COLUMNS = ("composite", "mask", "prediction", "target")
 TENSORBOARD_MISSING = ("tensorboard = true, but TensorBoard is not installed: no TensorBoard events "
                        "(pip install tensorboard, or --no-tensorboard to silence this)")
+# TensorBoard's absence is said on the console once per machine (this marker in the cache folder
+# remembers it); every run's train.log still says it.
+TENSORBOARD_NOTED = "tensorboard-missing.noted"
 
 
 class RunLog:
@@ -62,11 +65,30 @@ def open_tensorboard(run_dir: Path, log: Optional[RunLog] = None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # tensorboard is optional
-        console.warn(TENSORBOARD_MISSING)
+        if _first_time(TENSORBOARD_NOTED):
+            console.warn(TENSORBOARD_MISSING + "; said once on this machine, train.log says it every run")
+        else:
+            console.debug(TENSORBOARD_MISSING)
         if log is not None:
             log.write(TENSORBOARD_MISSING)
         return None
     return SummaryWriter(log_dir=str(run_dir / TB_DIR))
+
+
+def _first_time(marker: str) -> bool:
+    """True the first time ``marker`` is asked for on this machine (a file in the cache folder
+    records it); when the cache folder cannot be written, every time (the notice is never lost)."""
+    from ..settings import home
+
+    path = home() / marker
+    if path.exists():
+        return False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("noted\n")
+    except OSError:
+        pass
+    return True
 
 
 def log_epoch(tb, epoch_number: int, train_loss: float, lr: float, val: Optional[dict]) -> None:
@@ -137,8 +159,9 @@ def best_text(best: Optional[dict]) -> str:
     return f"n/a (lowest train loss at epoch {best['epoch']})"
 
 
-def start_lines(config, run_dir: Path, parts, world_size: int, resumed_at=None):
-    """(the ``train.log`` lines that describe a starting run, the one-line console summary);
+def start_lines(config, run_dir: Path, parts, world_size: int, resumed_at=None, data_origin=None):
+    """(the ``train.log`` lines that describe a starting run, the console summary: a line for the
+    run and one naming the dataset and where that choice came from);
     ``resumed_at``: (epoch, step) where a resumed run goes on (the first line then says so)."""
     amp = amp_text(parts.amp_dtype, parts.use_scaler)
     backbone = parts.backbone_weights
@@ -147,6 +170,7 @@ def start_lines(config, run_dir: Path, parts, world_size: int, resumed_at=None):
     lines = [
         f"harmonize {__version__}, torch {torch.__version__}",
         f"run folder: {run_dir}",
+        f"dataset: {config.data}" + (f" ({data_origin})" if data_origin else ""),
         f"architecture: {config.arch}; backbone weights: {json.dumps(backbone) if backbone else 'none'}"
         + (f"; fine-tuning from {config.init}" if config.init else ""),
         f"device: {parts.device}, processes: {world_size}, mixed precision: {amp}, "
@@ -168,5 +192,6 @@ def start_lines(config, run_dir: Path, parts, world_size: int, resumed_at=None):
         epoch, step = resumed_at
         lines.insert(0, f"resumed at epoch {epoch + 1}" + (f", step {step}" if step else ""))
     summary = (f"Training {config.arch} in {run_dir} ({parts.device}, {amp}, "
-               f"{len(train_set)} samples, {parts.steps_per_epoch} steps/epoch)")
+               f"{len(train_set)} samples, {parts.steps_per_epoch} steps/epoch)\n"
+               f"Dataset: {config.data}" + (f" ({data_origin})" if data_origin else ""))
     return lines, summary

@@ -88,7 +88,7 @@ def create_model(name: str, *, weights=None, pretrained: bool = False, pretraine
     if spec.backbone and (pretrained_backbone or backbone_weights is not None) and weights is None:
         load_backbone_weights(model, spec, backbone_weights)
     if weights is not None:
-        load_weights(model, weights, arch=spec.name)
+        load_weights(model, weights, arch=spec.name, eval_mode=False)  # the mode is decided below
     if eval_mode if eval_mode is not None else weights is not None:
         model.eval()
     if device is not None:
@@ -133,11 +133,13 @@ def _arch_of(model_state) -> str:
 
 
 def load_weights(model, source, strict: bool = True, *, arch: Optional[str] = None, label: Optional[str] = None,
-                 owned: Optional[bool] = None):
-    """Load a checkpoint into ``model``: reference state dicts, our training checkpoints, DDP
-    prefixes, paths, URLs and registry names. A mismatch raises one clear WeightsError naming
-    ``arch`` (default: the model's class) and what the weights look like. ``owned``: the tensors
-    may become the model's own (default: when ``source`` is read here, not a state dict passed in)."""
+                 owned: Optional[bool] = None, eval_mode: bool = True):
+    """Load a checkpoint into ``model`` and return it, in eval mode like ``create_model(weights=...)``
+    (``eval_mode=False`` keeps the model's mode, e.g. to fine-tune): reference state dicts, our
+    training checkpoints, DDP prefixes, paths, URLs and registry names. A mismatch raises one clear
+    WeightsError naming ``arch`` (default: the model's class) and what the weights look like.
+    ``owned``: the tensors may become the model's own (default: when ``source`` is read here, not
+    a state dict passed in)."""
     checkpoint, read_label = read_checkpoint(source)
     model_state = model.state_dict()
     state = checked_state(checkpoint, model_state, strict=strict, arch=arch, label=label or read_label)
@@ -148,6 +150,8 @@ def load_weights(model, source, strict: bool = True, *, arch: Optional[str] = No
         owned = not isinstance(source, Mapping)
     assign = bool(owned) and _same_dtypes_and_device(state, model_state)
     model.load_state_dict(state, strict=strict, assign=assign)
+    if eval_mode:
+        model.eval()  # batch norms use their running statistics: any batch size, batch 1 included
     return model
 
 

@@ -134,7 +134,9 @@ def get_weights(name: str) -> PretrainedWeights:
     for weights in _ALL.values():
         if key in (weights.name, weights.filename, weights.filename[:-4]):
             return weights
-    raise UsageError(f"unknown pretrained weights {name!r}", f"choose one of: {', '.join(_ALL)}")
+    from .cards import did_you_mean
+
+    raise UsageError(f"unknown pretrained weights {name!r}", did_you_mean(key) + f" (choose one of: {', '.join(_ALL)})")
 
 
 def weights_for_arch(arch_name: str) -> Optional[PretrainedWeights]:

@@ -193,7 +193,7 @@ def _build(spec, checkpoint, label) -> ResolvedModel:
     network = _assembled(spec, checkpoint, label) if owned else None
     if network is None:
         network = create_model(spec.name, init=False)
-        load_weights(network, checkpoint, arch=spec.name, label=label, owned=owned)
+        load_weights(network, checkpoint, arch=spec.name, label=label, owned=owned, eval_mode=False)
     path = Path(label) if owned and label is not None else None
     return ResolvedModel(spec=spec, network=network, source=None if path is None else str(label), path=path)
 

@@ -47,6 +47,9 @@ def test_the_limit_is_exclusive_and_zero_disables_it(tmp_path, bomb):
     with pytest.raises(limits.ImageTooLargeError):
         limits.open_image(path, max_pixels=5)
     assert limits.image_size(bomb, max_pixels=0) == (28000, 28000)  # header only, nothing decoded
+    assert limits.image_size(bomb) == (28000, 28000)  # no limit unless one is given
+    with pytest.raises(limits.ImageTooLargeError):
+        limits.image_size(path, max_pixels=5)
     with limits.open_image(bomb, max_pixels=0) as image:
         assert image.size == (28000, 28000)
 
@@ -131,3 +134,92 @@ def test_huge_jpegs_are_decoded_at_a_reduced_scale_before_lanczos(tmp_path, monk
     monkeypatch.setattr(imageio, "DRAFT_ABOVE_PIXELS", 50_000_000)
     imageio.decode_capped(path, max_side=150)
     assert drafts == []
+
+
+# ---------------------------------------------------------------------------- formats from bytes
+def _small_ico(path):
+    from bombs import write_ico_bomb
+
+    return write_ico_bomb(path, width=300, height=200)  # same structure as the bomb, 300 x 200
+
+
+def test_an_ico_file_is_refused_from_its_first_bytes_before_pillow_opens_it(tmp_path, monkeypatch):
+    ico = _small_ico(tmp_path / "holiday.png")
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    with pytest.raises(limits.UnsupportedImageError) as info:
+        limits.open_image(ico, max_pixels=0)  # even with the size limit off
+    text = str(info.value)
+    assert "\n" not in text and str(ico) in text and "ICO" in text and "convert it" in text
+    assert info.value.reason.startswith("an ICO icon file") and info.value.exit_code == 1
+    assert opened == []  # Pillow never saw it: its ICO plugin decodes the wrapped PNG inside open()
+    with pytest.raises(imageio.DecodeError, match="ICO"):
+        imageio.probe(ico.read_bytes())
+
+
+@pytest.mark.parametrize("fmt, options", [("PNG", {}), ("JPEG", {}), ("TIFF", {}), ("BMP", {}), ("WEBP", {}),
+                                          ("TIFF", {"compression": "tiff_lzw"})])
+def test_every_accepted_format_is_recognised_from_its_bytes(tmp_path, fmt, options):
+    path = tmp_path / "image.bin"  # the name says nothing
+    Image.fromarray(_photo(20, 30)).save(path, format=fmt, **options)
+    assert limits.sniff_format(path.read_bytes()[:16]) == fmt
+    with limits.open_image(path) as image:
+        assert image.format == fmt and image.size == (30, 20)
+
+
+@pytest.mark.parametrize("fmt, words", [("GIF", "a GIF file"), ("ICO", "an ICO icon"), ("PPM", "not a PNG"),
+                                        ("PDF", "a PDF document")])
+def test_other_formats_are_named_and_refused(tmp_path, fmt, words):
+    path = tmp_path / "image.png"
+    Image.fromarray(_photo(20, 30)).save(path, format=fmt)
+    with pytest.raises(limits.UnsupportedImageError, match=words):
+        limits.open_image(path)
+
+
+def test_pillows_own_guard_stays_on_during_the_header_read(tmp_path, monkeypatch):
+    path = tmp_path / "small.png"
+    Image.fromarray(_photo(20, 30)).save(path)
+    seen = []
+    real_open = Image.open
+
+    def spy(*args, **kwargs):
+        seen.append(Image.MAX_IMAGE_PIXELS)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", spy)
+    default = Image.MAX_IMAGE_PIXELS
+    limits.open_image(path).close()  # 200 MP: Pillow's guard raised to error just above it, never off
+    limits.open_image(path, max_pixels=1000).close()  # below Pillow's threshold: left as it is
+    limits.open_image(path, max_pixels=0).close()  # the user turned the limit off
+    assert seen == [100_000_000, default, None]
+    assert Image.MAX_IMAGE_PIXELS == default
+
+
+def test_every_command_refuses_the_ico_in_one_line(tmp_path, run_cli):
+    """apply, paste, synth and prepare decode through limits.open_image: the same refusal."""
+    from minidata import make_mini_iharmony
+    from test_apply import save_pair
+
+    save_pair(tmp_path, "a.png")
+    _small_ico(tmp_path / "c" / "a.png")
+    code, out, err = run_cli("apply", tmp_path / "c" / "a.png", tmp_path / "m" / "a.png", "-o", tmp_path / "o.png",
+                             "--model", "lab-transfer")
+    assert code == 1 and "ICO" in err and "Traceback" not in err
+
+    Image.fromarray(_photo(40, 60)).save(tmp_path / "bg.png")
+    code, out, err = run_cli("paste", tmp_path / "c" / "a.png", tmp_path / "bg.png", "-o", tmp_path / "p.png",
+                             "--model", "composite")
+    assert code != 0 and "ICO" in err and "Traceback" not in err and not (tmp_path / "p.png").exists()
+
+    for index in range(3):
+        save_pair(tmp_path / "s", f"{index}.png")
+    _small_ico(tmp_path / "s" / "c" / "0.png")
+    code, out, err = run_cli("synth", "--images", tmp_path / "s" / "c", "--masks", tmp_path / "s" / "m",
+                             "-o", tmp_path / "synth", "--seed", 0)
+    assert "ICO" in out + err and "Traceback" not in err
+
+    root = make_mini_iharmony(tmp_path / "ds", subsets=("HFlickr",), n_train=2, n_test=1)
+    _small_ico(sorted((root / "HFlickr" / "composite_images").iterdir())[0])
+    code, out, err = run_cli("prepare", "--root", root, "-o", tmp_path / "ds.h5", "--workers", "0")
+    assert code == 0 and "ICO" in out + err and "Traceback" not in err

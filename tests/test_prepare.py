@@ -201,6 +201,22 @@ def test_max_side_caps_only_large_images_and_keeps_original_bytes(mini, tmp_path
                 assert Image.open(io.BytesIO(stored)).size == (100, 75)
             else:
                 assert stored == (mini / name).read_bytes()
+        # resized masks are stored losslessly: PNG holding exactly the Lanczos-shrunk mask
+        group, resized_masks = handle["mask"], 0
+        for row in range(len(group["name"])):
+            name = group["name"].asstr()[row]
+            if not name.startswith("HAdobe5k/"):
+                continue
+            start, length = group["encoded_offset"][row], group["encoded_length"][row]
+            stored = group["encoded"][start : start + length].tobytes()
+            source = np.asarray(Image.open(mini / name))
+            source = source[..., 2] if source.ndim == 3 else source  # OpenCV's BGR channel 0 = blue
+            expected = np.asarray(Image.fromarray(source).resize((100, 75), Image.Resampling.LANCZOS))
+            assert group["encoded_format"].asstr()[row] == "png", name
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored))), expected), name
+            assert np.array_equal(_read_image(handle, "mask", row).reshape(expected.shape), expected), name
+            resized_masks += 1
+        assert resized_masks >= 1
 
 
 def test_max_side_zero_keeps_everything(mini, tmp_path):

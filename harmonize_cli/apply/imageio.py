@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..limits import DEFAULT_MAX_PIXELS, open_image
+from ..limits import DEFAULT_MAX_PIXELS, UnsupportedImageError, open_image
 from ..errors import HarmonizeError
 from ..readback import check_image_file
 
@@ -86,14 +86,18 @@ def _open(path, max_pixels=DEFAULT_MAX_PIXELS):
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # truncated-file and EXIF warnings become errors below
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # truncated-file warnings become errors below
             image = open_image(path, max_pixels)
             image.load()
             fmt = image.format
             upright = _upright(image, ImageOps)
             upright.format = fmt
+        upright.open_warnings = list(getattr(image, "open_warnings", [])) + [
+            " ".join(str(item.message).split()) for item in caught]
         return upright
+    except UnsupportedImageError as exc:
+        raise InputError(f"{path}: {exc.reason}") from None
     except UnidentifiedImageError as exc:
         raise InputError(f"{path}: not an image Pillow can read") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -162,7 +166,7 @@ def read_image(path, max_pixels=DEFAULT_MAX_PIXELS) -> ImageData:
     source_mode = image.mode
     rgb, alpha, gray, depth = _pil_to_arrays(image)
     return ImageData(rgb=np.ascontiguousarray(rgb), alpha=alpha, gray=gray, format=image.format, mode=source_mode,
-                     bit_depth=depth, icc_profile=image.info.get("icc_profile"), exif=_exif_of(image),
+                     bit_depth=depth, icc_profile=image.info.get("icc_profile"), exif=_readable_exif(image, path),
                      pil_rgb=image if image.mode == "RGB" else None)
 
 
@@ -193,6 +197,23 @@ def _exif_of(image) -> Optional[bytes]:
         return exif_data.tobytes() if len(exif_data) else None
     except Exception:  # unreadable EXIF is dropped, not fatal
         return None
+
+
+def _readable_exif(image, path) -> Optional[bytes]:
+    """:func:`_exif_of` the image, with Pillow's warnings about the file ("Corrupt EXIF data",
+    ...) kept from the terminal: they are one -v line for the file, and a damaged EXIF block is
+    not copied to the result."""
+    from .. import console
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exif = _exif_of(image)
+    notes = list(getattr(image, "open_warnings", [])) + [" ".join(str(item.message).split()) for item in caught]
+    if not notes:
+        return exif
+    damaged_exif = any("exif" in note.lower() for note in notes)
+    console.debug(f"{path}: {notes[0][:160]}" + ("; its EXIF data is not copied to the result" if damaged_exif else ""))
+    return None if damaged_exif else exif
 
 
 def image_to_arrays(image):

@@ -125,7 +125,9 @@ def _apply(composites, masks, out, model, weights, device, batch_size, resolutio
                                 max_pixels=max_pixels, swap_check=not allow_odd_masks, mask_pattern=mask_pattern)
         _summarise(report, single=True)
         if report.failed:
-            raise HarmonizeError(f"{report.failed[0].composite}: {report.failed[0].reason}")
+            failed = report.failed[0]
+            prefix = f"{failed.composite}: "  # most reasons name the file already: once is enough
+            raise HarmonizeError(failed.reason if str(failed.reason).startswith(prefix) else prefix + failed.reason)
         return
     if composites.is_dir() and _names_a_file(out):
         raise UsageError(f"-o {out} names a file but COMPOSITES {composites} is a folder",

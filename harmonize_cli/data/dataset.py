@@ -27,7 +27,7 @@ import torch
 from . import hyoutube, imageio, layout
 from .layout import DatasetError
 from .pack import FORMAT, FORMAT_VERSION, KINDS
-from .packfile import check_tables, damaged, require_entries
+from .packfile import check_layout, check_tables, damaged, is_complete, require_entries
 from .transforms import _SCALE, _SHIFT, NoResize, SampleReader, Transform, crop_box, normalize
 
 __all__ = ["HarmonizationDataset", "open_source"]
@@ -103,11 +103,12 @@ class _H5Source:
                 f"{self.path} uses dataset format {attrs.get('format_version')}, newer than this harmonize",
                 "upgrade harmonize",
             )
-        if not bool(attrs.get("complete", False)):
+        if not is_complete(attrs.get("complete")):
             raise DatasetError(
                 f"{self.path} is incomplete (an interrupted `harmonize prepare`)",
                 "run `harmonize prepare` again",
             )
+        check_layout(handle)  # before any table is read: dtypes, sizes, storage inside the file
         has_pixels = require_entries(handle)
         self.storage = str(attrs.get("storage", "pixels"))
         self.packed_splits = json.loads(attrs.get("splits", json.dumps(list(layout.SPLITS))))

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..limits import DEFAULT_MAX_PIXELS, ImageTooLargeError, open_image
+from ..limits import DEFAULT_MAX_PIXELS, ImageTooLargeError, UnsupportedImageError, open_image
 
 JPEG_QUALITY = 90  # the reference re-encodes resized copies at this quality
 DRAFT_ABOVE_PIXELS = 50_000_000  # JPEGs larger than this are decoded at a reduced scale when shrunk
@@ -71,6 +71,8 @@ def _open(source, max_pixels=DEFAULT_MAX_PIXELS) -> Image.Image:
         return open_image(source, max_pixels)
     except (FileNotFoundError, ImageTooLargeError):
         raise
+    except UnsupportedImageError as exc:
+        raise DecodeError(exc.reason) from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise DecodeError(f"not a readable image ({_reason(exc)})") from None
 

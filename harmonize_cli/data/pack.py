@@ -44,6 +44,7 @@ from .packfile import (
     append_encoded,
     check_disk_space,
     estimate_bytes,
+    is_complete,
     read_attrs,
     relative,
     remove_stale_parts,
@@ -249,7 +250,7 @@ def pack_dataset(
     check_replaceable(report_path, starts_with(b"{"), "a report written by `harmonize prepare`")
     if output.exists():
         attrs = read_attrs(output)
-        if attrs is not None and not force and attrs.get("complete") and attrs.get("fingerprint") == fingerprint:
+        if attrs is not None and not force and is_complete(attrs.get("complete")) and attrs.get("fingerprint") == fingerprint:
             fill_up_to_date(report, attrs, notes, started)
             return report
         if attrs is not None and attrs.get("fingerprint") != fingerprint:

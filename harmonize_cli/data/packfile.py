@@ -232,6 +232,57 @@ _SAMPLE_COLUMNS = [f"samples/{name}" for name in ("subset", "split", "name", *KI
 _TABLE_COLUMNS = {True: ("shape", "offset", "pixels"), False: ("shape", "encoded_offset", "encoded_length", "encoded")}
 
 
+# what the writer stores; anything else in a file is refused when it is opened
+HEAP_NAMES = ("pixels", "encoded")
+MAX_TABLE_ROWS = 10_000_000  # iHarmony4 has 73 146 samples
+MAX_CHUNK_BYTES = 64 << 20  # one HDF5 chunk is decompressed whole to read any byte of it
+_INTEGER_COLUMNS = ("shape", "original_size", "offset", "encoded_offset", "encoded_length",
+                    "composite", "real", "mask", "size")
+
+
+def is_complete(value) -> bool:
+    """True only for a true boolean ``complete`` attribute (the string "False" is not complete)."""
+    return isinstance(value, (bool, np.bool_)) and bool(value)
+
+
+def check_layout(handle) -> None:
+    """Before any table is read: every dataset stored inside this file (no external or virtual
+    storage), heaps of bytes (uint8, one dimension), tables of the writer's dtypes and of bounded
+    length, chunks small enough to decompress. Raises DatasetError for foreign storage,
+    ValueError (reported as damage) for the rest."""
+    import h5py
+
+    problems = []
+
+    def visit(name, item):
+        if not isinstance(item, h5py.Dataset) or problems:
+            return
+        if item.external or item.is_virtual:
+            where = "external files" if item.external else "other files (a virtual dataset)"
+            problems.append(DatasetError(
+                f"{handle.filename}: '{name}' keeps its data in {where}; harmonize reads only data stored "
+                "inside the packed file", "pack the dataset again with `harmonize prepare`"))
+            return
+        leaf = name.rsplit("/", 1)[-1]
+        if item.chunks is not None and int(np.prod(item.chunks)) * item.dtype.itemsize > MAX_CHUNK_BYTES:
+            problems.append(ValueError(f"'{name}' is stored in chunks over {MAX_CHUNK_BYTES >> 20} MiB"))
+        elif leaf in HEAP_NAMES:
+            if item.dtype != np.uint8 or item.ndim != 1:
+                problems.append(ValueError(f"'{name}' is {item.dtype} of {item.ndim} dimensions where "
+                                           "harmonize writes bytes (uint8, one dimension)"))
+        elif item.ndim > 2 or (item.ndim and item.shape[0] > MAX_TABLE_ROWS):
+            problems.append(ValueError(f"'{name}' declares a table of shape {item.shape}, over "
+                                       f"{MAX_TABLE_ROWS} rows"))
+        elif leaf in _INTEGER_COLUMNS and item.dtype.kind not in "iu":
+            problems.append(ValueError(f"'{name}' is {item.dtype} where harmonize writes integers"))
+        elif leaf == "fg_ratio" and item.dtype.kind != "f":
+            problems.append(ValueError(f"'{name}' is {item.dtype} where harmonize writes floats"))
+
+    handle.visititems(visit)
+    if problems:
+        raise problems[0]
+
+
 def require_entries(handle) -> bool:
     """Raise KeyError naming the first missing dataset; return whether pixels are stored."""
     has_pixels = f"{KINDS[0]}/pixels" in handle
@@ -264,8 +315,43 @@ def damaged(path, handle, exc) -> DatasetError:
     )
 
 
-def check_tables(source, handle) -> None:
-    """Row indices inside their tables, heaps long enough: a damaged file fails here, not mid-epoch."""
+def _check_shapes(kind: str, shape: np.ndarray, max_pixels: int) -> None:
+    """Stored images of at least one pixel, the writer's channels, at most ``max_pixels`` each."""
+    if not len(shape):
+        return
+    if shape.ndim != 2 or shape.shape[1] != 3:
+        raise ValueError(f"the {kind} shape table is not (rows, 3)")
+    channels = 1 if kind == "mask" else 3
+    if shape[:, :2].min() < 1 or (shape[:, 2] != channels).any():
+        raise ValueError(f"the {kind} table declares an empty image or not {channels} channel(s)")
+    pixels = shape[:, 0] * shape[:, 1]
+    worst = int(np.argmax(pixels))
+    if max_pixels and int(pixels[worst]) > max_pixels:
+        from ..limits import describe
+
+        height, width = int(shape[worst, 0]), int(shape[worst, 1])
+        raise ValueError(f"{kind} image {worst} declares {describe(width, height)}, over the image limit of "
+                         f"{max_pixels / 1e6:.0f} MP")
+
+
+def _check_heap_storage(path, dataset) -> None:
+    """A contiguous heap must lie inside the file (a memory map past its end would crash)."""
+    if dataset.chunks is not None or not dataset.shape[0]:
+        return
+    offset = dataset.id.get_offset()
+    if offset is None:
+        raise ValueError(f"'{dataset.name}' has no data stored")
+    if offset + dataset.shape[0] > os.path.getsize(path):
+        raise ValueError(f"'{dataset.name}' ends past the end of the file (cut short?)")
+
+
+def check_tables(source, handle, max_pixels: int | None = None) -> None:
+    """Row indices inside their tables, heaps long enough and stored in the file, images no larger
+    than the image limit (``max_pixels``, default :data:`~harmonize_cli.limits.DEFAULT_MAX_PIXELS`):
+    a damaged or hostile file fails here, not mid-epoch nor after gigabytes."""
+    from ..limits import DEFAULT_MAX_PIXELS
+
+    max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     n = len(source.sample_name)
     columns = [source.sample_subset, source.size, source.original_size, source.fg_ratio]
     columns += [source.rows[kind] for kind in KINDS]
@@ -277,12 +363,19 @@ def check_tables(source, handle) -> None:
         count = len(table["shape"])
         if n and (rows.min() < 0 or rows.max() >= count):
             raise ValueError(f"sample rows point outside the {kind} table")
+        _check_shapes(kind, table["shape"], max_pixels)
         if source.has_pixels:
             shape = table["shape"]
             ends = table["offset"] + shape[:, 0] * shape[:, 1] * shape[:, 2]
             if len(table["offset"]) != count or (count and ends.max() > handle[kind]["pixels"].shape[0]):
                 raise ValueError(f"the {kind} pixel table points past its heap")
+            if count and table["offset"].min() < 0:
+                raise ValueError(f"the {kind} pixel table has negative offsets")
+            _check_heap_storage(source.path, handle[kind]["pixels"])
         else:
             ends = table["encoded_offset"] + table["encoded_length"]
             if len(table["encoded_offset"]) != count or (count and ends.max() > handle[kind]["encoded"].shape[0]):
                 raise ValueError(f"the {kind} encoded table points past its heap")
+            if count and min(table["encoded_offset"].min(), table["encoded_length"].min()) < 0:
+                raise ValueError(f"the {kind} encoded table has negative offsets or lengths")
+            _check_heap_storage(source.path, handle[kind]["encoded"])

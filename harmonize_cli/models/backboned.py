@@ -309,7 +309,9 @@ def optimizer_param_groups(model: nn.Module, lr: float) -> list[dict]:
 
 def _unwrap_checkpoint(state_dict):
     if isinstance(state_dict, (str, os.PathLike)):
-        state_dict = torch.load(state_dict, map_location="cpu", weights_only=True)
+        from ..zoo.checkpoints import safe_load
+
+        state_dict = safe_load(state_dict)  # bounded, weights_only, finite
     if not isinstance(state_dict, Mapping):
         raise TypeError("expected a state dict (mapping of names to tensors) or a checkpoint path")
     inner = state_dict.get("state_dict")

@@ -246,7 +246,10 @@ class Trainer:
         return start
 
     def _restore(self, parts: RunParts):
+        from ..zoo.bounds import check_dtypes
+
         checkpoint = self.resume_checkpoint
+        check_dtypes(checkpoint["model"], parts.model.state_dict(), "the checkpoint to resume")
         parts.model.load_state_dict(checkpoint["model"], strict=True)
         meta = checkpoint.get("meta") or {}
         parts.backbone_weights = meta.get("backbone_weights")

@@ -157,8 +157,12 @@ def load_weights(model, source, strict: bool = True, *, arch: Optional[str] = No
 
 def checked_state(checkpoint, model_state, *, strict: bool = True, arch: Optional[str] = None, label=None):
     """The state dict of a checkpoint as it goes into a model whose state dict is ``model_state``
-    (0-d buffers matched); with ``strict``, a layout mismatch is one WeightsError naming ``arch``."""
+    (0-d buffers matched); with ``strict``, a layout mismatch is one WeightsError naming ``arch``;
+    a tensor that is not floating point where the model's is (int64, complex) is one WeightsError."""
+    from .bounds import check_dtypes
+
     state = _match_scalar_shapes(extract_state_dict(checkpoint), model_state)
+    check_dtypes(state, model_state, label)
     if strict:
         from .checkpoints import describe_mismatch
 

@@ -45,14 +45,31 @@ def read_checkpoint(source, map_location="cpu"):
 
 def safe_load(path, map_location="cpu"):
     """``torch.load(path, weights_only=True)`` with one-line errors: an empty, truncated or foreign
-    file, or one that holds Python objects a safe load refuses (those could run code)."""
+    file, or one that holds Python objects a safe load refuses (those could run code).
+
+    Guarded before and after (:mod:`~harmonize_cli.zoo.bounds`): a path that is not a regular
+    file, or an archive that would unpack to more than the weights limit, is refused before
+    anything is read; tensors that declare more than that limit, are complex, or hold NaN or
+    infinite values are refused before anyone uses them. A ``.safetensors`` file (recognised
+    from its header, whatever its name) is read as one.
+    """
     import pickle
 
     import torch
 
+    from .bounds import check_file, check_tensors
+    from .safetensors_io import is_safetensors, read_safetensors
+
     path = Path(path)
-    if path.is_dir():
-        raise WeightsError(f"weights {path} is a folder, not a checkpoint file", "give the .pth file inside it")
+    size = check_file(path)
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if is_safetensors(head, size):
+        obj = read_safetensors(path)
+        if map_location not in (None, "cpu"):
+            obj = {key: value.to(map_location) for key, value in obj.items()}
+        check_tensors(obj, path)
+        return obj
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -70,20 +87,31 @@ def safe_load(path, map_location="cpu"):
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict",
                            "save the model with torch.save(model.state_dict(), path)")
+    check_tensors(obj, path)
     return obj
 
 
 def describe_file(path) -> str:
-    """What a file that should be a checkpoint actually is, in a few words."""
+    """What a file that should be a checkpoint actually is, in a few words (a FIFO or device is
+    named from ``stat``, never opened)."""
+    from .bounds import special_file_kind
+    from .safetensors_io import is_safetensors
+
     path = Path(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        kind = special_file_kind(info.st_mode)
+        if kind is not None:
+            return f"{kind}, not a checkpoint file"
+        size = info.st_size
         with open(path, "rb") as handle:
             head = handle.read(512)
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
     if size == 0:
         return "an empty file (0 bytes)"
+    if is_safetensors(head, size):
+        return f"a damaged safetensors file of {size} bytes"
     lowered = head.lstrip().lower()
     if lowered.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in lowered:
         return f"an HTML page of {size} bytes, not a checkpoint"

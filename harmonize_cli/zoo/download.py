@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -27,20 +29,25 @@ def sha256_of(path, chunk_size: int = CHUNK) -> str:
 
 def download_file(url: str, target, sha256: Optional[str] = None, hash_prefix: Optional[str] = None,
                   timeout: float = 30.0, label: Optional[str] = None,
-                  verify: Optional[Callable[[Path, str], None]] = None) -> Path:
+                  verify: Optional[Callable[[Path, str], None]] = None,
+                  deadline: Optional[float] = None, max_bytes: Optional[int] = None) -> Path:
     """Download ``url`` to ``target`` atomically and verify it.
 
     A short read (fewer bytes than the server announced), a wrong ``sha256``, a ``hash_prefix``
     that does not start the file's sha256, or a ``verify(temp_path, sha256)`` that raises, raise
     :class:`DownloadError`; the target then does not exist. The error names the URL and the path
-    where the file can be placed by hand. ``timeout`` bounds the connection and each read.
+    where the file can be placed by hand. ``timeout`` bounds the connection and each read;
+    ``deadline`` (seconds) bounds the whole download, however slowly the server drips.
+    The body is capped at ``max_bytes`` (default: the weights limit,
+    :func:`~harmonize_cli.zoo.bounds.max_weights_bytes`) and at the length the server announced:
+    an endless body stops there.
     """
     target = Path(target)
     manual = f"download it by hand from {url} and save it as {target}"
     remove_stale_parts(target)  # what a killed download left
     try:
         with interrupts.handled(), atomic_path(target) as tmp:  # SIGTERM as Ctrl-C: no .part is left
-            _fetch(url, tmp, timeout, label or target.name)
+            _fetch(url, tmp, timeout, label or target.name, max_bytes, deadline, manual)
             digest = sha256_of(tmp)
             if sha256 and digest != sha256.lower():
                 raise DownloadError(f"{url}: sha256 {digest[:12]}... differs from the expected {sha256[:12]}...",
@@ -74,26 +81,72 @@ def _what_arrived(error, path: Path) -> str:
     return f"a file that failed verification: {error.message}"
 
 
-def _fetch(url: str, destination: Path, timeout: float, label: str) -> None:
+def _fetch(url: str, destination: Path, timeout: float, label: str, max_bytes: Optional[int] = None,
+           deadline: Optional[float] = None, manual: str = "") -> None:
+    from .bounds import max_weights_bytes
+
+    cap = max_weights_bytes() if max_bytes is None else int(max_bytes)
     if "://" not in url:  # a local file path acts as a mirror too
+        from .bounds import check_file
+
+        check_file(url, cap)  # a FIFO or /dev/zero as a mirror would never end
         shutil.copyfile(url, destination)
         return
+    ends = None if deadline is None else time.monotonic() + float(deadline)
+
+    def remaining(default):
+        if ends is None:
+            return default
+        left = ends - time.monotonic()
+        if left <= 0:
+            raise DownloadError(f"{url}: no complete answer within {deadline:g} s",
+                                f"the server is too slow; {manual}")
+        return min(default, left)
+
     request = urllib.request.Request(url, headers={"User-Agent": "harmonize"})
-    with urllib.request.urlopen(request, timeout=timeout) as response, open(destination, "wb") as out:
+    try:
+        response_cm = urllib.request.urlopen(request, timeout=remaining(timeout))
+    except (socket.timeout, TimeoutError, urllib.error.URLError):
+        remaining(timeout)  # past the deadline: say so
+        raise
+    with response_cm as response, open(destination, "wb") as out:
         announced = response.headers.get("Content-Length")
         total = int(announced) if announced and announced.isdigit() else None
+        if total is not None and total > cap:
+            raise DownloadError(f"{url}: the server announces {total} bytes, over the limit of {cap} for a "
+                                "weights file", "check the URL; raise HARMONIZE_MAX_WEIGHTS_MB if it is genuine")
+        limit = cap if total is None else total
+        sock = _socket_of(response)
         received = 0
         with console.progress("MB") as bar:
             task = bar.add_task(f"download {label}", total=(total / CHUNK) if total else None)
             while True:
-                chunk = response.read(CHUNK)
+                if sock is not None:
+                    sock.settimeout(remaining(timeout))
+                try:
+                    chunk = response.read1(CHUNK)  # returns what arrived: a slow drip cannot hold it
+                except (socket.timeout, TimeoutError):
+                    remaining(timeout)  # past the deadline: say so
+                    raise
                 if not chunk:
                     break
-                out.write(chunk)
                 received += len(chunk)
+                if received > limit:
+                    what = f"more than the {total} bytes it announced" if total is not None else \
+                        f"more than {cap} bytes, the limit for a weights file"
+                    raise DownloadError(f"{url}: the server sent {what}; stopped there", f"check the URL, or {manual}")
+                out.write(chunk)
                 bar.advance(task, len(chunk) / CHUNK)
+                remaining(timeout)
         out.flush()
         os.fsync(out.fileno())
     if total is not None and received != total:
-        raise DownloadError(f"{url}: received {received} of {total} bytes (truncated)",
-                            f"try again, or download it by hand and save it as {destination}")
+        raise DownloadError(f"{url}: received {received} of {total} bytes (truncated)", f"try again, or {manual}")
+
+
+def _socket_of(response):
+    """The socket under an ``http.client`` response, to shorten its timeout as the deadline nears
+    (None where the standard library keeps it elsewhere: the deadline is then checked per read)."""
+    raw = getattr(getattr(response, "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    return sock if hasattr(sock, "settimeout") else None

@@ -169,14 +169,17 @@ def offline() -> bool:
     return os.environ.get("HARMONIZE_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def fetch(name, force: bool = False, offline_mode: Optional[bool] = None, timeout: float = 30.0) -> Path:
+def fetch(name, force: bool = False, offline_mode: Optional[bool] = None, timeout: float = 30.0,
+          deadline: Optional[float] = None) -> Path:
     """The local path of verified pretrained weights, downloading them on first use.
 
     A file is used only once it loads safely and fits its architecture (and its sha256, where
     known); the verified sha256 is kept in the cache's manifest, so a file changed on disk later
     is refused. ImageNet backbones are also looked up in torch's hub cache. Offline (default:
     ``$HARMONIZE_OFFLINE`` set) nothing is downloaded and the error names the URL and the path
-    where the file can be placed by hand.
+    where the file can be placed by hand. ``timeout`` bounds the connection and each read,
+    ``deadline`` (seconds, default none) the whole download; the body is capped at the weights
+    limit (:func:`~harmonize_cli.zoo.bounds.max_weights_bytes`) and at its announced length.
     """
     weights = name if isinstance(name, PretrainedWeights) else get_weights(name)
     target = cache_path(weights)
@@ -197,7 +200,7 @@ def fetch(name, force: bool = False, offline_mode: Optional[bool] = None, timeou
         verify_file(path, weights, sha256=digest)
 
     path = download_file(url, target, sha256=weights.sha256, hash_prefix=weights.hash_prefix,
-                         label=weights.filename, timeout=timeout, verify=check)
+                         label=weights.filename, timeout=timeout, verify=check, deadline=deadline)
     record(path, sha256_of(path), url)
     return path
 

@@ -28,6 +28,7 @@ RECOMMENDED_WEIGHTS = "hrnet18s_idih256"
 
 
 FIRST_USE_TIMEOUT = 10.0  # seconds: an offline machine must fall back fast, never hang
+FIRST_USE_DEADLINE = 10.0  # seconds for the whole first-use download of `auto`, however slow the server
 
 
 def fallback_notice(reason: str) -> str:
@@ -146,7 +147,8 @@ def _resolve_auto(weights) -> ResolvedModel:
         reason = "no released weights are cached and downloads are off (HARMONIZE_OFFLINE)"
     else:
         try:
-            return _build_released(recommended, fetch(recommended, timeout=FIRST_USE_TIMEOUT))
+            return _build_released(recommended, fetch(recommended, timeout=FIRST_USE_TIMEOUT,
+                                                      deadline=FIRST_USE_DEADLINE))
         except HarmonizeError as exc:
             reason = f"{RECOMMENDED_WEIGHTS} could not be downloaded ({exc.message})"
     spec = get_arch(FALLBACK_MODEL)

@@ -1,0 +1,60 @@
+"""Pillow's warnings about a file ("Corrupt EXIF data", ...) never reach the terminal raw: the
+header read keeps them with the image (limits.open_image), apply reports them once per file
+at -v and writes the result without the damaged EXIF block."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from test_apply import box_mask
+
+from harmonize_cli import limits
+
+
+def _jpeg_with_damaged_exif(path, seed):
+    """A JPEG whose EXIF block is a TIFF header and an IFD cut short at a random place (seeded)."""
+    rng = np.random.default_rng(seed)
+    entries = int(rng.integers(2, 60))
+    ifd = struct.pack("<H", entries) + rng.integers(0, 256, int(rng.integers(0, 12 * entries - 1)), np.uint8).tobytes()
+    exif = b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd
+    Image.fromarray(rng.integers(0, 255, (40, 56, 3), np.uint8)).save(path, exif=exif)
+    return path
+
+
+def test_the_header_read_keeps_pillows_warnings_with_the_image(tmp_path):
+    path = _jpeg_with_damaged_exif(tmp_path / "a.jpg", seed=0)
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        with limits.open_image(path) as image:
+            assert any("Corrupt EXIF data" in note for note in image.open_warnings)
+        assert limits.image_size(path) == (56, 40)
+    assert [str(w.message) for w in escaped] == []
+
+
+def test_apply_reports_damaged_exif_once_per_file_at_verbose(tmp_path, run_cli):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "m").mkdir()
+    names = []
+    for seed in range(12):
+        _jpeg_with_damaged_exif(tmp_path / "c" / f"p{seed}.jpg", seed)
+        Image.fromarray(box_mask(40, 56)).save(tmp_path / "m" / f"p{seed}.png")
+        names.append(f"p{seed}.jpg")
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        code, out, err = run_cli("apply", tmp_path / "c", tmp_path / "m", "-o", tmp_path / "out",
+                                 "--model", "lab-transfer", "-v")
+    assert code == 0, err
+    assert [str(w.message) for w in escaped if "EXIF" in str(w.message)] == []
+    text = " ".join(err.split())
+    reported = [name for name in names if f"{name}: Corrupt EXIF data" in text]
+    assert reported == names  # every cut (seeded) leaves Pillow short of bytes: one line for each
+    for name in reported:
+        assert text.count(f"{name}: Corrupt EXIF data") == 1
+        result = Image.open(tmp_path / "out" / name)
+        assert len(result.getexif()) == 0  # the damaged block is not copied
+    code, out, err = run_cli("apply", tmp_path / "c", tmp_path / "m", "-o", tmp_path / "quiet", "--model", "lab-transfer")
+    assert "EXIF" not in err

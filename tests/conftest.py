@@ -11,6 +11,31 @@ if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
 
+def _seed_global_generators(seed: int = 0) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def seeded_module():
+    """Module-scoped fixtures start from the same global random state whatever ran before."""
+    _seed_global_generators()
+
+
+@pytest.fixture(autouse=True)
+def seeded(seeded_module):
+    """Every test starts from the same global random state (random, numpy, torch), so no verdict
+    depends on which tests ran before it (check: ``python -m pytest --random-order``). Tests
+    still seed their own generators explicitly where the values matter."""
+    _seed_global_generators()
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("harmonize_home")

@@ -287,3 +287,49 @@ def test_load_pretrained_deeplab_resnet34():
             assert torch.equal(state["backbone.deeplab.backbone." + key], value), key
     for key, value in untouched.items():
         assert torch.equal(state[key], value), key
+
+
+class _Captured(Exception):
+    pass
+
+
+def test_deeplab_stem_adds_the_encoded_mask_before_pooling():
+    """DeepLab (ResNet-34 stem): the max pooling receives relu(bn1(conv1(image))) plus the mask
+    encoding |s| * conv3x3_stride2(mask), computed here by hand from the seeded weights in float64
+    (tiny input; the forward stops at the pooling). Dropping the fusion leaves only the first term."""
+    import torch.nn.functional as F
+
+    from harmonize_cli import zoo
+
+    torch.manual_seed(0)
+    model = zoo.create_model("idih-deeplab-r34").eval()
+    generator = torch.Generator().manual_seed(1)
+    image = torch.randn(1, 3, 16, 16, generator=generator)
+    mask = _mask(1, 16, seed=2)
+    resnet = model.backbone.deeplab.backbone
+    with torch.no_grad():
+        resnet.bn1.running_mean.normal_(0.0, 0.2, generator=generator)
+        resnet.bn1.running_var.uniform_(0.5, 1.5, generator=generator)
+        model.mask_conv[1].scale.fill_(-0.7)  # the absolute value is used
+    seen = {}
+
+    def capture(module, inputs):
+        seen["pooled_input"] = inputs[0].detach().double()
+        raise _Captured
+
+    handle = resnet.maxpool.register_forward_pre_hook(capture)
+    try:
+        with torch.no_grad(), pytest.raises(_Captured):
+            model.backbone_features(image, mask)
+    finally:
+        handle.remove()
+    bn = resnet.bn1
+    conv1 = F.conv2d(image.double(), resnet.conv1.weight.double(), stride=2, padding=3)
+    stem = (conv1 - bn.running_mean.double().view(1, -1, 1, 1)) / torch.sqrt(bn.running_var.double() + bn.eps).view(
+        1, -1, 1, 1) * bn.weight.double().view(1, -1, 1, 1) + bn.bias.double().view(1, -1, 1, 1)
+    encoded = 0.7 * F.conv2d(mask.double(), model.mask_conv[0].weight.double(), model.mask_conv[0].bias.double(),
+                             stride=2, padding=1)
+    expected = stem.clamp(min=0) + encoded
+    assert seen["pooled_input"].shape == (1, 64, 8, 8)
+    assert (seen["pooled_input"] - expected).abs().max().item() < 1e-5
+    assert encoded.abs().max().item() > 0.05  # the mask term is not negligible

@@ -59,12 +59,31 @@ def _independent_composite_metrics(root: Path):
             {k: (len(v), np.mean(v, axis=0)) for k, v in per_bin.items()})
 
 
+def _check_csv_and_markdown_against_the_files(root, csv_path, markdown_path):
+    """The CSV and the Markdown hold the numbers computed from the files (not merely the JSON's)."""
+    expected, expected_bins = _independent_composite_metrics(root)
+    rows = {(row["table"], row["group"]): row for row in csv.DictReader(io.StringIO(csv_path.read_text()))}
+    for subset, (mse, fmse, psnr) in expected.items():
+        row = rows[("subset", subset)]
+        assert [float(row[key]) for key in ("MSE", "fMSE", "PSNR")] == pytest.approx([mse, fmse, psnr], rel=1e-5)
+    markdown = markdown_path.read_text()
+    for name, (count, (mse, fmse, _)) in expected_bins.items():
+        row = rows[("fg_ratio", name)]
+        assert int(row["N"]) == count
+        assert [float(row["MSE"]), float(row["fMSE"])] == pytest.approx([mse, fmse], rel=1e-5)
+        assert f"| {name} | {count} | {mse:.2f} | {fmse:.2f} |" in markdown
+    mse, fmse, psnr = expected["All"]
+    assert f"| All | 12 | {mse:.2f} | {fmse:.2f} | {psnr:.2f} |" in markdown
+
+
 def test_composite_baseline_equals_an_independent_computation(mini, tmp_path, capsys):
     out = tmp_path / "composite.json"
     code, _, err = run(["eval", "--data", str(mini), "--model", "composite", "--resize", "none",
-                        "--workers", "0", "-o", str(out)], capsys)
+                        "--workers", "0", "-o", str(out), "--csv", str(tmp_path / "c.csv"),
+                        "--markdown", str(tmp_path / "c.md")], capsys)
     assert code == 0, err
     result = json.loads(out.read_text())
+    _check_csv_and_markdown_against_the_files(mini, tmp_path / "c.csv", tmp_path / "c.md")
     assert result["model"] == "composite" and result["weights"] is None
     assert result["resize"] == "none" and result["psnr_peak"] == "target_max"
     expected, expected_bins = _independent_composite_metrics(mini)

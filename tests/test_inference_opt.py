@@ -40,6 +40,7 @@ def _random_statistics(module, generator):
 
 
 def test_fold_batchnorm_keeps_the_function_of_every_convolution_kind():
+    torch.manual_seed(0)  # the convolutions' own initialisation
     generator = torch.Generator().manual_seed(0)
     network = nn.Sequential(
         nn.Conv2d(4, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ELU(),
@@ -56,6 +57,41 @@ def test_fold_batchnorm_keeps_the_function_of_every_convolution_kind():
     assert folded == 4
     assert not any(isinstance(module, nn.BatchNorm2d) for module in network.modules())
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["conv", "transposed"])
+def test_fold_batchnorm_by_hand_with_dead_channels(kind):
+    """Closed form: a 1x1 convolution (weight w, bias b) then a norm (mean m, var v, gamma g, beta
+    c, eps e) folds to w' = w g / sqrt(v + e), b' = (b - m) g / sqrt(v + e) + c. Channel 1 is dead
+    (running_var 0, as in trained networks): without eps its scale is infinite; channel 2 has
+    var 1e-7, where a dropped or misplaced eps changes the scale by ~100x."""
+    if kind == "conv":
+        conv = nn.Conv2d(2, 3, 1, bias=True)
+    else:
+        conv = nn.ConvTranspose2d(2, 3, 1, bias=True)
+    norm = nn.BatchNorm2d(3, eps=1e-5)
+    weights = torch.tensor([[1.0, -2.0], [0.5, 0.25], [3.0, 1.0]])  # out x in
+    with torch.no_grad():
+        conv.weight.copy_(weights.view(3, 2, 1, 1) if kind == "conv" else weights.t().reshape(2, 3, 1, 1))
+        conv.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+        norm.running_mean.copy_(torch.tensor([0.5, 1.0, -1.0]))
+        norm.running_var.copy_(torch.tensor([4.0, 0.0, 1e-7]))
+        norm.weight.copy_(torch.tensor([2.0, 1.5, 0.5]))
+        norm.bias.copy_(torch.tensor([1.0, 0.0, -0.5]))
+    network = nn.Sequential(conv, norm).eval()
+    scale = [2.0 / (4.0 + 1e-5) ** 0.5, 1.5 / 1e-5 ** 0.5, 0.5 / (1e-7 + 1e-5) ** 0.5]
+    expected_weight = [[w * scale[o] for w in row] for o, row in enumerate(weights.tolist())]
+    expected_bias = [(0.1 - 0.5) * scale[0] + 1.0, (-0.2 - 1.0) * scale[1], (0.3 + 1.0) * scale[2] - 0.5]
+    x = torch.tensor([[[[1.0]], [[2.0]]]])  # one pixel, inputs 1 and 2
+    expected_output = [ew[0] * 1.0 + ew[1] * 2.0 + eb for ew, eb in zip(expected_weight, expected_bias)]
+    assert fold_batchnorm(network) == 1 and isinstance(network[1], nn.Identity)
+    folded = conv.weight.detach().reshape(3, 2) if kind == "conv" else conv.weight.detach().reshape(2, 3).t()
+    assert torch.allclose(folded.double(), torch.tensor(expected_weight, dtype=torch.float64), rtol=1e-6)
+    assert torch.allclose(conv.bias.detach().double(), torch.tensor(expected_bias, dtype=torch.float64), rtol=1e-6)
+    with torch.no_grad():
+        got = network(x).flatten().double()
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, torch.tensor(expected_output, dtype=torch.float64), rtol=1e-5)
 
 
 def test_fold_batchnorm_leaves_training_norms_and_lone_norms_alone():
@@ -151,7 +187,10 @@ def test_optimised_network_matches_the_reference_fixtures(name):
 def test_optimised_network_matches_architectures_without_fixtures(reference_name):
     """Networks without a published fixture (DeepLab's ResNet blocks, the v2p pyramid, masked
     channel attention), with weights by the fixtures' rule: the optimised copy is as close to the
-    float64 computation as the network itself."""
+    float64 computation as the network itself. This pins the optimisation only (a bug shared by the
+    network and its float64 copy passes it); the architectures' own values are pinned by the
+    parity fixtures (test_zoo.py) and, for DeepLab's mask fusion, by
+    test_backboned.py::test_deeplab_stem_adds_the_encoded_mask_before_pooling."""
     weights, _ = generate_weights(reference_layouts()[reference_name]["state_dict"], seed=0)
     network = zoo.create_model(reference_name, weights=weights)
     fast = optimize_for_inference(network, "cpu")

@@ -47,6 +47,9 @@ def test_the_limit_is_exclusive_and_zero_disables_it(tmp_path, bomb):
     with pytest.raises(limits.ImageTooLargeError):
         limits.open_image(path, max_pixels=5)
     assert limits.image_size(bomb, max_pixels=0) == (28000, 28000)  # header only, nothing decoded
+    assert limits.image_size(bomb) == (28000, 28000)  # no limit unless one is given
+    with pytest.raises(limits.ImageTooLargeError):
+        limits.image_size(path, max_pixels=5)
     with limits.open_image(bomb, max_pixels=0) as image:
         assert image.size == (28000, 28000)
 

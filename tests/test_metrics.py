@@ -116,3 +116,20 @@ def test_metric_sums_means_and_empty_rows():
     assert row["ms_per_image"] == pytest.approx(20.0)
 
 
+    assert sums.means(with_time=False) == {"N": 2, "MSE": 2.0, "fMSE": 3.0, "PSNR": 35.0}
+    untimed = metrics.MetricSums()
+    untimed.add({"MSE": 5.0, "fMSE": 6.0, "PSNR": 20.0})  # no time given: counts as 0 s
+    assert untimed.means()["ms_per_image"] == 0.0
+
+
+def test_metric_sums_merge_adds_counts_sums_and_time():
+    """Sums from two workers merge into the sums over all their images (hand-computed means)."""
+    first, second = metrics.MetricSums(), metrics.MetricSums()
+    first.add({"MSE": 1.0, "fMSE": 2.0, "PSNR": 30.0}, seconds=0.01)
+    second.add({"MSE": 3.0, "fMSE": 10.0, "PSNR": 40.0}, seconds=0.02)
+    second.add({"MSE": 8.0, "fMSE": 12.0, "PSNR": 50.0}, seconds=0.06)
+    first.merge(second)
+    row = first.means()
+    assert row["N"] == 3 and row["MSE"] == 4.0 and row["fMSE"] == 8.0 and row["PSNR"] == 40.0
+    assert row["ms_per_image"] == pytest.approx(30.0)
+    assert second.means()["N"] == 2  # the merged-in sums are left as they were

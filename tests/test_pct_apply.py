@@ -61,8 +61,7 @@ def test_auto_uses_the_models_own_full_resolution_path(pct_checkpoint):
     std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
     full = (torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0 - mean) / std
     full_mask = torch.from_numpy(mask)[None, None]
-    low = torch.from_numpy(h.prepare(rgb, mask).net_image)[None]  # the same 256-px view apply feeds
-    low_mask = torch.from_numpy(h.prepare(rgb, mask).net_mask)[None, None]
+    low, low_mask = _independent_views(h, rgb, mask)
     with torch.no_grad():
         out = network((low - mean) / std, low_mask, image_fullres=full, mask_fullres=full_mask)
     reference = (out["images_fullres"] * std + mean).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255.0
@@ -73,14 +72,58 @@ def test_auto_uses_the_models_own_full_resolution_path(pct_checkpoint):
     assert np.abs(ours[mask == 1].astype(float) - rgb[mask == 1]).mean() > 1.0  # the network did something
 
 
+def _independent_views(h, rgb, mask):
+    """The network's 256-px views made without the product: torch's antialiased bilinear resize
+    (Pillow's filter), the image rounded to uint8 as apply's Pillow resize is. The product's own
+    views must equal them (a mask resized with another filter, e.g. nearest, is caught here)."""
+    image = torch.from_numpy(rgb).permute(2, 0, 1)[None].double()
+    low = F.interpolate(image, size=(256, 256), mode="bilinear", align_corners=False, antialias=True)
+    low = (low.round().clamp(0, 255) / 255.0).float()
+    low_mask = F.interpolate(torch.from_numpy(mask)[None, None].double(), size=(256, 256), mode="bilinear",
+                             align_corners=False, antialias=True).clamp(0, 1).float()
+    job = h.prepare(rgb, mask)
+    assert np.abs(job.net_mask - low_mask[0, 0].numpy()).max() <= 1e-4
+    assert np.abs(job.net_image - low[0].numpy()).max() <= 1.0 / 255 + 1e-6
+    return torch.from_numpy(job.net_image)[None], torch.from_numpy(job.net_mask)[None, None]
+
+
+def _normalised(image):
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    return (image - mean) / std, (lambda out: (out * std + mean).clamp(0, 1))
+
+
 def test_fixed_and_native_keep_their_meaning(pct_checkpoint):
+    """fixed: the network's 256-px output upsampled bilinearly and blended in; native: the network
+    run on the photo itself and blended in (values, not only shapes)."""
     rgb = _photo(128, 160)
     mask = np.zeros((128, 160), np.float32)
     mask[30:100, 40:120] = 1.0
+    mask[30:100, 40] = 0.5  # a soft edge
+    network = zoo.resolve("pctnet-cnn", weights=str(pct_checkpoint)).network.eval()
+    outputs = {}
     for resolution in ("fixed", "native"):
         h = Harmonizer(weights=str(pct_checkpoint), device="cpu", resolution=resolution)
         assert not h.own_full_resolution
-        assert h(rgb, mask).shape == (128, 160, 3)
+        outputs[resolution] = h(rgb, mask)
+        assert outputs[resolution].shape == (128, 160, 3)
+    low, low_mask = _independent_views(Harmonizer(weights=str(pct_checkpoint), device="cpu", resolution="fixed"),
+                                       rgb, mask)
+    full = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+    with torch.no_grad():
+        normalised, back = _normalised(low)
+        small = back(network(normalised, low_mask)["images"]).double()
+        normalised, back = _normalised(full)
+        native = back(network(normalised, torch.from_numpy(mask)[None, None])["images"]).double()
+    fixed = F.interpolate(small, size=(128, 160), mode="bilinear", align_corners=False)
+    for resolution, prediction in (("fixed", fixed), ("native", native)):
+        harmonized = prediction[0].permute(1, 2, 0).numpy() * 255.0
+        expected = rgb + mask[..., None] * (harmonized - rgb)
+        ours = outputs[resolution]
+        assert np.abs(ours.astype(np.float64) - expected).max() <= 1.0, resolution
+        assert np.array_equal(ours[mask == 0], rgb[mask == 0]), resolution
+        assert np.abs(ours[mask == 1].astype(float) - rgb[mask == 1]).mean() > 1.0, resolution
+    assert np.abs(outputs["fixed"].astype(int) - outputs["native"].astype(int)).max() > 2  # two meanings
 
 
 def test_pct_upsampling_is_bicubic_as_the_reference():
@@ -105,8 +148,15 @@ def test_eval_scores_the_full_resolution_output(pct_checkpoint, mini_iharmony, t
     result = json.loads(out.read_text())
     assert result["model"] == "pctnet-cnn" and result["resize"] == "limit1024"
     assert {row["label"] for row in result["published"]} >= {"PCTNet-CNN (full resolution)", "PCTNet_CNN"}
-    (saved,) = sorted((tmp_path / "pred").rglob("*.png"))[:1]
-    prediction = np.asarray(Image.open(saved))
-    name = saved.stem
-    real = next(mini_iharmony.rglob(f"real_images/{name.split('_')[0]}.jpg"))
-    assert prediction.shape[:2] == np.asarray(Image.open(real)).shape[:2]  # full resolution, not 256
+    saved = sorted((tmp_path / "pred").rglob("*.png"))
+    assert len(saved) == result["by_subset"]["All"]["N"] == 3
+    errors = []
+    for path in saved:  # the scores are those of the saved full-resolution outputs, by hand
+        name = path.stem
+        prediction = np.asarray(Image.open(path)).astype(np.float64)
+        real = np.asarray(Image.open(next(mini_iharmony.rglob(f"real_images/{name.split('_')[0]}.jpg"))))
+        composite = np.asarray(Image.open(next(mini_iharmony.rglob(f"composite_images/{name}.jpg"))))
+        assert prediction.shape[:2] == real.shape[:2] == (48, 64)  # full resolution, not 256
+        assert np.abs(prediction - composite).mean() > 0.5  # the network's output, not the input
+        errors.append(((prediction - real) ** 2).mean())
+    assert result["by_subset"]["All"]["MSE"] == pytest.approx(np.mean(errors), rel=0.02, abs=0.5)

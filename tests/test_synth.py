@@ -195,6 +195,49 @@ def test_background_is_bit_exact_and_the_real_is_the_photo(dataset):
                               np.asarray(Image.open(masks / f"{source.stem}.png")))
 
 
+def test_compose_blends_soft_edges_by_hand():
+    """compose: real (1 - a) + changed a with a = mask / 255, rounded; mask 0 untouched.
+    real 100, changed 0.8 (204): a = 64/255 -> 100 * 191/255 + 204 * 64/255 = 126.1 -> 126;
+    a = 128/255 -> 152.2 -> 152; a = 255/255 -> 204."""
+    from harmonize_cli.synth.builder import compose
+
+    real = np.full((1, 4, 3), 100, np.uint8)
+    mask = np.array([[0, 64, 128, 255]], np.uint8)
+    composite = compose(real, mask, np.full((3, 3), 0.8))
+    assert composite[0, :, 0].tolist() == [100, 126, 152, 204]
+    assert np.array_equal(composite[..., 0], composite[..., 2])
+
+
+def test_soft_mask_edges_stay_soft_in_the_written_composites(tmp_path):
+    """A flat photo changed by a per-pixel style: every changed pixel gets the same colour c (read
+    at a mask-255 pixel), so a pixel of mask m must hold round(real (1 - m/255) + c m/255), by hand;
+    a hard edge would put c (or the real) there."""
+    photos, masks = tmp_path / "photos", tmp_path / "masks"
+    photos.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(11)
+    mask = _mask(0)
+    mask[np.where(mask == 128)[0][::2], np.where(mask == 128)[1][::2]] = 64  # two soft levels
+    for i in range(2):
+        Image.fromarray(np.full((H, W, 3), rng.integers(90, 160, 3), np.uint8)).save(photos / f"flat{i}.png")
+        Image.fromarray(mask).save(masks / f"flat{i}.png")
+    synthesize(photos, masks, tmp_path / "out", per_image=2, styles=("retouch",), seed=3)
+    refs = layout.scan(tmp_path / "out", splits=("train", "test"))
+    assert len(refs) == 4
+    for ref in refs:
+        composite = imageio.decode_image(ref.composite).astype(np.float64)
+        real = imageio.decode_image(ref.real).astype(np.float64)
+        written = imageio.decode_mask(ref.mask)
+        assert np.array_equal(written, mask)
+        changed = composite[mask == 255][0]
+        assert np.all(composite[mask == 255] == changed) and np.abs(changed - real[0, 0]).max() >= 10
+        for level in (64, 128):
+            alpha = level / 255.0
+            expected = np.round(real[mask == level] * (1 - alpha) + changed * alpha)
+            assert np.abs(composite[mask == level] - expected).max() <= 1.0, (ref.name, level)
+        assert np.array_equal(composite[mask == 0], real[mask == 0])
+
+
 def test_split_is_by_photo(tmp_path):
     photos, masks = make_photos(tmp_path, count=10)
     report = synthesize(photos, masks, tmp_path / "out", per_image=4, test_fraction=0.3, seed=5)

@@ -322,6 +322,81 @@ def test_the_trainer_trains_with_the_papers_loss_and_adam(mini, tmp_path):
         (1e-3, (0.9, 0.999), 1e-8, 0, False)]
 
 
+# ------------------------------------------------------------------------------ data order and crops
+def _randperm(n, seed):
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def test_the_sampler_draws_each_epochs_permutation_from_seed_plus_epoch():
+    """The documented rule, written out: epoch e's order is randperm(n) of a generator seeded with
+    seed + e (torch's DistributedSampler rule too; each rank takes every world_size-th index)."""
+    from harmonize_cli.training import distributed
+
+    sampler = distributed.make_sampler(10, distributed.DistEnv(), seed=5)
+    for epoch in (0, 1, 3):
+        sampler.set_epoch(epoch)
+        assert list(sampler) == _randperm(10, 5 + epoch) and len(sampler) == 10
+    assert _randperm(10, 5) != _randperm(10, 6)  # the case distinguishes the epochs
+    for rank in (0, 1):
+        shard = distributed.make_sampler(10, distributed.DistEnv(rank=rank, local_rank=rank, world_size=2), seed=5)
+        shard.set_epoch(2)
+        assert list(shard) == _randperm(10, 7)[rank::2]
+
+
+def test_a_run_tells_the_sampler_each_epoch(mini, tmp_path, monkeypatch):
+    """What a run really feeds: each epoch's keys are (epoch, randperm(n, seed + epoch)[i]) for the
+    first steps x batch indices, so epoch 2 does not repeat epoch 1's order."""
+    from harmonize_cli.training import loop
+
+    seen, sizes = [], []
+    real_loader, real_sampler = loop.epoch_loader, loop.distributed.make_sampler
+
+    def recording_loader(seeded, keys, **options):
+        seen.append(list(keys))
+        return real_loader(seeded, keys, **options)
+
+    def recording_sampler(n, env, seed):
+        sizes.append(n)
+        return real_sampler(n, env, seed)
+
+    monkeypatch.setattr(loop, "epoch_loader", recording_loader)
+    monkeypatch.setattr(loop.distributed, "make_sampler", recording_sampler)
+    config = TrainConfig(**{**FAST, "epochs": 2, "steps_per_epoch": 1, "val_every": 0, "seed": 9,
+                            "data": str(mini)})
+    train(config, out=str(tmp_path / "run"))
+    (n,) = sizes
+    assert seen == [[(epoch, index) for index in _randperm(n, 9 + epoch)[:4]] for epoch in (0, 1)]
+    assert seen[0][0][1] != seen[1][0][1] or seen[0][1][1] != seen[1][1][1]
+
+
+def test_harmonize_train_crops_with_the_papers_scale_and_ratio(mini):
+    """The transform a run builds (not the class default): RandomResizedCrop scale 0.5-1, ratio
+    3/4-4/3, flip 0.5, at the configured crop. With the area draw at its lowest (0.5) and aspect 1
+    a 64 x 64 image gives a round(sqrt(0.5 * 4096)) = 45 px square."""
+    from harmonize_cli.data.transforms import RandomResizedCropFlip
+    from harmonize_cli.training.model_and_data import open_datasets
+
+    config = TrainConfig(**{**FAST, "crop": 48, "data": str(mini)}).resolved()
+    train_set, _ = open_datasets(config, str(mini), with_validation=False)
+    transform = train_set.transform
+    assert isinstance(transform, RandomResizedCropFlip)
+    assert transform.scale == (0.5, 1.0) and transform.ratio == pytest.approx((0.75, 4 / 3))
+    assert transform.flip_prob == 0.5 and transform.size == (48, 48)
+
+    class Lowest:
+        def uniform(self, low, high):
+            return low if low > 0 else 0.5 * (low + high)  # area fraction: the lowest; log-ratio: 0
+
+        def randint(self, low, high):
+            return low
+
+    transform._rng = Lowest()
+    try:
+        assert transform.sample_box(64, 64) == (0, 0, 45, 45)
+    finally:
+        transform._rng = None
+
+
 # ------------------------------------------------------------------------------ resume, signals, NaN
 class _StopAt(Trainer):
     """Acts as if SIGTERM arrived during the given step (epoch 0-based, step 1-based)."""

@@ -93,6 +93,24 @@ def test_random_crop_no_resize_keeps_full_resolution_and_redraws_empty_crops():
     assert torch.equal(out["image"], torch.floor(view + 0.5))
 
 
+def test_the_low_resolution_mask_is_bilinear_and_soft_by_hand():
+    """The network's view of the mask: OpenCV bilinear (source x = (x + 0.5) * 2 - 0.5 = 0.5, 2.5,
+    4.5, 6.5 for 8 -> 4: the mean of two neighbours), divided by 255, never rounded or thresholded.
+    Columns 0 0 0 255 255 255 255 128 -> 0, 0.5, 1, (255 + 128) / 510; rows likewise."""
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:, 3:7] = 255
+    mask[:, 7] = 128
+    image = np.zeros((8, 8, 3), np.uint8)
+    out = RandomCropNoResize(1.0, low_size=4, max_side=None, rng=Scripted(1.0, 1.0, 0.0, 0.0))(
+        ArrayReader(image, image, mask))
+    expected = torch.tensor([0.0, 0.5, 1.0, 383 / 510]).repeat(4, 1)
+    assert out["mask"].shape == (1, 4, 4) and torch.allclose(out["mask"][0], expected, atol=1e-6)
+    assert torch.equal(out["mask_fullres"][0], torch.from_numpy(mask / 255.0).float())
+    out = RandomCropNoResize(1.0, low_size=4, max_side=None, rng=Scripted(1.0, 1.0, 0.0, 0.0))(
+        ArrayReader(image, image, np.ascontiguousarray(mask.T)))
+    assert torch.allclose(out["mask"][0], expected.T, atol=1e-6)
+
+
 def test_samples_use_the_networks_normalisation_and_collate_keeps_full_resolution_lists(mini):
     from harmonize_cli.data import HarmonizationDataset
 

@@ -24,19 +24,50 @@ def current_umask() -> int:
     return mask
 
 
+NAME_MAX = 255  # bytes in one file name (Linux, macOS, Windows)
+_PART = ".part"
+_RANDOM = 8  # the characters tempfile.mkstemp adds
+_PID = 10  # room for the process id (and its dot)
+
+
+def _shortened(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8, never inside a character."""
+    return text.encode("utf-8")[: max(limit, 0)].decode("utf-8", errors="ignore")
+
+
+def part_prefix(target) -> str:
+    """``.<name>.`` for the temporary files of ``target``: the name shortened so that every
+    temporary name (prefix, process id, random part, suffix, ``.part``) fits in NAME_MAX bytes."""
+    name = Path(target).name
+    room = NAME_MAX - 2 - _PID - _RANDOM - 16 - len(_PART)  # 16: the longest suffix kept
+    return f".{_shortened(name, room)}."
+
+
+def part_suffix(target, suffix=None) -> str:
+    suffix = Path(target).suffix if suffix is None else suffix
+    return (suffix if len(suffix.encode("utf-8")) <= 16 else "") + _PART
+
+
+def part_path(target) -> Path:
+    """The fixed temporary name of ``target`` for this process: ``.<name>.<pid>.part``."""
+    target = Path(target)
+    return target.parent / f"{part_prefix(target)}{os.getpid()}{_PART}"
+
+
 @contextmanager
 def atomic_path(target, suffix=None):
     """Yield a temporary path beside ``target``; on success it is renamed to ``target``.
+
+    The temporary name is ``.<name>.<pid>.<random><suffix>.part`` (within NAME_MAX), so that
+    :func:`remove_stale_parts` can tell the leftovers of a killed process.
 
     >>> with atomic_path("out.png") as tmp:
     ...     image.save(tmp, format="PNG")
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=(suffix if suffix is not None else target.suffix) + ".part",
-        dir=target.parent,
-    )
+    fd, tmp_name = tempfile.mkstemp(prefix=f"{part_prefix(target)}{os.getpid()}.",
+                                    suffix=part_suffix(target, suffix), dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -47,6 +78,49 @@ def atomic_path(target, suffix=None):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process ``pid`` exists (one of another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_parts(target, include_own: bool = False) -> list:
+    """Remove the temporary files of ``target`` left by processes that are gone (SIGKILL, power
+    loss): ``.<name>.<pid>[.<random><suffix>].part`` whose ``pid`` is not running. This process's
+    own are kept unless ``include_own``. Returns the paths removed."""
+    target = Path(target)
+    prefix = part_prefix(target)
+    removed = []
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(_PART)):
+            continue
+        pid_text = name[len(prefix):-len(_PART)].split(".", 1)[0]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if pid == os.getpid() and not include_own:
+            continue
+        if pid != os.getpid() and pid_alive(pid):
+            continue
+        part = target.parent / name
+        try:
+            if part.is_file() and not part.is_symlink():
+                part.unlink()
+                removed.append(part)
+        except OSError:
+            pass
+    return removed
 
 
 def atomic_write_bytes(target, data: bytes, check=None) -> None:

@@ -10,11 +10,12 @@ import importlib
 import io
 import re
 import errno
+import signal
 import sys
 
 import click
 
-from . import __version__, console
+from . import __version__, console, interrupts
 from .errors import HarmonizeError
 from .suggest import SuggestingGroup
 
@@ -142,22 +143,30 @@ def _run(argv) -> int:
     except HarmonizeError as exc:
         console.error(str(exc))
         return exc.exit_code
-    except click.exceptions.Abort:
-        console.error("interrupted.")
-        return 130
+    except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt into Abort
+        return _interrupted(exc.__cause__ or exc.__context__)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except KeyboardInterrupt:
-        console.error("interrupted.")
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
     except OSError as exc:  # the last net: a path the system refuses (too long, ...) is one line
         console.error(os_error_line(exc))
         return 2 if exc.errno == errno.ENAMETOOLONG else 1
     # under standalone_mode=False click returns the code of `ctx.exit(n)` / `Exit(n)` instead of exiting
     return code if isinstance(code, int) else 0
+
+
+def _interrupted(cause) -> int:
+    """One line and 128 + the signal for a run stopped by Ctrl-C, or by SIGTERM handled through
+    :mod:`interrupts` (130 / 143); a KeyboardInterrupt's message says what was being done."""
+    signum = interrupts.last_signal() or signal.SIGINT
+    detail = (f" {cause.args[0]}" if isinstance(cause, KeyboardInterrupt) and cause.args
+              and isinstance(cause.args[0], str) else "")
+    console.error(f"interrupted ({signal.Signals(signum).name}){detail}")
+    return 128 + int(signum)
 
 
 _OS_ERROR_HINTS = {

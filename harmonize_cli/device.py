@@ -6,6 +6,8 @@ import os
 
 from .errors import UsageError
 
+USABLE_TYPES = ("cpu", "cuda", "mps")
+
 
 def resolve_device(requested=None):
     """Return a ``torch.device``.
@@ -27,6 +29,8 @@ def resolve_device(requested=None):
         device = torch.device(name)
     except RuntimeError as exc:
         raise UsageError(f"unknown device {name!r}", "use auto, cpu, cuda, cuda:N or mps") from exc
+    if device.type not in USABLE_TYPES:  # "meta" holds no data: every image would fail
+        raise UsageError(f"device {name!r} cannot run the models", "use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {name!r} requested but CUDA is not available", "use --device cpu")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

@@ -31,7 +31,8 @@ from .errors import HarmonizeError
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-__all__ = ["Interrupted", "blocked_while_starting_workers", "check", "deferred", "handled", "ignore_in_worker", "pending"]
+__all__ = ["Interrupted", "blocked_while_starting_workers", "check", "deferred", "handled",
+           "ignore_in_worker", "last_signal", "pending"]
 
 
 class Interrupted(HarmonizeError):
@@ -50,12 +51,14 @@ class _State:
         self.signum = None  # the first signal received, until handled() ends
         self.defer = 0  # depth of deferred()
         self.previous_hook = sys.__unraisablehook__
+        self.last = None  # the last signal handled, kept after handled() ends (for the exit code)
 
 
 _state = _State()
 
 
 def _handler(signum, frame):
+    _state.last = signum
     first = _state.signum is None
     if first:
         _state.signum = signum
@@ -68,6 +71,12 @@ def _unraisable_hook(unraisable):
     if _state.signum is not None and isinstance(unraisable.exc_value, KeyboardInterrupt):
         return
     _state.previous_hook(unraisable)
+
+
+def last_signal() -> int | None:
+    """The last SIGINT / SIGTERM handled by :func:`handled` in this process (None when none):
+    what a ``KeyboardInterrupt`` that reached the CLI stands for."""
+    return _state.last
 
 
 def pending() -> int | None:
@@ -118,6 +127,7 @@ def handled():
     previous = {}
     if not _state.active:
         _state.signum = None
+        _state.last = None
         _state.previous_hook = sys.unraisablehook
         sys.unraisablehook = _unraisable_hook
         for signum in SIGNALS:

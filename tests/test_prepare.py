@@ -298,14 +298,47 @@ def test_missing_subset_and_a_subset_without_any_list_file_name_the_path(tmp_pat
     assert _run_cli(["-q", "prepare", "--root", str(tmp_path / "nowhere")]) == 1
 
 
-def test_refuses_to_overwrite_a_foreign_file_without_force(tmp_path):
+def test_refuses_to_overwrite_a_foreign_file_even_with_force(tmp_path):
+    from harmonize_cli.errors import UsageError
+
     root = make_mini_iharmony(tmp_path / "ih", subsets=("HFlickr",), n_train=1, n_test=1)
     foreign = tmp_path / "mine.h5"
     foreign.write_bytes(b"precious")
-    with pytest.raises(DatasetError, match="not a dataset packed by harmonize"):
-        pack_dataset(root, output=foreign, workers=0)
-    assert foreign.read_bytes() == b"precious"
-    assert pack_dataset(root, output=foreign, workers=0, force=True).complete
+    for force in (False, True):  # --force replaces an earlier pack, never the user's file
+        with pytest.raises(UsageError, match="not a dataset packed by harmonize"):
+            pack_dataset(root, output=foreign, workers=0, force=force)
+        assert foreign.read_bytes() == b"precious"
+    with h5py.File(tmp_path / "theirs.h5", "w") as handle:  # a readable HDF5 file of someone else's
+        handle["x"] = np.arange(3)
+    with pytest.raises(UsageError, match="not a dataset packed by harmonize"):
+        pack_dataset(root, output=tmp_path / "theirs.h5", workers=0, force=True)
+    assert list(h5py.File(tmp_path / "theirs.h5", "r")["x"][:]) == [0, 1, 2]
+    packed = pack_dataset(root, output=tmp_path / "ours.h5", workers=0)  # an earlier pack is replaced
+    assert pack_dataset(root, output=packed.output, workers=0, force=True).complete
+
+
+def test_prepare_force_never_overwrites_its_own_inputs(tmp_path, capsys):
+    """Issue 22, item 2: `prepare -o <a composite or a list file> --force` overwrote it."""
+    root = make_mini_iharmony(tmp_path / "ih", subsets=("HFlickr",), n_train=2, n_test=1)
+    composite = next((root / "HFlickr" / "composite_images").iterdir())
+    list_file = root / "HFlickr" / "HFlickr_train.txt"
+    for target in (composite, list_file):
+        before = target.read_bytes()
+        assert _run_cli(["-q", "prepare", "--root", str(root), "-o", str(target), "--force", "--workers", "0"]) == 2
+        err = capsys.readouterr().err
+        assert str(target) in err and "not a dataset packed by harmonize" in err and len(err.strip().splitlines()) == 1
+        assert target.read_bytes() == before
+    report = composite.parent / (composite.stem + ".report.json")
+    assert not report.exists()
+
+
+def test_a_hidden_or_partial_folder_is_never_a_subset(tmp_path):
+    """An interrupted synth's `.Synthetic.partial-*` folder (or any hidden one) is not packed."""
+    root = make_mini_iharmony(tmp_path / "ih", subsets=("HFlickr",), n_train=1, n_test=1)
+    make_mini_iharmony(tmp_path / "hidden", subsets=("HCOCO",), n_train=1, n_test=1)
+    (tmp_path / "hidden" / "HCOCO").rename(root / ".Synthetic.partial-x1y2")
+    assert layout.find_subsets(root) == ["HFlickr"]
+    assert pack_dataset(root, output=tmp_path / "o.h5", workers=0).counts.keys() == {"HFlickr"}
 
 
 # ---------------------------------------------------------------------------- interruption

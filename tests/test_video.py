@@ -207,7 +207,7 @@ def test_bad_inputs_are_one_line_exit_2_and_nothing_written(case, composite, mas
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_container_that_cannot_hold_the_audio_fails_in_one_line_and_leaves_nothing(tmp_path, run_cli):
+def test_a_container_that_cannot_hold_the_audio_is_refused_before_decoding(tmp_path, run_cli, monkeypatch):
     import av
 
     source = tmp_path / "in" / "pcm.mkv"
@@ -231,10 +231,17 @@ def test_a_container_that_cannot_hold_the_audio_fails_in_one_line_and_leaves_not
     from PIL import Image
 
     Image.fromarray(np.zeros((HEIGHT, WIDTH), np.uint8)).save(tmp_path / "in" / "f.png")
+    from harmonize_cli.video import reading
+
+    decoded = []
+    monkeypatch.setattr(reading, "_decode_video", lambda *args: decoded.append(args) or iter(()))
     code, _, err = run_cli("video", tmp_path / "in" / "with_pcm.mkv", tmp_path / "in" / "f.png", "-o", out / "o.mp4",
                          "--model", "lab-transfer", "-q")
-    assert code == 1 and len(err.strip().splitlines()) == 1 and "cannot write" in err and ".mkv" in err
-    assert list(out.iterdir()) == []
+    # refused up front (exit 2, before any frame is decoded), naming the stream and the containers that hold it
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "audio stream #1 (pcm_s16le)" in err and "o.mkv" in err and "o.mov" in err
+    assert decoded == [] and list(out.iterdir()) == []
+    monkeypatch.undo()
     code, _, err = run_cli("video", tmp_path / "in" / "with_pcm.mkv", tmp_path / "in" / "f.png", "-o", out / "o.mkv")
     assert code == 0 and "copied audio (pcm_s16le)" in err
 
@@ -272,6 +279,145 @@ def test_ctrl_c_leaves_nothing_under_the_final_name(name, clip, tmp_path, run_cl
     monkeypatch.setattr(driver, "_make_harmonizer", lambda *args: _Interrupting())
     code, _, err = run_cli("video", clip["composite"], clip["masks"], "-o", tmp_path / name)
     assert code == 130 and "interrupted" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+SIGTERM_SCRIPT = """
+import pathlib, sys, time
+from harmonize_cli.apply.harmonizer import Harmonizer
+from harmonize_cli.video import driver
+
+class Slow(Harmonizer):
+    def predict(self, jobs):
+        if any(job.context.index == 3 for job in jobs):
+            pathlib.Path(sys.argv[1]).write_text("frame 3")
+            time.sleep(60)  # the signal arrives here, in the middle of the clip
+        super().predict(jobs)
+
+driver._make_harmonizer = lambda *args: Slow(model="lab-transfer", device="cpu", quiet=True)
+from harmonize_cli.cli import main
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("name", ["out.mp4", "frames"])
+def test_sigterm_exits_143_in_one_line_and_leaves_nothing(name, clip, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import harmonize_cli
+
+    out = tmp_path / "out"
+    out.mkdir()
+    flag = tmp_path / "reached"
+    root = str(__import__("pathlib").Path(harmonize_cli.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(flag), "video", str(clip["composite"]),
+                                str(clip["masks"]), "-o", str(out / name), "-q"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not flag.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert flag.exists(), process.communicate(timeout=30)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert process.returncode == 143, err
+    assert len(lines) == 1 and "interrupted" in lines[0] and "SIGTERM" in lines[0], err
+    assert list(out.iterdir()) == []  # neither the final name nor a temporary one
+
+
+class _JitteringPct(Harmonizer):
+    """PCT-Net whose parameter maps are known: spatially constant, a random vector per frame."""
+
+    def __init__(self, weights, values):
+        super().__init__(model="pctnet-cnn", weights=weights, device="cpu", quiet=True)
+        self.values, self.applied = values, {}
+
+    def _forward_maps(self, images, masks):
+        import torch
+
+        return [(torch.from_numpy(self.values[index]).view(1, -1, 1, 1).expand(1, -1, 8, 8).contiguous(), None)
+                for index in self._indices.pop(0)]
+
+    def predict(self, jobs):
+        self._indices = [[job.context.index for job in jobs if job.bbox is not None]]
+        super().predict(jobs)
+
+    def finish(self, job):
+        if job.maps is not None:  # what is carried to full size
+            self.applied[job.context.index] = job.maps[0][0].mean(dim=(1, 2)).numpy().copy()
+        return super().finish(job)
+
+
+def test_pct_net_jittering_maps_are_replaced_by_their_moving_average(clip, tmp_path):
+    import torch
+
+    from harmonize_cli import zoo
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "cnn.pth"
+    torch.save(zoo.create_model("pctnet-cnn").state_dict(), checkpoint)
+    rng = np.random.default_rng(0)
+    values = [rng.uniform(-0.2, 0.2, 12).astype(np.float32) for _ in range(12)]  # the per-frame jitter
+    harmonizer = _JitteringPct(checkpoint, values)
+    report = harmonize_video(clip["composite"], clip["masks"], tmp_path / "frames", harmonizer=harmonizer,
+                             ema_weight=0.25)
+    assert report.frames == 12 and report.cuts == [] and report.temporal == "ema"
+    expected, mean = [], None  # the EMA computed here, by hand: m_0 = v_0, m_k = 0.75 m_(k-1) + 0.25 v_k
+    for value in values:
+        mean = value.astype(np.float64) if mean is None else 0.75 * mean + 0.25 * value
+        expected.append(mean)
+    assert sorted(harmonizer.applied) == list(range(12))
+    for index in range(12):
+        np.testing.assert_allclose(harmonizer.applied[index], expected[index], atol=1e-5, err_msg=f"frame {index}")
+    assert np.abs(harmonizer.applied[11] - values[11]).max() > 0.01  # the smoothed maps differ from the raw ones
+
+
+def test_a_video_that_does_not_read_back_is_never_published(clip, tmp_path, run_cli, monkeypatch):
+    from harmonize_cli.video.writing import VideoWriter
+
+    close = VideoWriter._close
+
+    def close_then_damage(self):  # an encoder or muxer that leaves a broken file without an error
+        close(self)
+        data = self.tmp.read_bytes()
+        self.tmp.write_bytes(data[: len(data) // 2])
+
+    monkeypatch.setattr(VideoWriter, "_close", close_then_damage)
+    code, _, err = run_cli("video", clip["composite"], clip["masks"], "-o", tmp_path / "out.mp4", "-q")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "did not read back" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_video_read_back_counts_streams_frames_and_the_codec(clip, tmp_path):
+    import av
+
+    from harmonize_cli.readback import UnreadableOutputError
+    from harmonize_cli.video.writing import check_video_file
+
+    h264 = av.codec.Codec("h264", "r").id
+    check_video_file(clip["composite"], 2, 12, h264)  # the test clip: video + AAC, 12 frames
+    for streams, frames, codec, expected in ((1, 12, h264, "2 streams, 1 written"),
+                                             (2, 13, h264, "12 video frames, 13 written"),
+                                             (2, 12, av.codec.Codec("mpeg4", "r").id, "another video codec")):
+        with pytest.raises(UnreadableOutputError, match=expected):
+            check_video_file(clip["composite"], streams, frames, codec)
+
+
+def test_a_png_frame_that_does_not_read_back_is_never_published(clip, tmp_path, run_cli, monkeypatch):
+    from harmonize_cli.video import writing
+
+    monkeypatch.setattr(writing, "png_bytes", lambda rgb: b"\x89PNG\r\n\x1a\n truncated")
+    code, _, err = run_cli("video", clip["composite"], clip["still"], "-o", tmp_path / "frames", "-q")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "does not read back" in err, err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -23,6 +23,7 @@ from .. import __version__, console
 from ..atomic import atomic_write_text, check_writable
 from ..errors import HarmonizeError, UsageError
 from ..limits import DEFAULT_MAX_PIXELS, image_size
+from ..outputs import Inputs, real_key, same_file
 from .imageio import format_for, output_suffix, read_image, read_mask, side_by_side, write_image
 from .pairing import find_pairs, output_path
 from .swapcheck import check_not_swapped
@@ -171,7 +172,7 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
     launch = launch or Launch()
     entries = plan_outputs(composites, masks, out, recursive=recursive, ext=ext, overwrite=overwrite,
                            comparison=comparison, swap_check=swap_check, max_pixels=max_pixels,
-                           mask_pattern=mask_pattern)
+                           mask_pattern=mask_pattern, weights=weights)
     check_writable(out)
     positions = list(range(len(entries)))
     if launch.sharded:  # the same plan on every process: shares over all inputs, whatever is done already
@@ -246,9 +247,10 @@ def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None
                          f"name the output file with one of {' '.join(sorted(set(IMAGE_EXTENSIONS)))}")
     if output.is_dir():
         raise UsageError(f"-o {output} is a folder", "give a file name, or a folder ending with /")
-    for source in (composite, mask):
-        if _same_path(source, output):
-            raise UsageError(f"writing {output} would overwrite an input", "choose another output file")
+    inputs = Inputs().file(composite, "composite").file(mask, "mask").file(local_weights_file(weights), "--weights")
+    if output in inputs:
+        raise UsageError(f"writing {output} would overwrite an input ({inputs.clash(output)})",
+                         "choose another output file")
     (pair,) = find_pairs(composite, mask, mask_pattern=mask_pattern, require_some=True)
     if not pair.ok:
         raise UsageError(f"{composite}: {pair.problem}")
@@ -328,12 +330,21 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
         report.interrupted = True
         for entry in entries:
             if entry.status == "pending":
-                entry.status, entry.reason = "interrupted", "stopped by Ctrl-C before this file"
+                entry.status, entry.reason = "interrupted", f"stopped by {_signal_name()} before this file"
         raise
     finally:
         report.seconds = time.perf_counter() - started
         if write_report:
             _write_quietly(report)
+
+
+def _signal_name() -> str:
+    import signal
+
+    from ..interrupts import pending
+
+    signum = pending()
+    return "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
 
 
 def _pixels_of(entry) -> int:
@@ -373,14 +384,15 @@ def _reason(error: BaseException) -> str:
 
 def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = "same", overwrite: bool = False,
                  comparison: bool = False, swap_check: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, mask_pattern: Optional[str] = None) -> List[Entry]:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, mask_pattern: Optional[str] = None,
+                 weights=None) -> List[Entry]:
     """Pair the inputs, place the outputs, refuse unsafe OUT folders (and, with ``swap_check``,
     inputs that look swapped), mark skips and problems."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"OUT {out} exists and is not a folder", "give a folder for the results")
     for source, label in ((composites, "COMPOSITES"), (masks, "MASKS")):
-        if Path(source).is_dir() and _same_path(source, out):
+        if Path(source).is_dir() and same_file(source, out):
             raise UsageError(f"OUT {out} is the {label} folder", "write the results to a separate folder")
     if (out / REPORT_NAME).is_dir():
         raise UsageError(f"{out / REPORT_NAME} is a folder, where the report goes", "remove or rename that folder")
@@ -392,7 +404,9 @@ def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = 
                                                                               "; use --recursive for subfolders"))
     if swap_check:
         check_not_swapped([(pair.composite, pair.mask) for pair in pairs if pair.ok], max_pixels=max_pixels)
-    inputs = {_key(pair.composite) for pair in pairs} | {_key(pair.mask) for pair in pairs if pair.mask}
+    inputs = Inputs().file(local_weights_file(weights), "--weights")
+    for pair in pairs:
+        inputs.file(pair.composite, "composite").file(pair.mask, "mask")
     entries, claimed = [], {}
     for pair in pairs:
         target = output_path(out, pair.relative, output_suffix(pair.composite, ext)) if pair.ok else None
@@ -401,17 +415,18 @@ def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = 
         if not pair.ok:
             entry.status, entry.reason = "failed", pair.problem
             continue
-        if _key(target) in inputs:
-            raise UsageError(f"writing {target} would overwrite an input",
-                             "choose an OUT folder that holds no composites or masks")
         claims = [target] + ([_comparison_path(out, entry)] if comparison else [])
-        clash = next((claimed[_key(path)] for path in claims if _key(path) in claimed), None)
+        hit = next((path for path in claims if path in inputs), None)
+        if hit is not None:
+            raise UsageError(f"writing {hit} would overwrite an input ({inputs.clash(hit)})",
+                             "choose an OUT folder that holds no composites, masks or weights")
+        clash = next((claimed[real_key(path)] for path in claims if real_key(path) in claimed), None)
         if clash is not None:
             entry.status = "failed"
             entry.reason = f"output {target.name} would also be written for {clash.composite}; use --ext same"
             continue
         for path in claims:
-            claimed[_key(path)] = entry
+            claimed[real_key(path)] = entry
         if target.is_dir():
             entry.status, entry.reason = "failed", f"the output path {target} is a folder"
         elif target.exists() and not overwrite:
@@ -419,9 +434,8 @@ def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = 
     return entries
 
 
-def _key(path) -> str:
-    return os.path.normcase(os.path.realpath(path))
-
-
-def _same_path(a, b) -> bool:
-    return _key(a) == _key(b)
+def local_weights_file(weights):
+    """``--weights`` when it names a file here (not a released name, a URL or a state dict)."""
+    if isinstance(weights, (str, os.PathLike)) and "://" not in str(weights) and Path(weights).is_file():
+        return Path(weights)
+    return None

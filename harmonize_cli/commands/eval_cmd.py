@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .. import console
+from .. import console, interrupts
 from ..atomic import check_writable
 from ..choices import EVAL_RESIZES, parse_list
 from ..completion import complete_models, complete_weights
@@ -124,11 +124,16 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
         raise UsageError("--shard K/N needs -o FILE.json for its part", f"e.g. --shard {shard} -o eval.{launch.rank}.json")
     if launch.grouped and not launch.is_main:
         console.set_verbosity(console.QUIET)  # rank 0 speaks for the job
-    with rank_errors(launch), joined(launch):
-        for name in models:
-            zoo.get_arch(name)  # unknown names fail before any work, suggesting the closest
-        _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, workers, device, peak, output,
-                  markdown, csv_path, save_predictions, with_published, per_image, launch)
+    caught = None
+    try:
+        with interrupts.handled() as caught, rank_errors(launch), joined(launch):  # SIGTERM as Ctrl-C
+            for name in models:
+                zoo.get_arch(name)  # unknown names fail before any work, suggesting the closest
+            _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, workers, device, peak, output,
+                      markdown, csv_path, save_predictions, with_published, per_image, launch)
+    except KeyboardInterrupt:
+        raise interrupts.Interrupted(getattr(caught, "signum", None) or 2,
+                                     "interrupted ({signal}); no result file was written") from None
 
 
 def _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, workers, device, peak, output,
@@ -143,9 +148,8 @@ def _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, work
                                                 "(e.g. --model composite for the baseline)")
     resize = resize.lower()
     subset_names = _split_subsets(subsets)
-    if save_predictions:
-        check_writable(Path(save_predictions))
     source, origin = settings.dataset_and_origin(data)
+    _check_outputs(source, weights, output, markdown, csv_path, save_predictions)
     torch_device = rank_device(launch, device)
     if launch.grouped and torch_device.type == "cpu":  # the node's cores split between its ranks
         import torch
@@ -206,3 +210,30 @@ def _report(results, output, markdown, csv_path, with_published, per_image, save
         console.info(f"Wrote {csv_path}")
     if save_predictions:
         console.info(f"Predictions in {save_predictions}")
+
+
+_WRITTEN_BY_EVAL = {  # how each output of an earlier `harmonize eval` begins (report.py)
+    "-o": (b'{"model":', b'[{"model":'),
+    "--markdown": (b"# Evaluation",),
+    "--csv": (b"source,model,",),
+}
+
+
+def _check_outputs(source, weights, output, markdown, csv_path, save_predictions) -> None:
+    """Before any work: every output writable, none of them an input (the dataset, a list file in
+    its folder, a weights file) and none replacing a file that eval did not write."""
+    from ..outputs import Inputs, check_replaceable, starts_with
+
+    inputs = Inputs().tree(source, "--data")
+    for item in weights:
+        if Path(str(item)).exists():
+            inputs.file(item, "--weights")
+    for option, target in (("-o", output), ("--markdown", markdown), ("--csv", csv_path)):
+        if target and target != "-":
+            inputs.check(target, option)
+            check_replaceable(target, starts_with(*_WRITTEN_BY_EVAL[option]),
+                              f"a {option} file written by `harmonize eval`", option)
+            check_writable(Path(target).parent)  # unwritable outputs fail now, not after the work
+    if save_predictions:
+        inputs.check(save_predictions, "--save-predictions")
+        check_writable(Path(save_predictions))

@@ -8,6 +8,9 @@ import click
 
 from .. import console
 from ..atomic import check_writable
+from ..outputs import Inputs, check_replaceable, starts_with
+
+CHECKPOINT_SIGNATURES = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive; the legacy pickle
 
 EPILOG = """Examples:
 
@@ -38,21 +41,29 @@ def export(checkpoint, output, force, no_check):
         if not source.is_file():
             raise UsageError(f"{checkpoint} holds neither {BEST} nor {LAST}", "pass a checkpoint file")
     output = Path(output)
+    Inputs().file(source, "checkpoint").check(output, "-o")
     if output.exists() and not force:
         raise UsageError(f"{output} already exists", "pass --force to replace it")
-    if output.resolve() == source.resolve():
-        raise UsageError("the output would replace the checkpoint itself", "choose another -o")
+    check_replaceable(output, starts_with(*CHECKPOINT_SIGNATURES), "a PyTorch checkpoint (--force replaces only those)")
     check_writable(output.parent)
-    meta = export_state_dict(source, output)
+
+    def check(written, meta):  # before the rename: a file that fails it never appears at -o
+        if not no_check:
+            meta["arch"] = _check(written, output, meta.get("arch"))
+
+    meta = export_state_dict(source, output, check=check)
     arch = meta.get("arch")
-    if not no_check:
-        arch = _check(output, arch)
     epoch = f", epoch {meta['epoch']}" if meta.get("epoch") is not None else ""
     console.info(f"Wrote {output}: {arch or 'model'}{epoch}, {meta['tensors']} tensors (reference layout)")
 
 
-def _check(path, arch):
+def _check(path, output, meta_arch):
     """Load the exported file strictly into a fresh model of its architecture (as apply/eval would)."""
     from .. import zoo
+    from ..errors import HarmonizeError
 
-    return zoo.resolve(arch or "auto", weights=str(path)).name
+    try:
+        return zoo.resolve(meta_arch or "auto", weights=str(path)).name
+    except HarmonizeError as exc:
+        raise type(exc)(exc.message.replace(str(path), str(output)) + f"; nothing was written to {output}",
+                        exc.hint) from None

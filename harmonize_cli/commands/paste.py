@@ -93,7 +93,7 @@ def paste(object_path, background, out, at, anchor, scale, height, mask, model, 
     if height is not None:
         parse_height(height)
     folder = object_path.is_dir()
-    tasks = _plan(object_path, mask, out, background, folder, ext, save_composite, overwrite)
+    tasks = _plan(object_path, mask, out, background, folder, ext, save_composite, overwrite, weights)
     if mask is not None and not allow_odd_masks:
         from ..apply.swapcheck import check_not_swapped
 
@@ -165,15 +165,17 @@ def _side_files(output: Path):
 
 
 def _plan(source: Path, mask, out: Path, background: Path, folder: bool, ext, save_composite: bool,
-          overwrite: bool):
+          overwrite: bool, weights=None):
     """The objects, their masks and outputs; refuse outputs that would replace an input."""
+    from ..apply.batch import local_weights_file
     from ..apply.imageio import IMAGE_EXTENSIONS, OUTPUT_EXTENSIONS, is_image_file
     from ..errors import UsageError
+    from ..outputs import Inputs, real_key, same_file
 
     if folder:
         if out.exists() and not out.is_dir():
             raise UsageError(f"OUT {out} is a file but OBJECT is a folder", "give a folder for the results")
-        if _key(out) == _key(source):
+        if same_file(out, source):
             raise UsageError(f"OUT {out} is the OBJECT folder", "write the results to a separate folder")
         if mask is not None and not mask.is_dir():
             raise UsageError(f"--mask {mask} is a file but OBJECT is a folder", "give a folder of masks (same stems)")
@@ -201,20 +203,22 @@ def _plan(source: Path, mask, out: Path, background: Path, folder: bool, ext, sa
             raise UsageError(f"-o {out}: unknown image suffix {out.suffix!r}",
                              "end it with .png, .jpg, .webp, .tif or .bmp (or give a folder)")
         tasks = [Task(source, mask, target)]
-    inputs = {_key(background), _key(source)} | ({_key(mask)} if mask is not None else set())
-    inputs |= {_key(task.source) for task in tasks} | {_key(task.mask) for task in tasks if task.mask}
+    inputs = Inputs().file(background, "BACKGROUND").file(source, "OBJECT").file(mask, "--mask")
+    inputs.file(local_weights_file(weights), "--weights")
+    for task in tasks:
+        inputs.file(task.source, "object").file(task.mask, "mask")
     claimed = {}
     for task in tasks:
         paths = [task.output, *(_side_files(task.output) if save_composite else ())]
-        hit = next((path for path in paths if _key(path) in inputs), None)
+        hit = next((path for path in paths if path in inputs), None)
         if hit is not None:
-            raise UsageError(f"writing {hit} would overwrite an input", "choose another -o")
-        clash = next((claimed[_key(path)] for path in paths if _key(path) in claimed), None)
+            raise UsageError(f"writing {hit} would overwrite an input ({inputs.clash(hit)})", "choose another -o")
+        clash = next((claimed[real_key(path)] for path in paths if real_key(path) in claimed), None)
         if task.status == "pending" and clash is not None:
             task.status = "failed"
             task.reason = f"output {task.output.name} would also be written for {clash.source.name}"
             continue
-        claimed.update({_key(path): task for path in paths})
+        claimed.update({real_key(path): task for path in paths})
         if task.status == "pending" and task.output.exists() and not overwrite:
             task.status, task.reason = "skipped", "output exists (use --overwrite to replace it)"
     return tasks
@@ -247,10 +251,6 @@ def _reason(error: BaseException) -> str:
         return str(error)
     text = str(error).splitlines()[0][:200] if str(error) else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _key(path) -> str:
-    return os.path.normcase(os.path.realpath(path))
 
 
 def _summarise(tasks, out: Path, elapsed: float) -> None:

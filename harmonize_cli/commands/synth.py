@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .. import console
+from .. import console, interrupts
 
 EPILOG = """\b
 Examples:
@@ -82,15 +82,20 @@ def synth(images, masks, output, per_image, styles, test_fraction, seed, jpeg_qu
 
     tasks = {}
     labels = {"check": "check", "synth": "synth"}
-    with console.progress("img") as bar:
+    caught = None
+    try:
+        with interrupts.handled() as caught, console.progress("img") as bar:
 
-        def on_progress(phase, done, total):
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(labels.get(phase, phase), total=total)
-            bar.update(tasks[phase], completed=done, total=total)
+            def on_progress(phase, done, total):
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(labels.get(phase, phase), total=total)
+                bar.update(tasks[phase], completed=done, total=total)
 
-        report = synthesize(images, masks, output, per_image=per_image, styles=styles,
-                            test_fraction=test_fraction, seed=seed, jpeg_quality=jpeg_quality, strict=strict,
-                            subset=subset, overwrite=overwrite, min_fg_mse=min_fg_mse,
-                            on_progress=on_progress, on_notice=console.warn)
+            report = synthesize(images, masks, output, per_image=per_image, styles=styles,
+                                test_fraction=test_fraction, seed=seed, jpeg_quality=jpeg_quality, strict=strict,
+                                subset=subset, overwrite=overwrite, min_fg_mse=min_fg_mse,
+                                on_progress=on_progress, on_notice=console.warn)
+    except KeyboardInterrupt:
+        raise interrupts.Interrupted(getattr(caught, "signum", None) or 2,
+                                     "interrupted ({signal}); no partial dataset folder is left behind") from None
     _summary(report)

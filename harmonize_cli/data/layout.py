@@ -166,7 +166,9 @@ def find_subsets(root) -> list[str]:
     root = Path(root)
     if is_subset_dir(root):
         return [root.name]
-    found = sorted(p.name for p in root.iterdir() if is_subset_dir(p)) if root.is_dir() else []
+    # a hidden folder (".Synthetic.partial-x" of an interrupted synth, ".git") is never a subset
+    found = (sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and is_subset_dir(p))
+             if root.is_dir() else [])
     order = {name.lower(): i for i, name in enumerate(IHARMONY4_SUBSETS)}
     return sorted(found, key=lambda name: (order.get(name.lower(), len(order)), name))
 

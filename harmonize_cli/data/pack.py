@@ -32,6 +32,8 @@ import numpy as np
 
 from .. import __version__, interrupts
 from ..limits import DEFAULT_MAX_PIXELS
+from ..atomic import part_path
+from ..outputs import check_replaceable, starts_with
 from . import hyoutube, imageio, layout
 from .layout import DatasetError
 from .packfile import (
@@ -65,6 +67,7 @@ from .packjobs import _pack_chunk, _probe_chunk
 from .workers import WorkerPool
 
 DEFAULT_NAME = "iharmony4.h5"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 STORAGES = ("pixels", "encoded", "both")
 
 __all__ = [
@@ -79,6 +82,21 @@ __all__ = [
     "FORMAT_VERSION",
     "KINDS",
 ]
+
+
+def written_by_prepare(path) -> bool:
+    """An earlier pack: a file with the pack's attributes, or an HDF5 file too damaged to open."""
+    if read_attrs(path) is not None:
+        return True
+    import h5py
+
+    if not starts_with(HDF5_SIGNATURE)(path):
+        return False
+    try:
+        with h5py.File(path, "r"):
+            return False  # a readable HDF5 file of someone else's
+    except (OSError, ValueError):
+        return True
 
 
 def default_output(root) -> Path:
@@ -227,13 +245,11 @@ def pack_dataset(
         notes=list(notes),
     )
 
+    # --force replaces an earlier pack, never a file of the user's (an image, a list file, ...)
+    check_replaceable(output, written_by_prepare, "a dataset packed by harmonize (--force replaces only those)")
+    check_replaceable(report_path, starts_with(b"{"), "a report written by `harmonize prepare`")
     if output.exists():
         attrs = read_attrs(output)
-        if attrs is None and not force:
-            raise DatasetError(
-                f"{output} exists and is not a dataset packed by harmonize",
-                "choose another -o, or pass --force to overwrite it",
-            )
         if attrs is not None and not force and is_complete(attrs.get("complete")) and attrs.get("fingerprint") == fingerprint:
             fill_up_to_date(report, attrs, notes, started)
             return report
@@ -260,7 +276,7 @@ def pack_dataset(
         problems.add(clip_problem.path, clip_problem.reason, clip_problem)
     workers = _resolve_workers(workers)
     ok = False
-    tmp = output.parent / f".{output.name}.{os.getpid()}.part"
+    tmp = part_path(output)
     runner = None
     try:
         runner = WorkerPool(workers)

@@ -220,29 +220,11 @@ def write_samples(handle, keep, plan, fg_ratio, resized_flags):
 
 
 # ---------------------------------------------------------------------------- temporary files
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
 def remove_stale_parts(output: Path) -> list[Path]:
-    removed = []
-    for part in output.parent.glob(f".{output.name}.*.part"):
-        pid_text = part.name[len(output.name) + 2 : -len(".part")]
-        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
-            try:
-                part.unlink()
-                removed.append(part)
-            except OSError:
-                pass
-    return removed
+    """The ``.part`` files of ``output`` left by killed runs (this process's own included)."""
+    from ..atomic import remove_stale_parts as remove
+
+    return remove(output, include_own=True)
 
 
 # ---------------------------------------------------------------------------- reading checks

@@ -44,10 +44,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, interrupts
 from ..atomic import atomic_path, current_umask, atomic_write_text
 from ..data import layout
 from ..errors import HarmonizeError, UsageError
+from ..outputs import inside
 from . import inputs
 from . import styles as style_lib
 from .colour import lab_stats
@@ -136,15 +137,9 @@ def _check_subset_name(subset: str) -> str:
     return subset
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 def _check_target(target: Path, overwrite: bool, inputs_: list[Path]) -> None:
+    """``--overwrite`` replaces an earlier synth subset (it holds our manifest), never a folder of
+    the user's nor one holding an input folder."""
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} exists and is not a folder", "choose another -o or --subset")
     if target.is_dir() and any(target.iterdir()):
@@ -152,9 +147,12 @@ def _check_target(target: Path, overwrite: bool, inputs_: list[Path]) -> None:
             raise UsageError(f"{target} already exists",
                              "pass --overwrite to replace it, or choose another -o or --subset")
         for folder in inputs_:
-            if _inside(folder, target):
+            if inside(folder, target):
                 raise UsageError(f"--overwrite would delete the input folder {folder} (it is inside {target})",
                                  "write the dataset somewhere else")
+        if not (target / MANIFEST_NAME).is_file():
+            raise UsageError(f"--overwrite: {target} was not written by `harmonize synth` (no {MANIFEST_NAME}); "
+                             "nothing in it was deleted", "choose another -o or --subset")
 
 
 def _save_image(path: Path, array: np.ndarray, jpeg_quality=None) -> None:
@@ -280,7 +278,8 @@ def synthesize(
         manifest = _manifest(report, records, images_dir, masks_dir, chosen_styles, per_image, test_fraction,
                              jpeg_quality, min_fg_mse)
         atomic_write_text(staging / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
-        _commit(staging, target)
+        with interrupts.deferred():  # a signal waits until the old subset and the new one are swapped
+            _commit(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -193,22 +193,26 @@ class CheckpointSaver:
         return save_checkpoint(checkpoint, self.last)
 
 
-def export_state_dict(source, output) -> dict:
+def export_state_dict(source, output, check=None) -> dict:
     """Write the plain model state dict (reference key names) of a checkpoint to ``output``.
 
     The result is what ``torch.save(model.state_dict(), path)`` gives in the reference code, so its
     ``load_weights`` / ``load_state_dict`` take it unchanged. Returns the checkpoint's metadata.
+    ``check(temporary_path, meta)`` runs on the written file before it is renamed to ``output``:
+    when it raises, ``output`` is not created (nor an earlier one replaced).
     """
     from ..zoo import checkpoint_metadata, extract_state_dict, read_checkpoint
 
     checkpoint, _label = read_checkpoint(source)
     state = extract_state_dict(checkpoint)
     state = {key: value.detach().cpu().contiguous() for key, value in state.items()}
+    meta = checkpoint_metadata(checkpoint)
+    meta["tensors"] = len(state)
     with atomic_path(output) as tmp:
         with open(tmp, "wb") as handle:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
-    meta = checkpoint_metadata(checkpoint)
-    meta["tensors"] = len(state)
+        if check is not None:
+            check(tmp, meta)
     return meta

@@ -40,7 +40,7 @@ from .outcome import TrainingError, TrainingInterrupted, TrainResult
 from .preflight import check_backbone, check_vgg, preflight
 from .runlog import (RunLog, append_metrics, best_text, log_epoch, open_tensorboard, rewrite_metrics, save_grid,
                      start_lines, write_curves)
-from .rundir import CONFIG_FILE, LOG_FILE, clear_run_files, resume_command
+from .rundir import CONFIG_FILE, LOG_FILE, clear_run_files, is_run_folder, mark_run, resume_command
 from .runtime import StopFlag, make_grad_scaler, resolve_amp
 from .seeding import (SeededEpochDataset, apply_determinism, derive_seed, determinism_flags, epoch_loader,
                       restore_determinism_flags, seed_everything)
@@ -220,13 +220,14 @@ class Trainer:
         start = (0, 0, {})
         if self.resuming:
             start = self._restore(parts)
-        elif self.is_main and run_dir.exists() and self.overwrite:
+        elif self.is_main and run_dir.exists() and self.overwrite and is_run_folder(run_dir):
             clear_run_files(run_dir)
         model = distributed.wrap_model(parts.model, self.env, parts.device, sync_bn=config.sync_bn)
         parts.train_model = torch.compile(model) if config.compile else model
         parts.saver = CheckpointSaver(run_dir, config.snapshot_every)
         if self.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            mark_run(run_dir)  # first: what follows is the run's, and --overwrite may remove it
             config.save(run_dir / CONFIG_FILE)
             self.log = RunLog(run_dir / LOG_FILE)
             rewrite_metrics(run_dir, self.metrics)

@@ -169,6 +169,32 @@ def _make_harmonizer(model, weights, device, resolution, batch_size, flip_tta):
 
 
 _DONE = object()
+FINISH_PIXELS = 10_000_000  # pixels of the frames carried to full size at once (a 4K frame in flight: ~110 MB)
+MMAP_THRESHOLD = 4 << 20  # bytes: larger blocks (every frame-sized array) come from mmap, freed to the OS
+
+
+def finishing_limit(workers: int, width: int, height: int) -> int:
+    """Frames carried to full size at once: the worker threads, at most FINISH_PIXELS of frames
+    (one 4K frame, four 1080p ones), since each holds its frame, its mask (float32), the result
+    and the compose step's strips (docs/video.md, "Memory")."""
+    return max(1, min(workers, FINISH_PIXELS // max(1, width * height)))
+
+
+def release_large_blocks() -> None:
+    """glibc: serve every block above MMAP_THRESHOLD from mmap (returned to the OS when freed).
+
+    glibc raises its mmap threshold after the first large block is freed (up to 32 MB), after
+    which 25-33 MB frame arrays come from the threads' heaps, whose freed space is kept: a 4K clip
+    peaked about 240 MB higher that way (docs/benchmarks.md). A no-op elsewhere."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD (fixed from now on)
 
 
 def _stream(clip, masks, harmonizer, writer, report, smoother, cuts, workers, on_frame) -> None:
@@ -178,6 +204,8 @@ def _stream(clip, masks, harmonizer, writer, report, smoother, cuts, workers, on
 
     batch_size = harmonizer.batch_size
     plan = plan_threads(harmonizer.device, workers)
+    if clip.width * clip.height > 1920 * 1080:
+        release_large_blocks()
     ready: "queue.Queue" = queue.Queue(maxsize=batch_size)  # prepared frames waiting for the network
     stop = threading.Event()
     in_order = isinstance(writer, VideoWriter)
@@ -216,7 +244,7 @@ def _stream(clip, masks, harmonizer, writer, report, smoother, cuts, workers, on
     reader = threading.Thread(target=read, name="harmonize-video-read", daemon=True)
     pool = ThreadPoolExecutor(max_workers=plan.workers, thread_name_prefix="harmonize-video")
     finishing: deque = deque()  # (future, info) in frame order
-    limit = plan.workers  # frames being carried to full size (a 4K frame in flight: about 85 MB)
+    limit = finishing_limit(plan.workers, clip.width, clip.height)  # frames being carried to full size
 
     def drain(keep: int) -> None:
         while len(finishing) > keep or (finishing and finishing[0][0].done()):

@@ -22,8 +22,9 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..atomic import current_umask
+from ..atomic import atomic_write_bytes, current_umask
 from ..errors import HarmonizeError, UsageError
+from ..readback import UnreadableOutputError, check_image_file
 from .reading import VIDEO_EXTENSIONS, Clip, require_av
 
 CRF_DEFAULTS = {"libx264": 16, "libx265": 18, "libvpx-vp9": 20, "libvpx": 10}
@@ -73,6 +74,9 @@ class VideoWriter:
         self.tmp: Optional[Path] = None
         self.container = None
         self.copied: List[str] = []
+        self.written = 0  # frames encoded
+        if clip.kind == "video" and clip.other_streams:
+            check_copyable(clip.path, self.target)
 
     # ------------------------------------------------------------------------------- lifecycle
 
@@ -152,6 +156,7 @@ class VideoWriter:
         frame = frame.reformat(format=self.pix_fmt, dst_colorspace=_swscale_space(colourspace))
         frame.pts = int(pts)
         frame.time_base = self.time_base
+        self.written += 1
         for packet in self.stream.encode(frame):
             self._copy_until(packet)
             self.container.mux(packet)
@@ -185,11 +190,16 @@ class VideoWriter:
             self._copy_until(packet)
             self.container.mux(packet)
         self._copy_until(None)
-        self.container.close()
-        self.container = None
+        codec_id = self.stream.codec_context.codec.id
+        self._close()
+        check_video_file(self.tmp, 1 + len(self.mapping), self.written, codec_id, name=self.target)
         os.chmod(self.tmp, 0o666 & ~current_umask())
         os.replace(self.tmp, self.target)
         self.tmp = None
+
+    def _close(self) -> None:
+        self.container.close()
+        self.container = None
 
     def abort(self) -> None:
         for handle in (getattr(self, "source", None), self.container):
@@ -202,6 +212,77 @@ class VideoWriter:
         if self.tmp is not None:
             self.tmp.unlink(missing_ok=True)
             self.tmp = None
+
+
+def check_video_file(path, streams: int, frames: int, codec_id: int, name=None) -> None:
+    """The last guard before a video is reported done: re-open the finished temporary file and
+    check its stream count, its video codec and its video frame count (from its packets, nothing
+    decoded); :class:`~harmonize_cli.readback.UnreadableOutputError` otherwise."""
+    av = require_av()
+    shown = name if name is not None else path
+    try:
+        with av.open(str(path)) as container:
+            found_streams = len(container.streams)
+            video = container.streams.video[0]
+            found_codec = video.codec_context.codec.id
+            found_frames = sum(1 for packet in container.demux(video) if packet.size)
+    except Exception as exc:  # noqa: BLE001 - any failure to read it back is the same verdict
+        problem = f"does not open: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}"
+    else:
+        problem = None
+        if found_streams != streams:
+            problem = f"has {found_streams} streams, {streams} written"
+        elif found_codec != codec_id:
+            problem = f"has another video codec ({video.codec_context.name})"
+        elif found_frames != frames:
+            problem = f"holds {found_frames} video frames, {frames} written"
+    if problem:
+        raise UnreadableOutputError(f"{shown} did not read back: the finished file {problem}",
+                                    "nothing was written; please report this with the input clip")
+
+
+PROBE_PACKETS = 3  # of each copied stream, muxed into memory before any frame is decoded
+
+
+def check_copyable(source: Path, target: Path) -> None:
+    """Refuse (usage error, exit 2) a stream of ``source`` that ``target``'s container cannot hold.
+
+    FFmpeg accepts some such streams when the header is written and fails only when the file is
+    closed, after the whole clip was encoded (PCM audio into .mp4). So each audio and subtitle
+    stream is remuxed alone, its first packets, into an in-memory container of the target's format
+    and closed, before any frame is decoded."""
+    import io
+
+    av = require_av()
+    fmt = VIDEO_EXTENSIONS[target.suffix.lower()]
+    with av.open(str(source)) as container:
+        for stream in container.streams:
+            if stream.type not in ("audio", "subtitle"):
+                continue
+            name = stream.codec_context.name if stream.codec_context else "?"
+            try:
+                _probe_mux(av, io.BytesIO(), fmt, container, stream)
+            except (av.error.FFmpegError, ValueError, NotImplementedError, TypeError):
+                raise UsageError(f"{source}: {target.suffix} cannot hold its {stream.type} stream #{stream.index} "
+                                 f"({name}), which is copied unchanged",
+                                 f"write {target.with_suffix('.mkv').name} or {target.with_suffix('.mov').name} "
+                                 "instead (or convert that stream first)") from None
+
+
+def _probe_mux(av, buffer, fmt: str, container, stream) -> None:
+    with av.open(buffer, "w", format=fmt) as probe:
+        copy = probe.add_stream_from_template(stream)
+        probe.start_encoding()
+        muxed = 0
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            packet.stream = copy
+            probe.mux(packet)
+            muxed += 1
+            if muxed >= PROBE_PACKETS:
+                break
+    container.seek(0)
 
 
 class FrameFolderWriter:
@@ -221,9 +302,11 @@ class FrameFolderWriter:
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", suffix=".part", dir=self.target.parent))
 
     def write(self, index: int, rgb: np.ndarray) -> None:
-        from PIL import Image
-
-        Image.fromarray(rgb).save(self.tmp / self.names[index], format="PNG", compress_level=PNG_COMPRESSION)
+        """One frame, written atomically and read back (header) before it takes its name."""
+        target = self.tmp / self.names[index]
+        size = (rgb.shape[1], rgb.shape[0])
+        atomic_write_bytes(target, png_bytes(rgb),
+                           check=lambda tmp: check_image_file(tmp, size, "PNG", name=self.target / target.name))
 
     def commit(self) -> None:
         os.chmod(self.tmp, 0o777 & ~current_umask())
@@ -243,6 +326,16 @@ class FrameFolderWriter:
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=PNG_COMPRESSION)
+    return buffer.getvalue()
 
 
 def frame_names(clip: Clip) -> List[str]:

@@ -12,8 +12,8 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Optional
 
-from .. import console
-from ..atomic import atomic_path
+from .. import console, interrupts
+from ..atomic import atomic_path, remove_stale_parts
 from ..errors import DownloadError, HarmonizeError
 
 CHUNK = 1 << 20
@@ -44,8 +44,9 @@ def download_file(url: str, target, sha256: Optional[str] = None, hash_prefix: O
     """
     target = Path(target)
     manual = f"download it by hand from {url} and save it as {target}"
+    remove_stale_parts(target)  # what a killed download left
     try:
-        with atomic_path(target) as tmp:
+        with interrupts.handled(), atomic_path(target) as tmp:  # SIGTERM as Ctrl-C: no .part is left
             _fetch(url, tmp, timeout, label or target.name, max_bytes, deadline, manual)
             digest = sha256_of(tmp)
             if sha256 and digest != sha256.lower():
@@ -60,6 +61,8 @@ def download_file(url: str, target, sha256: Optional[str] = None, hash_prefix: O
                 except HarmonizeError as exc:
                     raise DownloadError(f"{url} sent {_what_arrived(exc, tmp)}; nothing was cached",
                                         manual) from None
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"while downloading {label or target.name}; nothing was cached") from None
     except DownloadError:
         raise
     except (urllib.error.URLError, OSError, ValueError) as exc:

@@ -241,7 +241,7 @@ def fetch_url(url: str) -> Path:
     key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
     target = settings.weights_dir() / "urls" / f"{key}-{name}"
     if target.is_file():
-        return target
+        return _verified_url_file(target, url)
     if offline():
         raise DownloadError(f"{url} is not in the cache and downloads are off (HARMONIZE_OFFLINE)",
                             f"download it and pass the file, or save it as {target}")
@@ -253,5 +253,25 @@ def fetch_url(url: str) -> Path:
         extract_state_dict(safe_load(path))
 
     path = download_file(url, target, label=name, verify=check)
+    record(path, sha256_of(path), url)
+    return path
+
+
+def _verified_url_file(path: Path, url: str) -> Path:
+    """A cached URL download, used only while it matches the manifest's sha256 (like a released
+    file); one placed by hand is checked once (safe load, a state dict) and recorded."""
+    from ..errors import WeightsError
+    from .checkpoints import extract_state_dict, safe_load
+
+    redo = f"delete {path} to download {url} again"
+    try:
+        if recorded(path) is not None:
+            return path
+    except WeightsError as exc:
+        raise WeightsError(exc.message, redo) from None
+    try:
+        extract_state_dict(safe_load(path))
+    except WeightsError as exc:
+        raise WeightsError(exc.message, redo) from None
     record(path, sha256_of(path), url)
     return path

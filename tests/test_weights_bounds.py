@@ -200,7 +200,8 @@ def test_weights_of_a_non_floating_dtype_are_refused(tmp_path, idih_state, dtype
 # ------------------------------------------------------------------------------ downloads
 class _Server:
     """An HTTP server on 127.0.0.1 whose answers the test decides: ``endless`` (no length, zeros
-    forever), ``drip`` (announces 1000 bytes, sends one every ``interval`` s)."""
+    forever), ``drip`` (announces 1000 bytes, sends one every ``interval`` s), ``steady`` (400 kB at
+    about 400 kB/s: slow, but a working connection)."""
 
     def __init__(self, interval=1.0):
         import http.server
@@ -215,7 +216,14 @@ class _Server:
             def do_GET(self):  # noqa: N802 (http.server API)
                 self.send_response(200)
                 try:
-                    if "endless" in self.path:
+                    if "steady" in self.path:
+                        self.send_header("Content-Length", str(400_000))
+                        self.end_headers()
+                        for _ in range(20):
+                            time.sleep(0.05)
+                            self.wfile.write(bytes(20_000))
+                            self.wfile.flush()
+                    elif "endless" in self.path:
                         self.end_headers()
                         chunk = bytes(1 << 16)
                         while not server.stop.is_set():
@@ -281,6 +289,22 @@ def test_an_endless_body_stops_at_the_documented_maximum(hostile_server, monkeyp
     assert time.monotonic() - started < 20
     assert f"more than {2 << 20} bytes, the limit for a weights file" in str(info.value)
     assert _parts(Path(isolated_home)) == [] and not list(Path(isolated_home).rglob("*model.pth"))
+
+
+@pytest.mark.timeout(60)
+def test_past_the_first_use_deadline_a_slow_but_steady_download_goes_on_and_a_drip_stops(hostile_server, tmp_path):
+    from harmonize_cli.zoo.download import download_file
+
+    # 400 kB at ~400 kB/s take ~1 s: past a 0.3 s deadline, on pace for 100 kB/s, so it completes
+    done = download_file(f"{hostile_server.base}/steady/w.bin", tmp_path / "w.bin", deadline=0.3, min_rate=100_000)
+    assert done.stat().st_size == 400_000
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"no complete answer within 0.3 s \(\d+ bytes in \d+ s, under 100 kB/s\)"):
+        download_file(f"{hostile_server.base}/drip/w2.bin", tmp_path / "w2.bin", deadline=0.3, min_rate=100_000)
+    assert time.monotonic() - started < 0.3 + 1.0 + 3  # the deadline, one drip interval, slack
+    assert not (tmp_path / "w2.bin").exists() and _parts(tmp_path) == []
+    with pytest.raises(DownloadError, match="no complete answer within 0.3 s"):  # without min_rate: a hard bound
+        download_file(f"{hostile_server.base}/steady/w3.bin", tmp_path / "w3.bin", deadline=0.3)
 
 
 @pytest.mark.timeout(60)

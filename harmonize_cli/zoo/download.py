@@ -30,14 +30,18 @@ def sha256_of(path, chunk_size: int = CHUNK) -> str:
 def download_file(url: str, target, sha256: Optional[str] = None, hash_prefix: Optional[str] = None,
                   timeout: float = 30.0, label: Optional[str] = None,
                   verify: Optional[Callable[[Path, str], None]] = None,
-                  deadline: Optional[float] = None, max_bytes: Optional[int] = None) -> Path:
+                  deadline: Optional[float] = None, max_bytes: Optional[int] = None,
+                  min_rate: Optional[float] = None) -> Path:
     """Download ``url`` to ``target`` atomically and verify it.
 
     A short read (fewer bytes than the server announced), a wrong ``sha256``, a ``hash_prefix``
     that does not start the file's sha256, or a ``verify(temp_path, sha256)`` that raises, raise
     :class:`DownloadError`; the target then does not exist. The error names the URL and the path
     where the file can be placed by hand. ``timeout`` bounds the connection and each read;
-    ``deadline`` (seconds) bounds the whole download, however slowly the server drips.
+    ``deadline`` (seconds) bounds the whole download, however slowly the server drips; with
+    ``min_rate`` (bytes/s) it is a grace period instead: past it the download goes on only while
+    its average rate stays at or above ``min_rate``, so a slow-drip server is dropped at the
+    deadline while an ordinary slow connection finishes.
     The body is capped at ``max_bytes`` (default: the weights limit,
     :func:`~harmonize_cli.zoo.bounds.max_weights_bytes`) and at the length the server announced:
     an endless body stops there.
@@ -47,7 +51,7 @@ def download_file(url: str, target, sha256: Optional[str] = None, hash_prefix: O
     remove_stale_parts(target)  # what a killed download left
     try:
         with interrupts.handled(), atomic_path(target) as tmp:  # SIGTERM as Ctrl-C: no .part is left
-            _fetch(url, tmp, timeout, label or target.name, max_bytes, deadline, manual)
+            _fetch(url, tmp, timeout, label or target.name, max_bytes, deadline, manual, min_rate)
             digest = sha256_of(tmp)
             if sha256 and digest != sha256.lower():
                 raise DownloadError(f"{url}: sha256 {digest[:12]}... differs from the expected {sha256[:12]}...",
@@ -82,7 +86,7 @@ def _what_arrived(error, path: Path) -> str:
 
 
 def _fetch(url: str, destination: Path, timeout: float, label: str, max_bytes: Optional[int] = None,
-           deadline: Optional[float] = None, manual: str = "") -> None:
+           deadline: Optional[float] = None, manual: str = "", min_rate: Optional[float] = None) -> None:
     from .bounds import max_weights_bytes
 
     cap = max_weights_bytes() if max_bytes is None else int(max_bytes)
@@ -92,16 +96,22 @@ def _fetch(url: str, destination: Path, timeout: float, label: str, max_bytes: O
         check_file(url, cap)  # a FIFO or /dev/zero as a mirror would never end
         shutil.copyfile(url, destination)
         return
-    ends = None if deadline is None else time.monotonic() + float(deadline)
+    started = time.monotonic()
+    received = 0
 
     def remaining(default):
-        if ends is None:
+        """Seconds the next wait may take; raises once the deadline (with ``min_rate``: the pace) is missed."""
+        if deadline is None:
             return default
-        left = ends - time.monotonic()
-        if left <= 0:
+        elapsed = time.monotonic() - started
+        due = deadline if min_rate is None else max(deadline, received / min_rate)  # bytes buy time
+        if due - elapsed > 1e-3:
+            return min(default, due - elapsed)
+        if min_rate is None:
             raise DownloadError(f"{url}: no complete answer within {deadline:g} s",
                                 f"the server is too slow; {manual}")
-        return min(default, left)
+        raise DownloadError(f"{url}: no complete answer within {deadline:g} s ({received} bytes in "
+                            f"{elapsed:.0f} s, under {min_rate / 1000:g} kB/s)", f"the server is too slow; {manual}")
 
     request = urllib.request.Request(url, headers={"User-Agent": "harmonize"})
     try:
@@ -117,7 +127,6 @@ def _fetch(url: str, destination: Path, timeout: float, label: str, max_bytes: O
                                 "weights file", "check the URL; raise HARMONIZE_MAX_WEIGHTS_MB if it is genuine")
         limit = cap if total is None else total
         sock = _socket_of(response)
-        received = 0
         with console.progress("MB") as bar:
             task = bar.add_task(f"download {label}", total=(total / CHUNK) if total else None)
             while True:

@@ -170,7 +170,7 @@ def offline() -> bool:
 
 
 def fetch(name, force: bool = False, offline_mode: Optional[bool] = None, timeout: float = 30.0,
-          deadline: Optional[float] = None) -> Path:
+          deadline: Optional[float] = None, min_rate: Optional[float] = None) -> Path:
     """The local path of verified pretrained weights, downloading them on first use.
 
     A file is used only once it loads safely and fits its architecture (and its sha256, where
@@ -178,7 +178,8 @@ def fetch(name, force: bool = False, offline_mode: Optional[bool] = None, timeou
     is refused. ImageNet backbones are also looked up in torch's hub cache. Offline (default:
     ``$HARMONIZE_OFFLINE`` set) nothing is downloaded and the error names the URL and the path
     where the file can be placed by hand. ``timeout`` bounds the connection and each read,
-    ``deadline`` (seconds, default none) the whole download; the body is capped at the weights
+    ``deadline`` (seconds, default none) the whole download, or with ``min_rate`` (bytes/s) the
+    time after which a download slower than that on average is dropped; the body is capped at the weights
     limit (:func:`~harmonize_cli.zoo.bounds.max_weights_bytes`) and at its announced length.
     """
     weights = name if isinstance(name, PretrainedWeights) else get_weights(name)
@@ -200,7 +201,8 @@ def fetch(name, force: bool = False, offline_mode: Optional[bool] = None, timeou
         verify_file(path, weights, sha256=digest)
 
     path = download_file(url, target, sha256=weights.sha256, hash_prefix=weights.hash_prefix,
-                         label=weights.filename, timeout=timeout, verify=check, deadline=deadline)
+                         label=weights.filename, timeout=timeout, verify=check, deadline=deadline,
+                         min_rate=min_rate)
     record(path, sha256_of(path), url)
     return path
 

@@ -28,7 +28,9 @@ RECOMMENDED_WEIGHTS = "hrnet18s_idih256"
 
 
 FIRST_USE_TIMEOUT = 10.0  # seconds: an offline machine must fall back fast, never hang
-FIRST_USE_DEADLINE = 10.0  # seconds for the whole first-use download of `auto`, however slow the server
+FIRST_USE_DEADLINE = 10.0  # seconds after which a first-use download of `auto` must keep FIRST_USE_MIN_RATE
+FIRST_USE_MIN_RATE = 200_000  # bytes/s on average: a slow-drip server is dropped at the deadline, while
+                              # a slow but working connection still gets the 51 MB file (in at most ~4 min)
 
 
 def fallback_notice(reason: str) -> str:
@@ -148,7 +150,8 @@ def _resolve_auto(weights) -> ResolvedModel:
     else:
         try:
             return _build_released(recommended, fetch(recommended, timeout=FIRST_USE_TIMEOUT,
-                                                      deadline=FIRST_USE_DEADLINE))
+                                                      deadline=FIRST_USE_DEADLINE,
+                                                      min_rate=FIRST_USE_MIN_RATE))
         except HarmonizeError as exc:
             reason = f"{RECOMMENDED_WEIGHTS} could not be downloaded ({exc.message})"
     spec = get_arch(FALLBACK_MODEL)

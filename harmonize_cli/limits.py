@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from pathlib import Path
 
 from .errors import HarmonizeError
+from .warncapture import collected
 
 DEFAULT_MAX_PIXELS = 200_000_000
 
@@ -170,9 +170,7 @@ def _open_header(source, formats, pillow_max):
     set to ``pillow_max`` for this call (``False``: left as it is)."""
     from PIL import Image
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with collected() as caught:  # this thread's warnings only (apply opens files in a pool)
         if pillow_max is False:
             image = Image.open(source, formats=formats)
         else:
@@ -185,7 +183,7 @@ def _open_header(source, formats, pillow_max):
                     Image.MAX_IMAGE_PIXELS = saved
     # Pillow's warnings while reading the header ("Corrupt EXIF data", ...) never reach the
     # terminal raw: they travel with the image for the caller to report once per file
-    image.open_warnings = [" ".join(str(item.message).split()) for item in caught]
+    image.open_warnings = caught.messages(skip=(Image.DecompressionBombWarning,))
     return image
 
 

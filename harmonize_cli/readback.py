@@ -12,11 +12,11 @@ its pixels) is then an error for that file, with no output left behind, instead 
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Optional, Tuple
 
 from .errors import HarmonizeError
+from .warncapture import collected
 
 __all__ = ["UnreadableOutputError", "check_image_file"]
 
@@ -33,8 +33,7 @@ def check_image_file(path, size: Tuple[int, int], fmt: Optional[str] = None, nam
     shown = Path(name) if name is not None else Path(path)
     hint = "nothing was written; please report this with the input file"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with collected():  # read back quietly, without silencing other threads' warnings
             with open_image(path, max_pixels=0) as image:
                 found_size, found_format = tuple(int(v) for v in image.size), image.format
     except Exception as exc:  # any failure to read it back is the same verdict

@@ -58,3 +58,33 @@ def test_apply_reports_damaged_exif_once_per_file_at_verbose(tmp_path, run_cli):
         assert len(result.getexif()) == 0  # the damaged block is not copied
     code, out, err = run_cli("apply", tmp_path / "c", tmp_path / "m", "-o", tmp_path / "quiet", "--model", "lab-transfer")
     assert "EXIF" not in err
+
+
+def test_threads_opening_damaged_files_at_once_each_keep_exactly_their_own_warnings(tmp_path):
+    """apply decodes in a pool: one thread's warnings must never land in another's notes or on
+    stderr (``warnings.catch_warnings`` swaps process-wide state and fails this)."""
+    import threading
+
+    clean = tmp_path / "clean.png"
+    Image.fromarray(np.zeros((40, 56, 3), np.uint8)).save(clean)
+    damaged = [_jpeg_with_damaged_exif(tmp_path / f"d{seed}.jpg", seed) for seed in range(4)]
+    wrong, start = [], threading.Barrier(8)
+
+    def work(path, expect_notes):
+        start.wait()
+        for _ in range(250):
+            with limits.open_image(path) as image:
+                notes = image.open_warnings
+            if bool(notes) != expect_notes or any("EXIF" not in note for note in notes):
+                wrong.append((path.name, notes))
+
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        threads = [threading.Thread(target=work, args=(path, True)) for path in damaged]
+        threads += [threading.Thread(target=work, args=(clean, False)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert wrong == []
+    assert [str(w.message) for w in escaped if "EXIF" in str(w.message)] == []

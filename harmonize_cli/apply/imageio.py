@@ -13,7 +13,6 @@ EXIF (orientation reset, since the pixels are already upright).
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -24,6 +23,7 @@ from ..atomic import atomic_write_bytes
 from ..limits import DEFAULT_MAX_PIXELS, UnsupportedImageError, open_image
 from ..errors import HarmonizeError
 from ..readback import check_image_file
+from ..warncapture import collected
 
 # suffix -> Pillow format name
 IMAGE_EXTENSIONS = {
@@ -86,15 +86,13 @@ def _open(path, max_pixels=DEFAULT_MAX_PIXELS):
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")  # truncated-file warnings become errors below
+        with collected() as caught:  # this thread's warnings only: files are decoded in a pool
             image = open_image(path, max_pixels)
             image.load()
             fmt = image.format
             upright = _upright(image, ImageOps)
             upright.format = fmt
-        upright.open_warnings = list(getattr(image, "open_warnings", [])) + [
-            " ".join(str(item.message).split()) for item in caught]
+        upright.open_warnings = list(getattr(image, "open_warnings", [])) + caught.messages()
         return upright
     except UnsupportedImageError as exc:
         raise InputError(f"{path}: {exc.reason}") from None
@@ -205,10 +203,9 @@ def _readable_exif(image, path) -> Optional[bytes]:
     not copied to the result."""
     from .. import console
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with collected() as caught:
         exif = _exif_of(image)
-    notes = list(getattr(image, "open_warnings", [])) + [" ".join(str(item.message).split()) for item in caught]
+    notes = list(getattr(image, "open_warnings", [])) + caught.messages()
     if not notes:
         return exif
     damaged_exif = any("exif" in note.lower() for note in notes)

@@ -26,6 +26,7 @@ COMPOSITES = HERE / "composites"
 MASKS = HERE / "masks"
 OBJECTS = HERE / "objects"
 BACKGROUNDS = HERE / "backgrounds"
+CLIP = HERE / "clip"
 
 
 def rough_mask(shape, ellipses=(), polygons=()):
@@ -168,5 +169,24 @@ def main():
     Image.fromarray(rocket).save(BACKGROUNDS / "launch.jpg", quality=90, subsampling=0)
 
 
+def make_clip(frames=12, size=(192, 144), step=6):
+    """examples/clip: a slow pan across the rocket composite (a folder of JPEG frames) and its mask
+    frames (PNG), for `harmonize video` without a video file (and without PyAV)."""
+    composite = Image.open(COMPOSITES / "rocket.jpg").convert("RGB")
+    mask = Image.open(MASKS / "rocket_mask.png").convert("L")
+    scale = (size[1] + step * frames) / composite.height
+    width = round(composite.width * scale)
+    composite = composite.resize((width, round(composite.height * scale)), Image.LANCZOS)
+    mask = mask.resize(composite.size, Image.BILINEAR)
+    for sub in ("frames", "masks"):
+        (CLIP / sub).mkdir(parents=True, exist_ok=True)
+    left = (composite.width - size[0]) // 2 - step * frames // 2
+    for index in range(frames):
+        box = (left + step * index, step * index // 2, left + step * index + size[0], step * index // 2 + size[1])
+        composite.crop(box).save(CLIP / "frames" / f"{index:03d}.jpg", quality=90)
+        mask.crop(box).point(lambda v: 255 if v > 127 else 0).save(CLIP / "masks" / f"{index:03d}.png")
+
+
 if __name__ == "__main__":
     main()
+    make_clip()

@@ -278,11 +278,16 @@ def _sigterm_when_stalled(tmp_path, module, attribute, after, argv, env=None):
     process = subprocess.Popen([sys.executable, str(driver), str(ready), module, attribute, str(after),
                                 *map(str, argv)], env=env or _env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, start_new_session=True)
+    return _sigterm_once(process, ready.exists, "never reached the stall")
+
+
+def _sigterm_once(process, ready, not_ready: str):
+    """SIGTERM ``process`` once ``ready()`` holds; its exit code and stderr (bounded waits)."""
     deadline = time.monotonic() + HARD_TIMEOUT
-    while not ready.exists():
+    while not ready():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            pytest.fail(f"never reached the stall: {process.stderr.read().decode()}")
+            pytest.fail(f"{not_ready}: {process.stderr.read().decode()}")
         time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
     try:
@@ -384,19 +389,8 @@ def test_sigterm_during_a_download_leaves_no_part(tmp_path):
 def _sigterm_download(env, home):
     process = subprocess.Popen([sys.executable, "-m", "harmonize_cli", "zoo", "download", "idih256"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + HARD_TIMEOUT
-    while not [p for p in home.rglob("*.part") if p.stat().st_size > 0]:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the download never started: {process.stderr.read().decode()}")
-        time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)
-    try:
-        code = process.wait(timeout=HARD_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        pytest.fail("hung after SIGTERM")
-    return code, process.stderr.read().decode()
+    return _sigterm_once(process, lambda: any(p.stat().st_size > 0 for p in home.rglob("*.part")),
+                         "the download never started")
 
 
 # ------------------------------------------------------------------------------------------ killed saves, long names

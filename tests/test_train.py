@@ -673,8 +673,9 @@ def test_torchrun_two_processes_write_one_set_of_outputs_and_resume_after_sigter
     done = subprocess.run([str(c) for c in torchrun + options + ["--resume", "--epochs", epochs]],
                           capture_output=True, text=True, timeout=240, env=subprocess_env())
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.name for p in run.iterdir()) == ["best.pth", "config.toml", "images", "last.pth",
-                                                     "metrics.jsonl", "train.log"]
+    # the run marker, and the curves drawn because --no-tensorboard leaves no TensorBoard writer
+    assert sorted(p.name for p in run.iterdir()) == [".harmonize-run.json", "best.pth", "config.toml", "curves.png",
+                                                     "images", "last.pth", "metrics.jsonl", "train.log"]
     records = read_metrics(run)
     assert [r["epoch"] for r in records] == list(range(1, epochs + 1))
     assert all(r["samples"] == 16 and r["val"] is not None for r in records)

@@ -88,3 +88,67 @@ def test_threads_opening_damaged_files_at_once_each_keep_exactly_their_own_warni
             thread.join()
     assert wrong == []
     assert [str(w.message) for w in escaped if "EXIF" in str(w.message)] == []
+
+
+def test_the_same_damage_seen_twice_is_noted_twice_and_other_warnings_pass_through_unchanged(tmp_path):
+    """Pillow's warnings repeat (filter ``always`` for PIL only); a warning raised where no thread
+    collects goes to the previous handler as it was (message, category, file, line), and other
+    libraries' repeated warnings keep their usual once-per-place rule."""
+    from harmonize_cli import warncapture
+
+    path = _jpeg_with_damaged_exif(tmp_path / "a.jpg", seed=0)
+    with warnings.catch_warnings(record=True) as passed:
+        warnings.simplefilter("default")
+        for _ in range(2):
+            with limits.open_image(path) as image:
+                assert any("Corrupt EXIF data" in note for note in image.open_warnings)
+        with warncapture.collected():
+            pass
+        registry = {}
+        for _ in range(2):
+            warnings.warn_explicit("elsewhere", RuntimeWarning, "other.py", 7, module="other", registry=registry)
+    assert [(str(w.message), w.category, w.filename, w.lineno) for w in passed] == [
+        ("elsewhere", RuntimeWarning, "other.py", 7)]
+
+
+def test_the_hook_hands_every_argument_to_the_previous_handler_from_any_thread():
+    """A thread that never collected (no state of ours) and the optional file/line arguments reach
+    the handler that was in place before, as given."""
+    import io
+    import threading
+
+    from harmonize_cli import warncapture
+
+    received = []
+    saved = warnings.showwarning
+    try:
+        warnings.showwarning = lambda *args: received.append(args)
+        with warncapture.collected():
+            pass
+        stream = io.StringIO()
+        warnings.showwarning("direct", UserWarning, "f.py", 3, stream, "source line")
+        thread = threading.Thread(target=warnings.showwarning, args=("fresh", UserWarning, "g.py", 4))
+        thread.start()
+        thread.join()
+    finally:
+        warnings.showwarning = saved
+    assert received == [("direct", UserWarning, "f.py", 3, stream, "source line"),
+                        ("fresh", UserWarning, "g.py", 4, None, None)]
+
+
+def test_inside_one_collection_pillow_repeats_its_warning_for_each_file():
+    """Two files with the same damage read in one ``collected()`` block: two notes (the filter
+    ``always`` for PIL; Python's default rule would show the second as a repeat)."""
+    import io
+
+    from harmonize_cli import warncapture
+
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    ifd = struct.pack("<H", 20) + bytes(7)
+    Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(
+        buffer, "JPEG", exif=b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd)
+    with warncapture.collected() as caught:
+        for _ in range(2):
+            Image.open(io.BytesIO(buffer.getvalue())).getexif()
+    assert len([text for text in caught.messages() if "Corrupt EXIF data" in text]) == 2

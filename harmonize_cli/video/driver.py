@@ -214,13 +214,7 @@ def _stream(clip, masks, harmonizer, writer, report, smoother, cuts, workers, on
         try:
             for frame, mask in zip(clip.decode(), masks.masks()):
                 histogram = colour_histogram(thumbnail(frame.rgb))
-                job = harmonizer.prepare(frame.rgb, mask, FrameInfo(frame.index, frame.pts, histogram))
-                while not stop.is_set():
-                    try:
-                        ready.put(job, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                _put(harmonizer.prepare(frame.rgb, mask, FrameInfo(frame.index, frame.pts, histogram)))
                 if stop.is_set():
                     return
             _put(_DONE)

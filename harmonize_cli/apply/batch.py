@@ -189,9 +189,9 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
                **({"mask_pattern": mask_pattern} if mask_pattern is not None else {})}
     mine = [entries[position] for position in positions]
     report = BatchReport(out=out, entries=mine, model=harmonizer.describe(), options=options)
+    my_share = {"index": launch.rank, "count": launch.world_size, "positions": positions, "total": len(entries)}
     if launch.launcher == "shard":
-        report.shard = {"index": launch.rank, "count": launch.world_size, "positions": positions,
-                        "total": len(entries)}
+        report.shard = my_share
     run = _Run(harmonizer, quality, comparison, workers, on_start, on_done, max_pixels,
                cores=rank_cores(launch) if launch.grouped else None)
     if not launch.grouped:
@@ -205,8 +205,7 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
     try:
         _run(report, run, started, write_report=False)
     except KeyboardInterrupt:  # no collective now (the others stop too): each rank keeps its part
-        report.shard = {"index": launch.rank, "count": launch.world_size, "positions": positions,
-                        "total": len(entries)}
+        report.shard = my_share
         _write_quietly(report)
         raise
     parts = gather((positions, report.entries, report.processing_seconds), launch)

@@ -133,3 +133,94 @@ def test_metric_sums_merge_adds_counts_sums_and_time():
     assert row["N"] == 3 and row["MSE"] == 4.0 and row["fMSE"] == 8.0 and row["PSNR"] == 40.0
     assert row["ms_per_image"] == pytest.approx(30.0)
     assert second.means()["N"] == 2  # the merged-in sums are left as they were
+
+
+def _two_images():
+    """Two images that differ in everything the batch axis could mix up: the first is _images()'s
+    (target maximum 200, MSE 14/12, mask sum 1.5); the second's target is 100 everywhere, its
+    prediction 2 levels above it (MSE 4), under a full mask (sum 4)."""
+    pred, target, mask = _images()
+    target_b = torch.full((1, 3, 2, 2), 100.0)
+    return (torch.cat((pred, target_b + 2.0)), torch.cat((target, target_b)),
+            torch.cat((mask, torch.ones(1, 1, 2, 2))))
+
+
+def test_every_metric_is_per_image_in_a_batch_of_two():
+    pred, target, mask = _two_images()
+    values = metrics.image_metrics(pred, target, mask)
+    assert values["MSE"].tolist() == pytest.approx([14.0 / 12.0, 4.0], rel=1e-12)
+    # the second: 12 squared errors of 4 under the full mask, over 3 channels x 4 pixels
+    assert values["fMSE"].tolist() == pytest.approx([14.0 / (3 * 1.5 + 1e-6), 48.0 / (3 * 4 + 1e-6)], rel=1e-12)
+    # each target's own maximum: 200 for the first, 100 for the second
+    own_peaks = [10 * math.log10(200.0 ** 2 / (14.0 / 12.0 + 1e-6)), 10 * math.log10(100.0 ** 2 / (4.0 + 1e-6))]
+    assert values["PSNR"].tolist() == pytest.approx(own_peaks, rel=1e-12)
+    assert metrics.psnr(pred, target).tolist() == pytest.approx(own_peaks, rel=1e-12)
+    assert metrics.fmse(pred, target, mask).tolist() == pytest.approx(values["fMSE"].tolist(), rel=1e-12)
+    fixed = [10 * math.log10(255.0 ** 2 / (14.0 / 12.0 + 1e-6)), 10 * math.log10(255.0 ** 2 / (4.0 + 1e-6))]
+    assert metrics.image_metrics(pred, target, mask, psnr_peak=255.0)["PSNR"].tolist() == pytest.approx(
+        fixed, rel=1e-12)
+
+
+def _message(call, *args):
+    with pytest.raises(ValueError) as raised:
+        call(*args)
+    return str(raised.value)
+
+
+def test_bad_shapes_are_errors_that_name_the_shape():
+    image = torch.zeros(1, 3, 2, 2)
+    assert _message(metrics.mse, torch.zeros(5), image) == "expected an N x C x H x W tensor, got shape (5,)"
+    assert _message(metrics.mse, image, torch.zeros(1, 1, 1, 3, 2, 2)) == (
+        "expected an N x C x H x W tensor, got shape (1, 1, 1, 3, 2, 2)")
+    # the prediction and the target are each checked for 3 channels, before their shapes are compared
+    assert _message(metrics.mse, torch.zeros(1, 4, 2, 2), image) == "expected 3 channels, got shape (1, 4, 2, 2)"
+    assert _message(metrics.mse, image, torch.zeros(1, 4, 2, 2)) == "expected 3 channels, got shape (1, 4, 2, 2)"
+    assert _message(metrics.psnr, image, torch.zeros(4, 2, 2)) == "expected 3 channels, got shape (1, 4, 2, 2)"
+    assert _message(metrics.mse, image, torch.zeros(1, 3, 2, 3)) == (
+        "prediction (1, 3, 2, 2) and target (1, 3, 2, 3) differ in shape")
+    # psnr_from_mse takes its peaks from a target that must hold images too
+    assert _message(metrics.psnr_from_mse, torch.ones(1), torch.zeros(1, 1, 2, 2)) == (
+        "expected 3 channels, got shape (1, 1, 2, 2)")
+
+
+def test_a_mask_that_does_not_fit_the_images_is_an_error():
+    image = torch.zeros(1, 3, 2, 2)
+    assert _message(metrics.fmse, image, image, torch.zeros(1, 3, 2, 2)) == (
+        "expected 1 channels, got shape (1, 3, 2, 2)")
+    assert _message(metrics.fmse, image, image, torch.zeros(2, 1, 2, 2)) == (
+        "mask (2, 1, 2, 2) does not fit images (1, 3, 2, 2)")  # a mask per image: not two for one
+    assert _message(metrics.image_metrics, image, image, torch.zeros(1, 1, 2, 3)) == (
+        "mask (1, 1, 2, 3) does not fit images (1, 3, 2, 2)")
+
+
+def test_targets_and_masks_are_moved_to_the_predictions_device():
+    """A prediction on the accelerator, a target and mask on the CPU ("meta" stands in for a GPU:
+    mixing it with a CPU tensor raises, as CUDA does)."""
+    pred, target, mask = _images()
+    assert metrics.mse(pred.to("meta"), target).device.type == "meta"
+    assert metrics.fmse(pred.to("meta"), target, mask).device.type == "meta"
+    values = metrics.image_metrics(pred.to("meta"), target, mask)
+    assert [values[name].device.type for name in metrics.METRIC_NAMES] == ["meta"] * 3
+    per_image_mse = torch.ones(1, dtype=torch.float64, device="meta")
+    assert metrics.psnr_from_mse(per_image_mse, target).device.type == "meta"
+
+
+def test_check_psnr_peak_accepts_every_positive_finite_peak():
+    assert metrics.check_psnr_peak(None) is None
+    assert metrics.check_psnr_peak(0.5) == 0.5  # below 1 is unusual (0..1 data) but well-defined
+    assert metrics.check_psnr_peak("255") == 255.0
+    for bad in (0, -1.0, float("inf"), float("nan")):
+        assert _message(metrics.check_psnr_peak, bad) == (
+            f"the PSNR peak must be a positive finite number, not {bad!r}")
+
+
+def test_fg_ratio_of_non_square_masks_in_every_layout():
+    mask = torch.tensor([[0.9, 0.0, 0.0], [0.0, 0.6, 0.2]])  # 2 of 6 pixels above 0.5
+    assert metrics.fg_ratio(mask) == [2 / 6]
+    assert metrics.fg_ratio(mask[None]) == [2 / 6]
+    batch = torch.stack((mask, torch.ones(2, 3)))[:, None]  # N x 1 x 2 x 3
+    assert metrics.fg_ratio(batch) == [2 / 6, 1.0]
+    tall = torch.zeros(1, 1, 4, 1)
+    tall[0, 0, 0, 0] = 1.0
+    assert metrics.fg_ratio(tall) == [0.25]
+    assert _message(metrics.fg_ratio, torch.ones(1, 3, 2, 2)) == "expected 1 channels, got shape (1, 3, 2, 2)"

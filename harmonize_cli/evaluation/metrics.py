@@ -33,7 +33,9 @@ FG_RATIO_RANGES: Dict[str, tuple] = {
 }
 
 
-def _as_batch(tensor: torch.Tensor, channels: Optional[int] = None) -> torch.Tensor:
+def _as_4d(tensor, channels: Optional[int] = None) -> torch.Tensor:
+    """``tensor`` as ``N x C x H x W`` (an ``H x W`` mask or a ``C x H x W`` image gains the missing
+    axes), its dtype and device kept; any other number of axes, or not ``channels`` channels, raises."""
     tensor = torch.as_tensor(tensor)
     if tensor.dim() == 2:  # H x W mask
         tensor = tensor[None, None]
@@ -43,30 +45,46 @@ def _as_batch(tensor: torch.Tensor, channels: Optional[int] = None) -> torch.Ten
         raise ValueError(f"expected an N x C x H x W tensor, got shape {tuple(tensor.shape)}")
     if channels is not None and tensor.shape[1] != channels:
         raise ValueError(f"expected {channels} channels, got shape {tuple(tensor.shape)}")
-    return tensor.double()
+    return tensor
+
+
+def _as_batch(tensor, channels: Optional[int] = None) -> torch.Tensor:
+    """:func:`_as_4d` in float64."""
+    return _as_4d(tensor, channels).double()
 
 
 def _squared_error(pred, target):
+    """``(pred - target) ** 2`` and the target, both float64 ``N x 3 x H x W`` on the prediction's device."""
     pred = _as_batch(pred, 3)
     target = _as_batch(target, 3)
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
-    return (pred - target.to(pred.device)) ** 2
+    target = target.to(pred.device)
+    return (pred - target) ** 2, target
 
 
-def mse(pred, target) -> torch.Tensor:
-    """Per-image mean squared error over pixels and channels (0..255 scale)."""
-    return _squared_error(pred, target).mean(dim=(1, 2, 3))
+def _per_image_mean(values: torch.Tensor) -> torch.Tensor:
+    return values.mean(dim=(1, 2, 3))
 
 
-def fmse(pred, target, mask) -> torch.Tensor:
-    """Per-image foreground MSE: squared errors weighted by the (soft) mask, per channel and pixel."""
-    squared = _squared_error(pred, target)
+def _fmse_of(squared: torch.Tensor, mask) -> torch.Tensor:
     mask = _as_batch(mask, 1).to(squared.device)
     if mask.shape[0] != squared.shape[0] or mask.shape[2:] != squared.shape[2:]:
         raise ValueError(f"mask {tuple(mask.shape)} does not fit images {tuple(squared.shape)}")
     weighted = (mask * squared).sum(dim=(1, 2, 3))
     return weighted / (squared.shape[1] * mask.sum(dim=(1, 2, 3)) + EPSILON)
+
+
+def mse(pred, target) -> torch.Tensor:
+    """Per-image mean squared error over pixels and channels (0..255 scale)."""
+    squared, _ = _squared_error(pred, target)
+    return _per_image_mean(squared)
+
+
+def fmse(pred, target, mask) -> torch.Tensor:
+    """Per-image foreground MSE: squared errors weighted by the (soft) mask, per channel and pixel."""
+    squared, _ = _squared_error(pred, target)
+    return _fmse_of(squared, mask)
 
 
 def check_psnr_peak(peak) -> Optional[float]:
@@ -82,12 +100,12 @@ def check_psnr_peak(peak) -> Optional[float]:
 
 def psnr(pred, target, peak: Optional[float] = None) -> torch.Tensor:
     """Per-image PSNR in dB; ``peak=None`` uses each target's own maximum (the reference's rule)."""
-    target_batch = _as_batch(target, 3)
-    per_image_mse = mse(pred, target_batch)
-    return psnr_from_mse(per_image_mse, target_batch, peak)
+    squared, target_batch = _squared_error(pred, target)
+    return psnr_from_mse(_per_image_mean(squared), target_batch, peak)
 
 
 def psnr_from_mse(per_image_mse: torch.Tensor, target, peak: Optional[float] = None) -> torch.Tensor:
+    """PSNR in dB from the per-image MSE; ``target`` gives each image's peak when ``peak`` is None."""
     if peak is None:
         peaks = _as_batch(target, 3).amax(dim=(1, 2, 3)).to(per_image_mse.device)
     else:
@@ -97,24 +115,22 @@ def psnr_from_mse(per_image_mse: torch.Tensor, target, peak: Optional[float] = N
 
 def image_metrics(pred, target, mask, psnr_peak: Optional[float] = None) -> Dict[str, torch.Tensor]:
     """MSE, fMSE and PSNR of every image of a batch: ``{"MSE": (N,), "fMSE": (N,), "PSNR": (N,)}``."""
-    target_batch = _as_batch(target, 3)
-    per_image_mse = mse(pred, target_batch)
+    squared, target_batch = _squared_error(pred, target)
+    per_image_mse = _per_image_mean(squared)
     return {
         "MSE": per_image_mse,
-        "fMSE": fmse(pred, target_batch, mask),
+        "fMSE": _fmse_of(squared, mask),
         "PSNR": psnr_from_mse(per_image_mse, target_batch, psnr_peak),
     }
 
 
 def fg_ratio(mask, threshold: float = 0.5) -> List[float]:
-    """Per-image foreground ratio: pixels with mask > 0.5 over all pixels (Python floats)."""
-    mask = torch.as_tensor(mask)
-    if mask.dim() == 2:
-        mask = mask[None, None]
-    elif mask.dim() == 3:
-        mask = mask[None]
+    """Per-image foreground ratio: pixels with mask > 0.5 over all pixels (Python floats).
+
+    ``mask``: ``N x 1 x H x W``, ``1 x H x W`` or ``H x W``; a mask of several channels raises."""
+    mask = _as_4d(mask, 1)
     counts = (mask > threshold).flatten(1).sum(dim=1).tolist()
-    pixels = mask.shape[-2] * mask.shape[-1]
+    pixels = mask.shape[2] * mask.shape[3]
     # integer count / integer area in double precision: exactly 5 % and 15 % compare equal to 0.05, 0.15
     return [int(count) / pixels for count in counts]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import PurePosixPath
 from typing import List, Optional, Sequence
 
 from ..atomic import atomic_write_text
@@ -49,15 +50,16 @@ def _pair(row: Optional[dict], first: str, second: str) -> str:
 
 
 def _heading(result) -> str:
-    """The model's name and weights."""
+    """The model's name, and its weights unless the name holds their file name already."""
     label = result.label or result.model
-    if result.weights and str(result.weights) not in label and _basename(result.weights) not in label:
+    if result.weights and _basename(result.weights) not in label:
         return f"{label}, weights {result.weights}"
     return label
 
 
 def _basename(path) -> str:
-    return str(path).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    """The file name of ``path``, with either kind of slash (``C:\\runs\\best.pth``: ``best.pth``)."""
+    return PurePosixPath(str(path).replace("\\", "/")).name
 
 
 def _settings(result) -> str:
@@ -134,8 +136,7 @@ def clip_table(result, limit: int = TERMINAL_CLIPS):
                       *([""] * len(CLIP_COLUMNS)), style="dim")
     table.add_section()
     overall = result.by_clip["All"]
-    table.add_row(_text(f"All ({overall.get('clips', len(clips))} clips)"),
-                  *(_cell(overall, column) for column in CLIP_COLUMNS), style="bold")
+    table.add_row(_text(f"All ({len(clips)} clips)"), *(_cell(overall, column) for column in CLIP_COLUMNS), style="bold")
     return table
 
 

@@ -328,7 +328,7 @@ def test_the_terminal_lists_40_clips():
 
 
 def test_terminal_video_comparison_by_hand():
-    tables = report.terminal_tables([_video(), _composite(), _video(label="")])
+    tables = report.terminal_tables([_video(), _video(label="")])
     assert len(tables) == 3
     video = tables[2]
     assert str(video.title) == "video: every frame of every clip" and str(video.caption) == FLICKER_NOTE
@@ -337,6 +337,8 @@ def test_terminal_video_comparison_by_hand():
     assert [c.justify for c in video.columns] == ["left"] + ["right"] * 5
     assert _cells(video) == [["clips run", "idih"], ["4", "4"], ["16.25", "16.25"], ["181.25", "181.25"],
                              ["33.75", "33.75"], ["1.50", "1.50"]]
+    mixed = report.terminal_tables([_composite(), _video()])  # the video table lists the video results
+    assert len(mixed) == 3 and _cells(mixed[2])[0] == ["clips run"]
     # several image results: no video table; the comparison tables without published rows
     by_subset, by_fg = report.terminal_tables([_composite(), _idih()])
     assert str(by_subset.caption) == "resize fixed256; PSNR peak: each target's maximum (reference)"
@@ -425,6 +427,10 @@ def test_json_with_published_rows_by_hand(published, tmp_path):
     report.write_json(tmp_path / "r.json", [_idih()], with_published=True, per_image=True)
     assert (tmp_path / "r.json").read_text() == text
     assert "published" not in report.to_json_data([_idih()])
+    plain = json.loads(report.to_json([_idih()]))  # by default: no published rows, no per-image values
+    assert "published" not in plain and "per_image" not in plain
+    report.write_json(tmp_path / "plain.json", [_idih()])
+    assert json.loads((tmp_path / "plain.json").read_text()) == plain
 
 
 def test_terminal_tables_with_published_rows_by_hand(published):
@@ -439,6 +445,7 @@ def test_terminal_tables_with_published_rows_by_hand(published):
     assert _cells(by_fg) == [["mynet", "Paper net [paper]"], ["-", "5.00 / 400.00"], ["7.50 / 50.25", "15.00 / 250.00"],
                              ["-", "60.00 / 200.00"], ["7.50 / 50.25", "30.00 / 300.00"]]
     assert _styles(by_fg) == [(None, True), ("dim", False)]
+    assert [str(c.header) for c in by_fg.columns] == ["model", "0-5%", "5-15%", "15-100%", "0-100%"]
 
 
 def test_labels_with_square_brackets_are_printed_as_written(published):

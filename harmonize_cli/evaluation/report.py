@@ -214,10 +214,9 @@ def comparison_fg_table(results, published: Sequence[dict] = ()):
 def terminal_tables(results, with_published: bool = False) -> list:
     """The rich renderables to print: detailed tables for one model, comparison tables for several."""
     published = published_rows(results, with_published)
-    tables = []
-    if len(results) == 1:
-        first = results[0]
-        tables += [clip_table(first) if first.is_video else subset_table(first), fg_ratio_table(first)]
+    first = results[0]
+    tables = [clip_table(first) if first.is_video else subset_table(first), fg_ratio_table(first)] \
+        if len(results) == 1 else []
     if len(results) > 1 or published:
         tables += [comparison_subset_table(results, published), comparison_fg_table(results, published)]
     if len(results) > 1 and any(result.is_video for result in results):

@@ -42,8 +42,9 @@ def read_checkpoint(source, map_location="cpu"):
             try:
                 released = get_weights(text)
             except UsageError:
-                raise MissingWeightsError(f"weights file {text} does not exist",
-                                          "give a path to a .pth file, a URL, or a name from `harmonize zoo list`") from None
+                raise MissingWeightsError(
+                    f"weights file {text} does not exist",
+                    "give a path to a .pth file, a URL, or a name from `harmonize zoo list`") from None
             path = fetch(released)  # a failed download names the URL and where to put the file
     return safe_load(path, map_location), str(path)
 

@@ -45,7 +45,7 @@ class ArchSpec:
     full_resolution: bool = False  # the network applies its 256-px prediction at any resolution itself
     # The paper's headline numbers (``{"All": {"MSE", "PSNR"[, "fMSE"]}}``), filled in by the
     # registry from :mod:`harmonize_cli.zoo.published`; ``{}`` when the paper has none.
-    paper: dict = field(default_factory=dict, compare=False)
+    paper: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def aliases(self):

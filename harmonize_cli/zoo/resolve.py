@@ -104,8 +104,8 @@ def resolve(model: Optional[str] = "auto", weights=None, *, device=None, eval_mo
     (a path, URL, released name or state dict).
 
     - ``auto`` + weights: the checkpoint's architecture is detected.
-    - ``auto`` alone: the best verified released checkpoint in the local cache, else the
-      recommended one (``hrnet18s_idih256``) downloaded now, else ``boundary-gain`` with a notice
+    - ``auto`` alone: the best verified released checkpoint in the local cache (``by_quality``),
+      else the weights table's default (``hrnet18s_idih256``) downloaded now, else ``boundary-gain`` with a notice
       saying why (offline, or the download failed). A bad cached file is reported in one line.
     - a network name alone: its released checkpoint (downloaded on first use unless offline).
     - a name + weights: the checkpoint must have that architecture's layout; otherwise one
@@ -150,7 +150,7 @@ def _resolve_auto(weights) -> ResolvedModel:
                                                       deadline=FIRST_USE_DEADLINE,
                                                       min_rate=FIRST_USE_MIN_RATE))
         except HarmonizeError as exc:
-            reason = f"{RECOMMENDED_WEIGHTS} could not be downloaded ({exc.message})"
+            reason = f"{recommended.name} could not be downloaded ({exc.message})"
     spec = get_arch(FALLBACK_MODEL)
     return ResolvedModel(spec=spec, network=create_model(spec.name), notice=fallback_notice(reason), fallback=True)
 

@@ -132,8 +132,8 @@ def clip_table(result, limit: int = TERMINAL_CLIPS):
     for name in clips[:limit]:
         table.add_row(_text(name), *(_cell(result.by_clip[name], column) for column in CLIP_COLUMNS))
     if len(clips) > limit:
-        table.add_row(_text(f"... {len(clips) - limit} more clips (every clip: -o, --markdown, --csv)"),
-                      *([""] * len(CLIP_COLUMNS)), style="dim")
+        # rich leaves the row's other cells empty
+        table.add_row(_text(f"... {len(clips) - limit} more clips (every clip: -o, --markdown, --csv)"), style="dim")
     table.add_section()
     overall = result.by_clip["All"]
     table.add_row(_text(f"All ({len(clips)} clips)"), *(_cell(overall, column) for column in CLIP_COLUMNS), style="bold")

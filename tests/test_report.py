@@ -437,7 +437,8 @@ def test_terminal_tables_with_published_rows_by_hand(published):
     tables = report.terminal_tables([_idih()], with_published=True)
     assert len(tables) == 4
     by_subset, by_fg = tables[2:]
-    assert str(by_subset.caption) == "resize fixed256; PSNR peak: fixed 255; flip TTA; below the line: published numbers"
+    assert str(by_subset.caption) == ("resize fixed256; PSNR peak: fixed 255; flip TTA; "
+                                      "below the line: published numbers")
     assert _cells(by_subset) == [["mynet", "Paper net [paper]", "Released net [released]"],
                                  ["7.50 / 36.75", "20.50 / 36.25", "12.00 / 37.50"],
                                  ["7.50 / 36.75", "30.00 / 35.00", "-"], ["50.25", "300.00", "-"]]

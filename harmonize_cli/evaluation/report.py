@@ -136,7 +136,8 @@ def clip_table(result, limit: int = TERMINAL_CLIPS):
         table.add_row(_text(f"... {len(clips) - limit} more clips (every clip: -o, --markdown, --csv)"), style="dim")
     table.add_section()
     overall = result.by_clip["All"]
-    table.add_row(_text(f"All ({len(clips)} clips)"), *(_cell(overall, column) for column in CLIP_COLUMNS), style="bold")
+    table.add_row(_text(f"All ({len(clips)} clips)"), *(_cell(overall, column) for column in CLIP_COLUMNS),
+                  style="bold")
     return table
 
 

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from harmonize_cli.evaluation import report
-from harmonize_cli.evaluation.engine import EvalResult
+from harmonize_cli.evaluation.results import EvalResult
 
 NONE_ROW = {"N": 0, "MSE": None, "fMSE": None, "PSNR": None, "ms_per_image": None}
 

@@ -131,6 +131,8 @@ def main(argv=None) -> None:
     """Entry point of the console script: clear one-line errors and meaningful exit codes."""
     try:
         code = _run(argv)
+    except KeyboardInterrupt as exc:  # a signal after the command returned, before the shutdown ignores them
+        code = _interrupted(exc)
     finally:
         if argv is None:  # the real process (tests call main(argv) in their own)
             _finished()
@@ -192,10 +194,4 @@ def os_error_line(exc: OSError) -> str:
 def _finished() -> None:
     """The work is done and its outputs are in place: a Ctrl-C or SIGTERM that lands while Python
     shuts down (atexit handlers, thread joins) must not print a traceback over a finished run."""
-    import signal
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            signal.signal(signum, signal.SIG_IGN)
-        except (ValueError, OSError):  # not the main thread, or no such signal here
-            pass
+    interrupts.ignore_from_now()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 from pathlib import Path
 
 import click
@@ -96,18 +95,13 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
     launch = shard_launch(shard)
     if launch.grouped and not launch.is_main:
         console.set_verbosity(console.QUIET)  # rank 0 speaks for the job
-    caught = None
-    try:
-        with interrupts.handled() as caught, rank_errors(launch), joined(launch):  # SIGTERM as Ctrl-C
-            if launch.sharded and not composites.is_dir():
-                raise UsageError(f"--shard / torchrun need a folder of composites, not {composites}",
-                                 "give the folder that holds the composites")
-            _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
-                   mask_pattern, overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks, launch)
-    except KeyboardInterrupt:
-        raise interrupts.Interrupted(getattr(caught, "signum", None) or signal.SIGINT,
-                                     "interrupted ({signal}); finished results are kept, no partial file is left "
-                                     "(see harmonize.json)") from None
+    with interrupts.stopping("interrupted ({signal}); finished results are kept, no partial file is left "
+                             "(see harmonize.json)"), rank_errors(launch), joined(launch):
+        if launch.sharded and not composites.is_dir():
+            raise UsageError(f"--shard / torchrun need a folder of composites, not {composites}",
+                             "give the folder that holds the composites")
+        _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
+               mask_pattern, overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks, launch)
 
 
 def _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,

@@ -124,16 +124,12 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
         raise UsageError("--shard K/N needs -o FILE.json for its part", f"e.g. --shard {shard} -o eval.{launch.rank}.json")
     if launch.grouped and not launch.is_main:
         console.set_verbosity(console.QUIET)  # rank 0 speaks for the job
-    caught = None
-    try:
-        with interrupts.handled() as caught, rank_errors(launch), joined(launch):  # SIGTERM as Ctrl-C
-            for name in models:
-                zoo.get_arch(name)  # unknown names fail before any work, suggesting the closest
-            _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, workers, device, peak, output,
-                      markdown, csv_path, save_predictions, with_published, per_image, launch)
-    except KeyboardInterrupt:
-        raise interrupts.Interrupted(getattr(caught, "signum", None) or 2,
-                                     "interrupted ({signal}); no result file was written") from None
+    with interrupts.stopping("interrupted ({signal}); no result file was written"), rank_errors(launch), \
+            joined(launch):
+        for name in models:
+            zoo.get_arch(name)  # unknown names fail before any work, suggesting the closest
+        _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, workers, device, peak, output,
+                  markdown, csv_path, save_predictions, with_published, per_image, launch)
 
 
 def _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, workers, device, peak, output,

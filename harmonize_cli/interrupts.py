@@ -98,10 +98,12 @@ def _blocked():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _swap(handlers: dict) -> dict:
+def _swap(handlers: dict, previous: dict | None = None) -> dict:
     """Install ``{signum: handler}`` with both signals blocked meanwhile, so that no signal lands
-    between two of them (half ours, half the previous owner's); returns the handlers replaced."""
-    previous = {}
+    between two of them (half ours, half the previous owner's). The handlers replaced go into
+    ``previous`` as they are replaced (a signal that waited may raise the moment the signals are
+    unblocked: the caller's dict already holds what to restore) and are returned."""
+    previous = {} if previous is None else previous
     with _blocked():
         for signum, handler in handlers.items():
             try:
@@ -173,7 +175,7 @@ def handled():
     previous = {}
     try:
         if outer:
-            previous = _swap({signum: _handler for signum in SIGNALS})
+            _swap({signum: _handler for signum in SIGNALS}, previous)
         yield caught
     except BaseException as exc:
         if _state.signum is not None and not isinstance(exc, KeyboardInterrupt):
@@ -223,7 +225,7 @@ class StopRequest:
 
     def install(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
-            self.previous = _swap({signum: self._handle for signum in SIGNALS})
+            _swap({signum: self._handle for signum in SIGNALS}, self.previous)
         return self
 
     def restore(self) -> None:

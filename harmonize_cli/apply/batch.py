@@ -21,7 +21,7 @@ from typing import Callable, List, Optional
 
 from .. import __version__, console
 from ..atomic import atomic_write_text, check_writable
-from ..errors import HarmonizeError, UsageError
+from ..errors import HarmonizeError, UsageError, failure_reason
 from ..limits import DEFAULT_MAX_PIXELS, image_size
 from ..outputs import Inputs, real_key, same_file
 from .imageio import format_for, output_suffix, read_image, read_mask, side_by_side, write_image
@@ -372,13 +372,7 @@ def _comparison_path(out: Path, entry: Entry) -> Path:
 
 
 def _reason(error: BaseException) -> str:
-
-    if isinstance(error, HarmonizeError):
-        return str(error)
-    if isinstance(error, MemoryError):
-        return "out of memory (try --batch-size 1 or --resolution auto)"
-    text = str(error).splitlines()[0][:200] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return failure_reason(error, out_of_memory="out of memory (try --batch-size 1 or --resolution auto)")
 
 
 def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = "same", overwrite: bool = False,

@@ -17,6 +17,7 @@ from ..apply.batch import COMPARISON_DIR
 from ..choices import OUTPUT_FORMATS
 from ..limits import DEFAULT_MAX_PIXELS
 from .options import model_options, overwrite_option, quality_option
+from .reporting import print_failures, say
 
 EPILOG = """Examples:
 
@@ -88,7 +89,7 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
             raise UsageError("--merge-reports takes only the OUT folder", "harmonize apply --merge-reports OUT")
         from ..apply.shards import merge_reports
 
-        _say(f"merged -> {merge_reports(merge_out)}")
+        say(f"merged -> {merge_reports(merge_out)}")
         return
     if composites is None or masks is None or out is None:
         raise UsageError("apply needs COMPOSITES, MASKS and -o OUT", "e.g. harmonize apply composites/ masks/ -o out/")
@@ -208,8 +209,6 @@ def _names_a_file(out: Path) -> bool:
 
 
 def _summarise(report, single: bool = False) -> None:
-    from rich.markup import escape
-
     entries, out, elapsed = report.entries, report.out, report.seconds
     done = [entry for entry in entries if entry.status == "done"]
     skipped = [entry for entry in entries if entry.status == "skipped"]
@@ -220,25 +219,18 @@ def _summarise(report, single: bool = False) -> None:
         if entry.status == "done":
             fallback = report.model.get("fallback")
             how = f" by the training-free {fallback} fallback" if fallback else ""
-            _say(f"{entry.composite} -> {entry.output}{how} in {elapsed:.1f} s")
+            say(f"{entry.composite} -> {entry.output}{how} in {elapsed:.1f} s")
         elif entry.status == "skipped":
-            _say(f"{entry.output} exists: skipped (use --overwrite to replace it)")
+            say(f"{entry.output} exists: skipped (use --overwrite to replace it)")
         return
-    for entry in failed:
-        console.err_console.print(f"[red]failed[/red] {escape(str(entry.composite))}: {escape(entry.reason or '')}",
-                                  soft_wrap=True)
+    print_failures((entry.composite, entry.reason) for entry in failed)
     if skipped:
-        _say(f"{len(skipped)} existing output(s) skipped (use --overwrite to replace them)")
+        say(f"{len(skipped)} existing output(s) skipped (use --overwrite to replace them)")
     for entry in entries:
         for note in entry.notes:
-            _say(f"{entry.composite}: {note}", style="yellow")
+            say(f"{entry.composite}: {note}", style="yellow")
     fallback = report.model.get("fallback")
     how = f" by the training-free {fallback} fallback (no network weights)" if fallback else ""
-    _say(f"{len(done)} harmonized{how}, {len(skipped)} skipped, {len(failed)} failed in {elapsed:.1f} s "
-         f"({rate:.2f} img/s while processing) -> {out} (report: {report.report_path})")
+    say(f"{len(done)} harmonized{how}, {len(skipped)} skipped, {len(failed)} failed in {elapsed:.1f} s "
+        f"({rate:.2f} img/s while processing) -> {out} (report: {report.report_path})")
 
-
-def _say(message: str, style=None) -> None:
-    """One status line on stderr, never wrapped (hidden by --quiet)."""
-    if not console.is_quiet():
-        console.err_console.print(message, style=style, soft_wrap=True, markup=False, highlight=False)

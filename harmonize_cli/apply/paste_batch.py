@@ -98,7 +98,8 @@ def paste_folder(objects, background, out, *, at=None, anchor: str = "center", s
     ``at``, ``anchor``, ``scale``, ``height``: where and how large (:func:`.paste.compose`; the
     strings of ``--at`` and ``--height`` are accepted). ``mask``: a folder of masks found by stem,
     for objects without alpha. ``save_composite``: also ``<stem>_composite.png`` and
-    ``<stem>_mask.png``. ``harmonizer``: an existing one (else built from ``model``, ``weights``,
+    ``<stem>_mask.png``. ``harmonizer``: an existing :class:`~harmonize_cli.apply.Harmonizer` or any
+    ``f(image, mask) -> image`` (else one is built from ``model``, ``weights``,
     ``device``, ``resolution`` before the first object: a model problem stops everything).
     ``swap_check``: refuse masks that look like photos (UsageError). ``on_start(n_to_do)``,
     ``on_done(task)`` report progress; ``on_warning(line)`` gets each placement warning (also kept
@@ -157,9 +158,9 @@ def _paste_all(tasks, out, background, mask, folder, at, anchor, scale, height, 
             from .batch import make_harmonizer
 
             state["harmonizer"] = make_harmonizer(model, weights, device, resolution)
-        if not report.model:
-            report.model = state["harmonizer"].describe()
-            info = report.model
+        describe = getattr(state["harmonizer"], "describe", None)  # any f(image, mask) -> image will do
+        if not report.model and describe is not None:
+            report.model = info = describe()
             console.debug(f"model {info['model']} on {info['device']}, weights {info['weights'] or '-'}, "
                           f"resolution {resolution}")
         return state["harmonizer"]

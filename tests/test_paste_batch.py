@@ -110,3 +110,17 @@ def test_outputs_are_planned_before_any_work(scene):
     with pytest.raises(UsageError, match="exclude each other"):
         paste_file(scene / "objects" / "a.png", scene / "bg.png", scene / "x.png", scale=2, height=10)
     assert not (scene / "x.png").exists()
+
+
+def test_sigterm_stops_a_folder_paste_like_ctrl_c(scene):
+    """paste had no signal handling: SIGTERM killed it (exit -15, a `.part` could stay behind)."""
+    from test_data_guards import _one_line, _sigterm_when_stalled
+
+    (scene / "objects" / "b.png").unlink()
+    out = scene / "pasted"
+    code, err = _sigterm_when_stalled(scene, "harmonize_cli.apply.paste_batch", "_paste_one", 1,
+                                      ["paste", scene / "objects", scene / "bg.png", "-o", out, "--model",
+                                       "composite"])
+    assert code == 143, err
+    assert "interrupted (SIGTERM)" in _one_line(err) and "finished results are kept" in err
+    assert sorted(path.name for path in out.iterdir()) == ["a.png"]  # the first one is done, nothing partial

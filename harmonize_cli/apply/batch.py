@@ -24,6 +24,7 @@ from ..atomic import atomic_write_text, check_writable
 from ..errors import HarmonizeError, UsageError, failure_reason
 from ..limits import DEFAULT_MAX_PIXELS, image_size
 from ..outputs import Inputs, real_key, same_file
+from .outcome import StatusCounts
 from .imageio import format_for, output_suffix, read_image, read_mask, side_by_side, write_image
 from .pairing import find_pairs, output_path
 from .swapcheck import check_not_swapped
@@ -62,7 +63,7 @@ class Entry:
 
 
 @dataclass
-class BatchReport:
+class BatchReport(StatusCounts):
     """The outcome of :func:`harmonize_folder`: one :class:`Entry` per composite, and the run."""
 
     out: Path
@@ -76,13 +77,11 @@ class BatchReport:
     shard: Optional[dict] = None  # --shard K/N: {"index", "count", "positions", "total"}; the report is a part
     ranks: int = 1  # processes that shared the run (torchrun / srun), merged into this report
 
-    @property
-    def counts(self) -> dict:
-        return {status: sum(entry.status == status for entry in self.entries) for status in STATUSES}
+    STATUSES = STATUSES
 
     @property
-    def failed(self) -> List[Entry]:
-        return [entry for entry in self.entries if entry.status == "failed"]
+    def items(self) -> List[Entry]:  # for counts and failed (StatusCounts)
+        return self.entries
 
     @property
     def report_path(self) -> Path:

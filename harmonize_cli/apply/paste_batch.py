@@ -25,8 +25,11 @@ import numpy as np
 from .. import console
 from ..errors import UsageError, failure_reason
 from ..outputs import Inputs, real_key, same_file
+from .batch import local_weights_file, make_harmonizer
 from .imageio import IMAGE_EXTENSIONS, OUTPUT_EXTENSIONS, is_image_file, read_image, write_image
+from .outcome import StatusCounts
 from .paste import compose, harmonize_composed, parse_height, parse_point, placement_warning
+from .swapcheck import check_not_swapped
 
 STATUSES = ("done", "skipped", "failed")
 
@@ -56,21 +59,20 @@ class PasteTask:
 
 
 @dataclass
-class PasteReport:
-    """The outcome of :func:`paste_folder` / :func:`paste_file`: one :class:`PasteTask` per object."""
+class PasteReport(StatusCounts):
+    """The outcome of :func:`paste_folder` / :func:`paste_file`: one :class:`PasteTask` per object;
+    ``counts`` by status and the ``failed`` tasks."""
 
     out: Path
     tasks: List[PasteTask]
     seconds: float = 0.0
     model: dict = field(default_factory=dict)  # Harmonizer.describe(); empty when nothing was pasted
 
-    @property
-    def counts(self) -> dict:
-        return {status: sum(task.status == status for task in self.tasks) for status in STATUSES}
+    STATUSES = STATUSES
 
     @property
-    def failed(self) -> List[PasteTask]:
-        return [task for task in self.tasks if task.status == "failed"]
+    def items(self) -> List[PasteTask]:
+        return self.tasks
 
 
 @dataclass
@@ -145,8 +147,6 @@ def _check_options(at, scale, height) -> None:
 def _paste_all(tasks, out, background, mask, folder, at, anchor, scale, height, model, weights, device, resolution,
                save_composite, quality, swap_check, harmonizer, on_start, on_done, on_warning) -> PasteReport:
     if mask is not None and swap_check:
-        from .swapcheck import check_not_swapped
-
         check_not_swapped([(task.source, task.mask) for task in tasks],
                           usage="harmonize paste OBJECT BACKGROUND --mask MASK -o OUT")
     backdrop = read_image(background)
@@ -155,8 +155,6 @@ def _paste_all(tasks, out, background, mask, folder, at, anchor, scale, height, 
 
     def get_harmonizer():
         if state["harmonizer"] is None:
-            from .batch import make_harmonizer
-
             state["harmonizer"] = make_harmonizer(model, weights, device, resolution)
         describe = getattr(state["harmonizer"], "describe", None)  # any f(image, mask) -> image will do
         if not report.model and describe is not None:
@@ -217,8 +215,6 @@ def plan_paste(source: Path, mask, out: Path, background, *, folder: bool, ext=N
                overwrite: bool = False, weights=None) -> List[PasteTask]:
     """The objects, their masks and outputs; refuse outputs that would replace an input, mark
     existing outputs skipped and clashing ones failed."""
-    from .batch import local_weights_file
-
     source, background = Path(source), Path(background)
     mask = None if mask is None else Path(mask)
     tasks = _folder_tasks(source, mask, Path(out), ext) if folder else [_file_task(source, mask, out, ext)]

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from harmonize_cli.errors import UsageError
-from harmonize_cli.evaluation import run_evaluation
+from harmonize_cli.evaluation.run import run_evaluation
 from test_eval import _independent_composite_metrics
 
 

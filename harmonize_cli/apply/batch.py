@@ -24,16 +24,15 @@ from ..atomic import atomic_write_text, check_writable
 from ..errors import HarmonizeError, UsageError, failure_reason
 from ..limits import DEFAULT_MAX_PIXELS, image_size
 from ..outputs import Inputs, real_key, same_file
-from .outcome import StatusCounts
+from .outcome import APPLY_STATUSES, REPORT_NAME, StatusCounts
 from .imageio import format_for, output_suffix, read_image, read_mask, side_by_side, write_image
 from .pairing import find_pairs, output_path
 from .swapcheck import check_not_swapped
 from .pipeline import plan_threads, torch_threads
 from .shards import place_parts, shard_report_name
 
-REPORT_NAME = "harmonize.json"
 COMPARISON_DIR = "comparison"
-STATUSES = ("done", "skipped", "failed", "interrupted")
+STATUSES = APPLY_STATUSES
 
 
 @dataclass

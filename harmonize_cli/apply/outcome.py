@@ -1,8 +1,13 @@
-"""What apply's and paste's reports share: counts by status and the failed items."""
+"""What apply's and paste's reports share: counts by status and the failed items; the name and
+statuses of apply's ``harmonize.json`` (used by the batch, which writes it, and by the merge of
+``--shard`` parts)."""
 
 from __future__ import annotations
 
 from typing import List, Sequence
+
+REPORT_NAME = "harmonize.json"
+APPLY_STATUSES = ("done", "skipped", "failed", "interrupted")
 
 
 class StatusCounts:

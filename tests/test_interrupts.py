@@ -175,3 +175,14 @@ def test_a_signal_after_the_command_returned_is_one_line_and_its_exit_code(monke
     with pytest.raises(SystemExit) as info:
         cli.main(["zoo", "list"])
     assert info.value.code == 130 and "interrupted (SIGINT)" in capsys.readouterr().err
+
+
+def test_a_handled_interruption_exits_with_its_code_even_if_python_recorded_it_as_unhandled():
+    """CPython's record of an unhandled KeyboardInterrupt made a handled Ctrl-C exit -2 (killed
+    by SIGINT) after the one line and 130 (1 run in 12 of prepare's signal test)."""
+    import subprocess
+
+    code = ("import ctypes\nfrom harmonize_cli import cli\n"
+            "ctypes.c_int.in_dll(ctypes.pythonapi, '_Py_UnhandledKeyboardInterrupt').value = 1\n"
+            "cli._run = lambda argv: 130\ncli.main()\n")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 130

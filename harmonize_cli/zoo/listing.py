@@ -9,17 +9,17 @@
 from __future__ import annotations
 
 from .. import settings
+from .builder import list_models
 from .cards import size_of
-from .pretrained import cached, list_weights
+from .hub import cached
+from .released import list_weights
 
 
 def zoo_listing() -> dict:
     """``{"models": [...], "weights": [...], "cache": "<folder>"}``: the architectures as
-    :func:`~harmonize_cli.zoo.list_models` lists them; per weights entry its name, file, URL,
+    :func:`~harmonize_cli.zoo.builder.list_models` lists them; per weights entry its name, file, URL,
     architecture, kind, input size, published metrics, whether it is cached and its size in
     bytes (``size_exact``: False for an estimate from the parameter count)."""
-    from . import list_models
-
     return {
         "models": list_models(),
         "weights": [_weights_entry(weights) for weights in list_weights()],

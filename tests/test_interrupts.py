@@ -126,7 +126,8 @@ def test_a_signal_the_moment_the_handlers_are_in_place_belongs_to_the_block(monk
         previous = real_signal(signum, handler)
         if signum == signal.SIGTERM and callable(handler) and not sent:
             sent.append(signum)
-            os.kill(os.getpid(), signal.SIGTERM)  # lands the moment the handler is in place
+            # to the main thread (a process-directed one may go to another thread of the suite)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # the moment it is in place
         return previous
 
     before = signal.getsignal(signal.SIGTERM)

@@ -22,7 +22,7 @@ from ..atomic import check_writable
 from ..choices import parse_list
 from ..errors import UsageError
 from . import report
-from .engine import merge_results
+from .results import merge_results
 from .shards import read_shards, write_shard
 from .testset import open_test_set
 

@@ -453,3 +453,24 @@ def test_fixed_upsamples_in_both_directions_by_hand():
     assert up[1, 1, 0] == pytest.approx(0.3125 * 255)
     exact = rgb + mask[..., None] * (up - rgb)
     _assert_rounded(compose_fixed(rgb, mask, prediction), exact, mask)
+
+
+@pytest.mark.parametrize("budget, box_columns, rows", [(3, (4, 5), 3), (8, (2, 8), 1)])
+def test_compose_pct_strips_hold_the_pixel_budget(budget, box_columns, rows, monkeypatch):
+    """PCT-Net's path too: STRIP_PIXELS // box width rows a strip, at least one (a 1-column box
+    with a budget of 3: 3 rows; a 6-column box with a budget of 8: 1 row)."""
+    rgb, _, params = _pct_case()
+    mask = np.zeros((9, 11), np.float32)
+    mask[1:7, box_columns[0]:box_columns[1]] = 1.0
+    monkeypatch.setattr(resolution, "STRIP_PIXELS", budget)
+    strips = []
+    original = resolution._blend_into
+
+    def recording(out, rgb_, mask_, top, bottom, x0, x1, *rest):
+        strips.append((top, bottom))
+        return original(out, rgb_, mask_, top, bottom, x0, x1, *rest)
+
+    monkeypatch.setattr(resolution, "_blend_into", recording)
+    ours = compose_pct(rgb, mask, params, None, IMAGENET_NORMALIZATION)
+    assert strips == [(top, min(7, top + rows)) for top in range(1, 7, rows)]
+    _assert_rounded(ours, _pct_expected(rgb, mask, params, None, IMAGENET_NORMALIZATION), mask)

@@ -1,6 +1,7 @@
 """apply/resolution.py on tiny inputs against values computed by hand or in closed form: the
-strategy name, the mask's box, the network views' resize, the strips, the blend and PCT-Net's
-full-resolution path (compose_pct). Fast on purpose: tools/mutation.sh runs it for every mutant."""
+strategy name, the mask's box, the network views' resize, the strips, the blend, PCT-Net's
+full-resolution path (compose_pct), the colour map and its ridge fit, auto's residual and the
+fixed/native upsampling. Fast on purpose: tools/mutation.sh runs it for every mutant."""
 
 from __future__ import annotations
 

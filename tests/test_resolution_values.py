@@ -198,7 +198,8 @@ def test_compose_pct_blends_with_the_attention_map_when_given():
 @pytest.mark.parametrize("strategy", ["fixed", "native", "auto"])
 def test_strategies_work_in_strips_of_the_pixel_budget(strategy, monkeypatch):
     """Every strategy blends the mask's box in strips of STRIP_PIXELS // box width rows (the
-    memory bound), each strip the full width of the box."""
+    memory bound), each strip the full width of the box; fixed and auto upsample the box's
+    columns once (vertical taps for the 9 rows, horizontal taps for columns 3..8)."""
     rgb, mask, _ = _pct_case()
     monkeypatch.setattr(resolution, "STRIP_PIXELS", 13)
     strips = []
@@ -209,6 +210,9 @@ def test_strategies_work_in_strips_of_the_pixel_budget(strategy, monkeypatch):
         return original(out, rgb_, mask_, top, bottom, x0, x1, *rest)
 
     monkeypatch.setattr(resolution, "_blend_255", recording)
+    taps = []
+    original_taps = resolution._taps
+    monkeypatch.setattr(resolution, "_taps", lambda *args: taps.append(args) or original_taps(*args))
     low = np.full((3, 4, 4), 0.5, np.float32)
     if strategy == "fixed":
         compose_fixed(rgb, mask, low)
@@ -217,6 +221,8 @@ def test_strategies_work_in_strips_of_the_pixel_budget(strategy, monkeypatch):
     else:
         compose_auto(rgb, mask, fit_correction(low, low * 0.5, np.ones((4, 4), np.float32)))
     assert strips == [(2, 4, 3, 9), (4, 6, 3, 9), (6, 8, 3, 9)]
+    if strategy != "native":  # the upsampler's horizontal pass is made once for the box, not per strip
+        assert taps == [(4, 9, 0, 9), (4, 11, 3, 9)]
 
 
 def test_native_blends_the_full_size_prediction_by_hand():
@@ -454,6 +460,21 @@ def test_fixed_upsamples_in_both_directions_by_hand():
     assert up[1, 1, 0] == pytest.approx(0.3125 * 255)
     exact = rgb + mask[..., None] * (up - rgb)
     _assert_rounded(compose_fixed(rgb, mask, prediction), exact, mask)
+    # taller than wide: 2 x 1 -> 4 x 1, rows only
+    tall = compose_fixed(np.zeros((4, 1, 3), np.uint8), np.ones((4, 1), np.float32), prediction[:, :, :1])
+    _assert_rounded(tall, np.stack([_UP @ p[:, :1] for p in prediction.astype(np.float64)], 2) * 255.0,
+                    np.ones((4, 1)))
+
+
+def test_upsampling_positions_are_exact_on_a_network_size_map():
+    """256 columns of alternating 0 and 255 upsampled to 1000: the sampling positions
+    (i + 0.5) * 256 / 1000 - 0.5 computed in float64 keep every value within 1e-3 of float64
+    interpolation (positions in float32 are off by up to ~2e-5 pixel: ~5e-3 here)."""
+    low = torch.zeros(1, 1, 256)
+    low[0, 0, 1::2] = 255.0
+    ours = resolution.Upsampler(low, (1, 1000)).window((0, 1), (0, 1000))
+    expected = F.interpolate(low[None].double(), size=(1, 1000), mode="bilinear", align_corners=False)[0]
+    assert (ours.double() - expected).abs().max() < 1e-3
 
 
 @pytest.mark.parametrize("budget, box_columns, rows", [(3, (4, 5), 3), (8, (2, 8), 1)])

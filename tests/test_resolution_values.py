@@ -64,6 +64,7 @@ def test_resize_mask_reducing_gap_and_range_by_hand():
         small = resize_mask(np.tile(columns, (6, 1)).astype(dtype), (1, 2))
         assert small.dtype == np.float32 and np.allclose(small, [[0.3125, 0.625]], atol=1e-6), dtype
     assert np.array_equal(resize_mask(np.full((4, 4), -0.5, np.float32), (2, 2)), np.zeros((2, 2), np.float32))
+    assert np.array_equal(resize_mask(np.full((4, 4), 1.5, np.float32), (2, 2)), np.ones((2, 2), np.float32))
 
 
 def test_strip_tensor_copies_only_when_it_must():

@@ -77,7 +77,8 @@ def test_strip_tensor_copies_only_when_it_must():
     copied = strip_tensor(read_only)  # torch must never write into (or warn about) a read-only array
     assert not np.shares_memory(copied.numpy(), read_only) and copied.numpy().flags.writeable
     assert np.array_equal(copied.numpy(), read_only)
-    for view in (array[:, 1:4], array[:, ::-1]):  # a strip of a wider image; a flipped one (negative strides)
+    # a strip of a wider image; a flipped one (negative strides); a transposed one (copied in C order)
+    for view in (array[:, 1:4], array[:, ::-1], array.transpose(1, 0, 2)):
         tensor = strip_tensor(view)
         assert tensor.is_contiguous() and np.array_equal(tensor.numpy(), view)
 
@@ -88,6 +89,7 @@ def test_strips_by_hand(monkeypatch):
     assert list(_strips((2, 9, 0, 5), 5)) == [(2, 4), (4, 6), (6, 8), (8, 9)]  # 12 // 5 = 2
     assert list(_strips((0, 3, 0, 5), 13)) == [(0, 1), (1, 2), (2, 3)]  # wider than the budget: 1 row
     assert list(_strips((1, 4, 0, 5), 0)) == [(1, 4)]  # no width: the budget in rows
+    assert list(_strips((0, 20, 0, 1), 1)) == [(0, 12), (12, 20)]  # one column: 12 rows
 
 
 def _blend_case():
@@ -235,10 +237,11 @@ def test_native_blends_the_full_size_prediction_by_hand():
     prediction[0, 0] = [0.8, np.nan, 1.5, 0.3]
     prediction[1, 0] = [0.1, 0.9, -0.2, np.nan]  # 25.5 -> 26 (half to even); 60 + 0.5 * 169.5 = 144.75
     prediction[2, 0] = [0.502, 0.25, 0.0, 1.0]  # 128.01; 60 + 0.5 * 3.75 = 61.875
-    out = compose_native(rgb, mask, prediction)
-    assert out[0, :, 0].tolist() == [204, 30, 255, 60]
-    assert out[0, :, 1].tolist() == [26, 145, 0, 60]
-    assert out[0, :, 2].tolist() == [128, 62, 0, 60]
+    for weights in (mask, mask.astype(np.float64)):  # a float64 mask blends the same
+        out = compose_native(rgb, weights, prediction)
+        assert out[0, :, 0].tolist() == [204, 30, 255, 60]
+        assert out[0, :, 1].tolist() == [26, 145, 0, 60]
+        assert out[0, :, 2].tolist() == [128, 62, 0, 60]
 
 
 def _hand_map():

@@ -52,7 +52,9 @@ timeout_constant = 10.0
 TOML
 export HARMONIZE_HOME="$scratch/.home" XDG_CONFIG_HOME="$scratch/.config" HARMONIZE_OFFLINE=1
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" PYTHONWARNINGS="ignore::UserWarning"
-echo "mutation: $source_file against $tests (budget ${budget}s)${globs[*]:+; mutants ${globs[*]}}"
+only=""
+if [ ${#globs[@]} -gt 4 ]; then only="; ${#globs[@]} mutant names/globs"; elif [ ${#globs[@]} -gt 0 ]; then only="; mutants ${globs[*]}"; fi
+echo "mutation: $source_file against $tests (budget ${budget}s)$only"
 started=$(date +%s)
 set +e
 timeout --signal=INT --kill-after=30 "$budget" python -m mutmut run --max-children "${MUTATION_JOBS:-2}" \

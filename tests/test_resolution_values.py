@@ -156,6 +156,12 @@ def _pct_case():
     return rgb, mask, params
 
 
+def _pct_strip_budget(monkeypatch, pixels):
+    """PCT-Net's strips may have a budget of their own (PCT_STRIP_PIXELS) or share STRIP_PIXELS."""
+    monkeypatch.setattr(resolution, "STRIP_PIXELS", pixels)
+    monkeypatch.setattr(resolution, "PCT_STRIP_PIXELS", pixels, raising=False)
+
+
 def _assert_rounded(ours, exact, mask):
     """``ours`` is ``exact`` rounded (to within float32 error at the .5 ties); outside the mask it
     is the input bit for bit."""
@@ -167,7 +173,7 @@ def _assert_rounded(ours, exact, mask):
 @pytest.mark.parametrize("options", [{}, {"clamp": False}, {"affine": False}])
 def test_compose_pct_is_the_reference_computation_in_closed_form(options, monkeypatch):
     rgb, mask, params = _pct_case()
-    monkeypatch.setattr(resolution, "STRIP_PIXELS", 13)  # box 6 wide: strips of 2 rows
+    _pct_strip_budget(monkeypatch, 13)  # box 6 wide: strips of 2 rows
     strips = []
     original = resolution._blend_into
 
@@ -488,7 +494,7 @@ def test_compose_pct_strips_hold_the_pixel_budget(budget, box_columns, rows, mon
     rgb, _, params = _pct_case()
     mask = np.zeros((9, 11), np.float32)
     mask[1:7, box_columns[0]:box_columns[1]] = 1.0
-    monkeypatch.setattr(resolution, "STRIP_PIXELS", budget)
+    _pct_strip_budget(monkeypatch, budget)
     strips = []
     original = resolution._blend_into
 

@@ -233,6 +233,7 @@ def test_harmonize_trains_with_the_papers_crop_scale_ratio_and_flip():
     other = T.train_transform((32, 40), scale=(0.2, 0.3), ratio=(1, 2), flip_prob=0.25, exact=True)
     assert (other.size, other.scale, other.ratio, other.flip_prob, other.exact) == ((32, 40), (0.2, 0.3), (1, 2),
                                                                                     0.25, True)
+    assert T.train_transform().size == (256, 256)  # the documented default crop
     default = RandomResizedCropFlip()
     assert (default.size, default.scale, default.ratio, default.flip_prob, default.max_redraws, default.exact) == (
         (256, 256), (0.5, 1.0), (3 / 4, 4 / 3), 0.5, 50, False)

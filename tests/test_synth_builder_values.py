@@ -243,10 +243,22 @@ def test_the_dataset_equals_the_draws_redone_by_hand(tmp_path, styles, per_image
 
 
 def test_colour_sources_come_from_the_same_split_or_else_any_other_photo(tmp_path):
-    """Two photos, one test: each is alone in its split, so its colours come from the other one."""
-    photos, masks = make(tmp_path, ("a", "b"))
-    synthesize(photos, masks, tmp_path / "out", per_image=2, styles="color", seed=1, min_fg_mse=1.0)
+    """Four photos, one of them test: a train photo's colours come from another train photo; the
+    test photo, alone in its split, takes them from any other photo. Two photos: each the other."""
+    names = ("a", "b", "c", "d")
+    photos, masks = make(tmp_path, names)
+    synthesize(photos, masks, tmp_path / "out", per_image=4, styles="color", seed=3, min_fg_mse=1.0, test_fraction=0.3)
+    split = _split(names, 0.3, 3)
     manifest = json.loads((tmp_path / "out" / SUB / "synth_manifest.json").read_text())
+    pairs = [(c["photo"], c["params"]["source"]) for c in manifest["composites"]]
+    assert len(pairs) == 16 and all(source != photo for photo, source in pairs)
+    assert all(split[source] == "train" for photo, source in pairs if split[photo] == "train")
+    (test_photo,) = [n for n in names if split[n] == "test"]
+    assert {source for photo, source in pairs if photo == test_photo} <= set(names) - {test_photo}
+    two = tmp_path / "two"
+    photos, masks = make(two, ("a", "b"))
+    synthesize(photos, masks, two / "out", per_image=2, styles="color", seed=1, min_fg_mse=1.0)
+    manifest = json.loads((two / "out" / SUB / "synth_manifest.json").read_text())
     assert [(c["photo"], c["params"]["source"]) for c in manifest["composites"]] == [("a", "b")] * 2 + [("b", "a")] * 2
 
 
@@ -317,16 +329,23 @@ def test_jpeg_composites_bytes_and_reals_copied_or_converted(tmp_path):
 
 
 def test_alpha_masks_and_the_manifest_names_them(tmp_path):
-    photos = tmp_path / "cutouts"
+    """cut0 has no mask file (its alpha channel is the mask): recorded as "alpha"; cut1's mask file
+    wins over its alpha channel and is recorded by path."""
+    photos, masks = tmp_path / "cutouts", tmp_path / "masks"
     photos.mkdir()
+    masks.mkdir()
     for i in range(2):
         Image.fromarray(np.dstack([_photo(i), _mask(i)]), "RGBA").save(photos / f"cut{i}.png")
-    report = synthesize(photos, None, tmp_path / "out", per_image=1, seed=0, min_fg_mse=1.0)
+    Image.fromarray(_mask(1)).save(masks / "cut1.png")
+    report = synthesize(photos, masks, tmp_path / "out", per_image=1, seed=0, min_fg_mse=1.0)
     manifest = json.loads((tmp_path / "out" / SUB / "synth_manifest.json").read_text())
-    assert manifest["masks"] is None and [p["mask"] for p in manifest["photos"]] == ["alpha", "alpha"]
+    assert [p["mask"] for p in manifest["photos"]] == ["alpha", str(masks / "cut1.png")]
     assert report.total_composites == 2
     real = tmp_path / "out" / SUB / "real_images" / "cut0.png"  # RGBA: the dataset reads RGB, so it is rewritten
     assert np.array_equal(np.asarray(Image.open(real)), _photo(0))
+    report = synthesize(photos, None, tmp_path / "out2", per_image=1, seed=0, min_fg_mse=1.0)
+    manifest = json.loads((tmp_path / "out2" / SUB / "synth_manifest.json").read_text())
+    assert manifest["masks"] is None and [p["mask"] for p in manifest["photos"]] == ["alpha", "alpha"]
 
 
 # ---------------------------------------------------------------------------- skipping and failing

@@ -179,6 +179,8 @@ def test_normalize_and_denormalize_by_hand():
     np.testing.assert_allclose(one.flatten().numpy(), [255 * (s + m) for m, s in zip(MEAN, STD)], rtol=1e-6)
     meta = T.normalize(torch.empty(3, 2, 2, device="meta"))  # another device: the constants follow it
     assert meta.device.type == "meta" and meta.shape == (3, 2, 2)
+    back_meta = T.denormalize(torch.empty(1, 3, 2, 2, device="meta"))
+    assert back_meta.device.type == "meta" and back_meta.shape == (1, 3, 2, 2)
 
 
 # ---------------------------------------------------------------------------- the crop draw
@@ -200,6 +202,10 @@ def test_sample_box_rejects_empty_and_oversized_crops_then_accepts_the_whole_ima
     rng = Scripted(uniform=[0.01, 0.0, 1.0, math.log(4 / 3), 1.0, math.log(3 / 4), 1.0, 0.0], randint=[0, 0])
     assert RandomResizedCropFlip(4, rng=rng).sample_box(4, 4) == (0, 0, 4, 4)
     assert [call[0] for call in rng.calls] == ["uniform"] * 8 + ["randint"] * 2
+    # area 0.2 at aspect 1/4: 0 wide, 1 high; at aspect 4: 1 wide, 0 high; both rejected
+    rng = Scripted(uniform=[0.2 / 16, math.log(1 / 4), 0.2 / 16, math.log(4), 1.0, 0.0], randint=[0, 0])
+    assert RandomResizedCropFlip(4, rng=rng).sample_box(4, 4) == (0, 0, 4, 4)
+    assert [call[0] for call in rng.calls] == ["uniform"] * 6 + ["randint"] * 2
     assert rng.calls[-2:] == [("randint", 0, 0), ("randint", 0, 0)]
     rng = Scripted(uniform=[1.0, 0.0], randint=[0, 0])  # a 1 x 1 image: the 1 x 1 crop is a draw
     assert RandomResizedCropFlip(4, rng=rng).sample_box(1, 1) == (0, 0, 1, 1)

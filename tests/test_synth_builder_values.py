@@ -552,22 +552,15 @@ def test_overwrite_replaces_the_whole_subset_and_a_failed_swap_keeps_the_old_one
     assert sorted(p.name for p in out.iterdir()) == [SUB]
 
 
-def test_inputs_inside_the_output_are_not_gathered(tmp_path):
-    photos, masks = make(tmp_path, ("a", "b"))
-    for _ in range(2):
-        report = synthesize(photos, masks, photos, per_image=1, seed=0, min_fg_mse=1.0, overwrite=True)
-        assert report.photos == {"train": 1, "test": 1} and report.skipped == []
-
-
 def test_permissions_follow_the_umask(tmp_path):
     photos, masks = make(tmp_path, ("a", "b"))
-    old = os.umask(0o027)
+    old = os.umask(0o002)  # group-writable: 0o775 / 0o664 (not the usual 0o755 / 0o644)
     try:
         synthesize(photos, masks, tmp_path / "out", per_image=1, seed=0, min_fg_mse=1.0)
     finally:
         os.umask(old)
     subset = tmp_path / "out" / SUB
-    assert stat.S_IMODE(subset.stat().st_mode) == 0o750
-    assert stat.S_IMODE((subset / "masks").stat().st_mode) == 0o750
-    assert stat.S_IMODE((subset / "masks" / "a_1.png").stat().st_mode) == 0o640
-    assert stat.S_IMODE((subset / "synth_manifest.json").stat().st_mode) == 0o640
+    assert stat.S_IMODE(subset.stat().st_mode) == 0o775
+    assert stat.S_IMODE((subset / "masks").stat().st_mode) == 0o775
+    assert stat.S_IMODE((subset / "masks" / "a_1.png").stat().st_mode) == 0o664
+    assert stat.S_IMODE((subset / "synth_manifest.json").stat().st_mode) == 0o664

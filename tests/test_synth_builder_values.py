@@ -36,12 +36,13 @@ def _photo(index):
 
 
 def _mask(index):
-    """255 in a block, a soft ring of 127 / 128 / 64 (127 is not foreground), 0 elsewhere."""
+    """255 in a block, a soft ring of 127 / 128 / 64 (127 is not foreground), one pixel of 1, 0 elsewhere."""
     mask = np.zeros((H, W), np.uint8)
     mask[1:5, 2 + index % 2: 6 + index % 2] = 64
     mask[2:4, 3 + index % 2: 5 + index % 2] = 255
     mask[1, 2 + index % 2] = 127
     mask[4, 5 + index % 2] = 128
+    mask[5, 0] = 1  # a trace of the object: blended (1/255), never foreground
     return mask
 
 

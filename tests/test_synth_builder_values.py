@@ -191,6 +191,7 @@ def test_the_dataset_equals_the_draws_redone_by_hand(tmp_path, styles, per_image
         np.testing.assert_allclose(record["lab_mean"], mean, atol=2e-3)
         np.testing.assert_allclose(record["lab_std"], std, atol=2e-3)
         assert record["lab_mean"] == [round(v, 4) for v in record["lab_mean"]]
+        assert record["lab_std"] == [round(v, 4) for v in record["lab_std"]]
         stats[name] = (np.array(record["lab_mean"]), np.array(record["lab_std"]))
         assert record == {
             "name": name, "source": str(photos / f"{name}.png"), "mask": str(masks / f"{name}.png"),
@@ -381,6 +382,17 @@ def test_bad_photos_are_skipped_with_notices_and_strict_fails_naming_the_first(t
     assert sorted(p.name for p in (tmp_path / "strict2").iterdir()) == []  # the staging folder is gone
 
 
+def test_a_photo_with_two_masks_is_skipped_with_a_notice(tmp_path):
+    photos, masks = make(tmp_path, ("a", "b", "c"))
+    Image.fromarray(_mask(2)).save(masks / "c.jpg")  # c.png and c.jpg: never guessed
+    notices = []
+    report = synthesize(photos, masks, tmp_path / "out", per_image=1, seed=0, min_fg_mse=1.0, on_notice=notices.append)
+    (skipped,) = report.skipped
+    assert skipped.file == str(photos / "c.png") and skipped.reason.startswith("ambiguous mask")
+    assert "c.jpg, c.png" in skipped.reason
+    assert notices == [f"skipped {photos / 'c.png'}: {skipped.reason}"]
+
+
 def test_too_few_usable_photos(tmp_path):
     photos, masks = make(tmp_path, ("a",))
     Image.fromarray(_photo(3)).save(photos / "nomask.png")
@@ -463,11 +475,11 @@ def test_boundary_options_are_accepted(tmp_path):
     photos, masks = make(tmp_path, ("a", "b"))
     for i, options in enumerate(({"per_image": 1, "jpeg_quality": 1, "min_fg_mse": 0.0, "seed": 0},
                                  {"per_image": 1, "jpeg_quality": 100, "styles": ["Colour", "light", "colour"],
-                                  "subset": " Mine ", "test_fraction": 0.999})):
+                                  "subset": " XMine ", "test_fraction": 0.999})):
         report = synthesize(photos, masks, tmp_path / f"o{i}", **options)
         assert report.total_composites == 2
-    manifest = json.loads((tmp_path / "o1" / "Mine" / "synth_manifest.json").read_text())
-    assert manifest["styles"] == ["color", "illumination"] and manifest["subset"] == "Mine"
+    manifest = json.loads((tmp_path / "o1" / "XMine" / "synth_manifest.json").read_text())
+    assert manifest["styles"] == ["color", "illumination"] and manifest["subset"] == "XMine"
     assert manifest["min_fg_mse"] == 100.0 and manifest["per_image"] == 1
 
 
@@ -541,8 +553,8 @@ def test_overwrite_replaces_the_whole_subset_and_a_failed_swap_keeps_the_old_one
     def rename(self, target):
         if self.name.startswith(f".{SUB}.partial-"):
             raise OSError(28, "No space left on device")
-        if self.name == SUB:
-            assert Path(target).name.startswith(f".{SUB}.old-")
+        if self.name == SUB:  # the old subset is moved aside beside it, under a hidden name
+            assert Path(target).name.startswith(f".{SUB}.old-") and Path(target).parent == out
         return real_rename(self, target)
 
     monkeypatch.setattr(Path, "rename", rename)
@@ -551,6 +563,11 @@ def test_overwrite_replaces_the_whole_subset_and_a_failed_swap_keeps_the_old_one
     monkeypatch.undo()
     assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in out.iterdir()) == [SUB]
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="No space"):  # a first dataset: nothing to put back, the error itself
+        synthesize(photos, masks, tmp_path / "first", per_image=1, seed=2, min_fg_mse=1.0)
+    monkeypatch.undo()
+    assert list((tmp_path / "first").iterdir()) == []
 
 
 def test_permissions_follow_the_umask(tmp_path):

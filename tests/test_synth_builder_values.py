@@ -415,6 +415,7 @@ def test_no_test_or_no_train_composites_is_an_error_and_leaves_nothing(tmp_path)
         synthesize(photos, masks, tmp_path / "out", per_image=1, seed=0, min_fg_mse=1e9)
     assert info.value.message == "no train composites were made"
     assert info.value.hint == "add photos or lower --min-fg-mse"
+    assert isinstance(info.value.report, builder.SynthReport) and info.value.report.photos == {"train": 1, "test": 1}
     assert list((tmp_path / "out").iterdir()) == []
     seed = next(s for s in range(50) if _split(names, 0.1, s)["b"] == "test")
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(photos / "b.png")  # black: gains cannot change it
@@ -568,6 +569,24 @@ def test_overwrite_replaces_the_whole_subset_and_a_failed_swap_keeps_the_old_one
         synthesize(photos, masks, tmp_path / "first", per_image=1, seed=2, min_fg_mse=1.0)
     monkeypatch.undo()
     assert list((tmp_path / "first").iterdir()) == []
+
+
+def test_cleanup_failures_never_hide_the_result_or_the_error(tmp_path, monkeypatch):
+    """Deleting the replaced subset, or the staging folder after an error, may fail (an I/O error
+    here): the run still ends done, and the error that stopped a run is the one raised."""
+    photos, masks = make(tmp_path, ("a", "b"))
+    out = tmp_path / "out"
+    synthesize(photos, masks, out, per_image=1, seed=0, min_fg_mse=1.0)
+
+    def rmtree(path, ignore_errors=False, onerror=None):
+        if not ignore_errors:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(builder.shutil, "rmtree", rmtree)
+    report = synthesize(photos, masks, out, per_image=2, seed=1, min_fg_mse=1.0, overwrite=True)
+    assert report.total_composites == 4 and len(list((out / SUB / "composite_images").iterdir())) == 4
+    with pytest.raises(SynthError, match="no train composites were made"):
+        synthesize(photos, masks, tmp_path / "o2", per_image=1, seed=0, min_fg_mse=1e9)
 
 
 def test_permissions_follow_the_umask(tmp_path):

@@ -302,11 +302,12 @@ class Harmonizer:
     # ------------------------------------------------------------------------------ pipeline
 
     def process(self, tasks: Iterable, load, save, on_result, workers: int = 2, pixel_budget: Optional[int] = None,
-                size_of=None, shared_pool: bool = False, io_beside_network: Optional[int] = None) -> None:
+                size_of=None, shared_pool: bool = False, io_beside_network: Optional[int] = None,
+                prefetched=None) -> None:
         """Stream tasks through this harmonizer with decoding and encoding overlapped with inference
         (see :func:`harmonize_cli.apply.pipeline.run_pipeline`)."""
         from .pipeline import DEFAULT_PIXEL_BUDGET, run_pipeline
 
         run_pipeline(self, tasks, load, save, on_result, workers=workers,
                      pixel_budget=DEFAULT_PIXEL_BUDGET if pixel_budget is None else pixel_budget, size_of=size_of,
-                     shared_pool=shared_pool, io_beside_network=io_beside_network)
+                     shared_pool=shared_pool, io_beside_network=io_beside_network, prefetched=prefetched)

@@ -40,13 +40,13 @@ def complete_weights(ctx, param, incomplete):
     """``--weights`` / ``zoo download``: released names, then files."""
     from click.shell_completion import CompletionItem
 
-    from .zoo.pretrained import list_weights
+    from .zoo.released import list_weights
 
     released = _items([weights.name for weights in list_weights()], incomplete)
     return released + [CompletionItem(incomplete, type="file")]
 
 
 def complete_released(ctx, param, incomplete):
-    from .zoo.pretrained import list_weights
+    from .zoo.released import list_weights
 
     return _items([weights.name for weights in list_weights()], incomplete)

@@ -18,7 +18,7 @@ def test_fingerprint_table_matches_the_models():
 
 
 def test_detection_builds_no_model_for_a_known_layout(monkeypatch):
-    from harmonize_cli.zoo import checkpoints
+    from harmonize_cli.zoo import layouts as checkpoints  # where layout_of and fits live
 
     state = zoo.create_model("idih-hrnet-w18s", init=False).state_dict()
 

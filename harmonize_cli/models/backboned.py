@@ -309,7 +309,7 @@ def optimizer_param_groups(model: nn.Module, lr: float) -> list[dict]:
 
 def _unwrap_checkpoint(state_dict):
     if isinstance(state_dict, (str, os.PathLike)):
-        from ..zoo.checkpoints import safe_load
+        from ..zoo.state import safe_load
 
         state_dict = safe_load(state_dict)  # bounded, weights_only, finite
     if not isinstance(state_dict, Mapping):

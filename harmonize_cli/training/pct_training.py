@@ -48,7 +48,7 @@ class VGG16Features(nn.Module):
 def load_vgg16_features(path) -> nn.Module:
     """The frozen relu4_3 feature extractor with the ImageNet weights of ``path`` (a torchvision
     VGG16 checkpoint; its classifier is ignored). A file that is not one: one WeightsError line."""
-    from ..zoo.checkpoints import extract_state_dict, safe_load
+    from ..zoo.state import extract_state_dict, safe_load
 
     network = VGG16Features()
     state = extract_state_dict(safe_load(path))

@@ -11,32 +11,17 @@ its model card (``harmonize zoo info``).
 
 from __future__ import annotations
 
-import difflib
 from typing import Optional
 
 from ..errors import UsageError
-from .pretrained import PretrainedWeights, cache_path, cached, list_weights, weights_for_arch
-from .registry import ARCHITECTURES, ArchSpec, get_arch
+from .facts import ArchSpec, PretrainedWeights
+from .hub import cache_path, cached
+from .registry import did_you_mean, get_arch
+from .released import list_weights, weights_for_arch
+
+__all__ = ["did_you_mean", "find_weights", "model_card", "size_of", "size_text"]
 
 FLOAT32_BYTES = 4
-
-
-def _typed_names():
-    """Every name a user may type for weights or a model: released and backbone weights (and
-    their file names), architectures and their reference names."""
-    names = []
-    for weights in list_weights():
-        names += [weights.name, weights.filename]
-    for spec in ARCHITECTURES:
-        names += [spec.name, *spec.aliases]
-    return list(dict.fromkeys(names))
-
-
-def did_you_mean(name: str, choices=None) -> str:
-    """``"did you mean X?"`` for the closest of ``choices`` (default: every zoo name), else a
-    pointer to `harmonize zoo list`."""
-    close = difflib.get_close_matches(str(name), choices if choices is not None else _typed_names(), n=3, cutoff=0.6)
-    return f"did you mean {' or '.join(close)}?" if close else "see `harmonize zoo list`"
 
 
 def find_weights(name: str) -> PretrainedWeights:

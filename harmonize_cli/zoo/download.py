@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import socket
@@ -15,17 +14,10 @@ from typing import Callable, Optional
 from .. import console, interrupts
 from ..atomic import atomic_path, remove_stale_parts
 from ..errors import DownloadError, HarmonizeError
+from .bounds import check_file, max_weights_bytes
+from .state import CHUNK, describe_file, sha256_of
 
-CHUNK = 1 << 20
-
-
-def sha256_of(path, chunk_size: int = CHUNK) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
+__all__ = ["CHUNK", "download_file", "sha256_of"]
 
 def download_file(url: str, target, sha256: Optional[str] = None, hash_prefix: Optional[str] = None,
                   timeout: float = 30.0, label: Optional[str] = None,
@@ -77,8 +69,6 @@ def download_file(url: str, target, sha256: Optional[str] = None, hash_prefix: O
 
 def _what_arrived(error, path: Path) -> str:
     """'an HTML page of 84 bytes, not a checkpoint' and the like, for a file that failed its check."""
-    from .checkpoints import describe_file
-
     described = describe_file(path)
     if "not a PyTorch checkpoint" in described or "not a checkpoint" in described or "empty" in described:
         return described
@@ -87,12 +77,8 @@ def _what_arrived(error, path: Path) -> str:
 
 def _fetch(url: str, destination: Path, timeout: float, label: str, max_bytes: Optional[int] = None,
            deadline: Optional[float] = None, manual: str = "", min_rate: Optional[float] = None) -> None:
-    from .bounds import max_weights_bytes
-
     cap = max_weights_bytes() if max_bytes is None else int(max_bytes)
     if "://" not in url:  # a local file path acts as a mirror too
-        from .bounds import check_file
-
         check_file(url, cap)  # a FIFO or /dev/zero as a mirror would never end
         shutil.copyfile(url, destination)
         return

@@ -2,8 +2,10 @@
 
 Sources: the paper's Table 1 (MSE / PSNR per subset), Table 2 (MSE / fMSE per foreground ratio),
 the iHarmony4 dataset page (the unchanged composite) and the reference repository's table of its
-released checkpoints (also kept with the weights in :mod:`harmonize_cli.zoo`). All use the
-reference protocol: Fixed256 resize, PSNR peak = each target's own maximum.
+released checkpoints (kept with the weights, in :mod:`harmonize_cli.zoo.released`, and read from
+there). All use the reference protocol: Fixed256 resize, PSNR peak = each target's own maximum;
+PCT-Net's rows, full resolution (their numbers are those of its released checkpoints, so they
+are written once, in the weights table).
 
 ``PUBLISHED[key]`` = ``{"label", "arch", "source", "tag", "by_subset": {subset: {"MSE", "PSNR"[, "fMSE"]}},
 "by_fg_ratio": {range: {"MSE", "fMSE"}}}``; ``arch`` is our architecture name or None.
@@ -14,6 +16,9 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 from ..choices import TABLE_ROWS as SUBSETS
+from ..errors import UsageError
+from .released import ALL_WEIGHTS, HARMONIZATION_WEIGHTS
+
 FG_RANGES = ("0-5%", "5-15%", "15-100%", "0-100%")
 
 TABLE1 = "paper, Table 1"
@@ -72,16 +77,12 @@ PUBLISHED: Dict[str, dict] = {
         "iDIH-HRNet-W18s", "idih-hrnet-w18s", f"{TABLE1}; {TABLE2}",
         _table1((14.01, 39.64), (21.36, 37.35), (60.41, 34.03), (50.61, 37.68), (22.00, 38.31)),
         _table2((6.73, 294.76), (18.03, 204.69), (63.02, 207.82), (22.00, 252.00))),
-    "pctnet-vit": dict(_entry("PCTNet-ViT (full resolution)", "pctnet-vit", PCT_PAPER, {}),
-                       by_subset={"All": {"MSE": 18.84, "PSNR": 39.29, "fMSE": 237.49}}),
-    "pctnet-cnn": dict(_entry("PCTNet-CNN (full resolution)", "pctnet-cnn", PCT_PAPER, {}),
-                       by_subset={"All": {"MSE": 24.02, "PSNR": 38.30, "fMSE": 282.75}}),
+    "pctnet-vit": _entry("PCTNet-ViT (full resolution)", "pctnet-vit", PCT_PAPER, ALL_WEIGHTS["PCTNet_ViT"].metrics),
+    "pctnet-cnn": _entry("PCTNet-CNN (full resolution)", "pctnet-cnn", PCT_PAPER, ALL_WEIGHTS["PCTNet_CNN"].metrics),
 }
 
 
 def _released_entries() -> Dict[str, dict]:
-    from .pretrained import HARMONIZATION_WEIGHTS
-
     entries = {}
     for weights in HARMONIZATION_WEIGHTS:
         entries[weights.name] = _entry(weights.name, weights.arch, RELEASED,
@@ -114,7 +115,5 @@ def paper_summary(arch: str) -> dict:
 def get_published(key: str) -> dict:
     entries = all_published()
     if key not in entries:
-        from ..errors import UsageError
-
         raise UsageError(f"no published numbers named {key!r}", f"choose one of: {', '.join(entries)}")
     return dict(entries[key], key=key)

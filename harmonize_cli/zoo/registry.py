@@ -1,19 +1,27 @@
-"""The architecture registry: every network of the paper under our name and its reference name.
+"""The architecture registry: every network of the paper under our name and its reference name,
+and the lookups that span the zoo's tables (a name typed for weights, the releases by quality).
 
 Each :class:`ArchSpec` knows how to build its network with the reference constructor arguments
 (so that the state-dict layout is the reference's) and carries metadata: input size, family,
-parameter count, input normalisation; the paper's numbers come from :mod:`.published`.
+parameter count, input normalisation; the paper's numbers come from :mod:`.published`, the
+released weights from :mod:`.released`.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
-from dataclasses import dataclass, field
-from typing import Optional
+import math
+from dataclasses import replace
+from typing import List
 
 from ..choices import IDENTITY_NORMALIZATION, IMAGENET_NORMALIZATION
 from ..errors import UsageError
+from .facts import HARMONIZATION, ArchSpec, PretrainedWeights
+from .published import paper_summary
+from .released import ALL_WEIGHTS, list_weights
+
+__all__ = ["ARCHITECTURES", "ArchSpec", "BASE_CONFIGS", "arch_names", "by_quality", "did_you_mean", "get_arch",
+           "get_weights", "typed_names"]
 
 # Reference base configurations (iharm/mconfigs/base.py), by reference name.
 _DIH = "harmonize_cli.models.dih:DeepImageHarmonization"
@@ -44,52 +52,6 @@ BASE_CONFIGS = {
 def _base(reference_name):
     model, params = BASE_CONFIGS[reference_name]
     return {"model": model, "params": dict(params)}
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """One architecture of the zoo."""
-
-    name: str
-    builder: str  # "module:Class"
-    params: dict
-    reference_name: Optional[str] = None  # the reference configuration name (an alias)
-    input_size: Optional[int] = 256  # None: any size (baselines)
-    family: str = "idih"
-    backbone: Optional[str] = None  # ImageNet backbone key in BACKBONE_WEIGHTS, if any
-    num_params: Optional[int] = None  # trainable parameters (equal to the reference's)
-    description: str = ""
-    normalization: dict = field(default_factory=lambda: dict(IMAGENET_NORMALIZATION))  # input space
-    full_resolution: bool = False  # the network applies its 256-px prediction at any resolution itself
-
-    @property
-    def paper(self) -> dict:
-        """The paper's headline numbers for this architecture (``{"All": {"MSE", "PSNR"[, "fMSE"]}}``),
-        read from :mod:`harmonize_cli.zoo.published`."""
-        from .published import paper_summary
-
-        return paper_summary(self.name)
-
-    @property
-    def aliases(self):
-        return (self.reference_name,) if self.reference_name else ()
-
-    @property
-    def needs_weights(self) -> bool:
-        return self.family != "baseline"
-
-    def build(self):
-        module_name, class_name = self.builder.split(":")
-        cls = getattr(importlib.import_module(module_name), class_name)
-        return cls(**_deep_copy(self.params))
-
-
-def _deep_copy(value):
-    if isinstance(value, dict):
-        return {key: _deep_copy(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(item) for item in value]
-    return value
 
 
 def _spec(name, reference, builder, params, num_params, **kwargs):
@@ -176,6 +138,8 @@ ARCHITECTURES = [
                          "sides agree (no weights; the offline default)"),
 ]
 
+ARCHITECTURES = [replace(spec, paper=paper_summary(spec.name)) for spec in ARCHITECTURES]  # the paper's numbers
+
 _BY_NAME = {spec.name: spec for spec in ARCHITECTURES}
 _BY_ALIAS = {alias: spec for spec in ARCHITECTURES for alias in spec.aliases}
 
@@ -197,3 +161,45 @@ def get_arch(name: str) -> ArchSpec:
 
 def arch_names(include_baselines: bool = True):
     return [spec.name for spec in ARCHITECTURES if include_baselines or spec.needs_weights]
+
+
+def typed_names() -> List[str]:
+    """Every name a user may type for weights or a model: released and backbone weights (and
+    their file names), architectures and their reference names."""
+    names = []
+    for weights in list_weights():
+        names += [weights.name, weights.filename]
+    for spec in ARCHITECTURES:
+        names += [spec.name, *spec.aliases]
+    return list(dict.fromkeys(names))
+
+
+def did_you_mean(name: str, choices=None) -> str:
+    """``"did you mean X?"`` for the closest of ``choices`` (default: every zoo name), else a
+    pointer to `harmonize zoo list`."""
+    close = difflib.get_close_matches(str(name), choices if choices is not None else typed_names(), n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(close)}?" if close else "see `harmonize zoo list`"
+
+
+def get_weights(name: str) -> PretrainedWeights:
+    """Released or backbone weights by name or file name (``.pth`` optional)."""
+    key = str(name).strip()
+    if key.endswith(".pth"):
+        key = key[:-4]
+    for weights in ALL_WEIGHTS.values():
+        if key in (weights.name, weights.filename, weights.filename[:-4]):
+            return weights
+    raise UsageError(f"unknown pretrained weights {name!r}",
+                     did_you_mean(key) + f" (choose one of: {', '.join(ALL_WEIGHTS)})")
+
+
+def by_quality(weights_list=None) -> List[PretrainedWeights]:
+    """Released harmonization weights, best first: the paper's networks first (by their MSE on all
+    of iHarmony4 at 256 px), then the full-resolution ones (scored by another protocol, so not
+    comparable by MSE)."""
+    return sorted(list_weights(HARMONIZATION) if weights_list is None else weights_list, key=_quality_rank)
+
+
+def _quality_rank(weights: PretrainedWeights):
+    mse = weights.metrics.get("All", {}).get("MSE")
+    return (1 if get_arch(weights.arch).full_resolution else 0, float(mse) if mse is not None else math.inf)

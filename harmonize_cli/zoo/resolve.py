@@ -14,17 +14,23 @@ What a model is (architecture, weights source, sha256, normalisation, padding) t
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
 from .. import console
+from ..device import resolve_device
 from ..errors import HarmonizeError, UsageError, WeightsError
+from .builder import checked_state, create_model, load_weights, read_checkpoint, same_dtypes_and_device
+from .hub import cached, fetch, offline
+from .layouts import check_fits, match_architecture
+from .registry import by_quality, get_arch
+from .released import default_weights, weights_for_arch
+from .state import sha256_of
 
 FALLBACK_MODEL = "boundary-gain"  # training-free; benchmarks/fallback_quality.py
-RECOMMENDED_WEIGHTS = "hrnet18s_idih256"
+RECOMMENDED_WEIGHTS = default_weights().name  # the table's default (zoo/released.py), downloaded on first use
 
 
 FIRST_USE_TIMEOUT = 10.0  # seconds: an offline machine must fall back fast, never hang
@@ -65,15 +71,13 @@ class ResolvedModel:
 
     @property
     def divisor(self) -> int:
-        from ..inference import pad_divisor
+        from ..inference import pad_divisor  # torch: imported on first use
 
         return pad_divisor(self.network)
 
     @property
     def sha256(self) -> Optional[str]:
         if self._sha256 is None and self.path is not None and Path(self.path).is_file():
-            from .download import sha256_of
-
             self._sha256 = sha256_of(self.path)
         return self._sha256
 
@@ -84,8 +88,6 @@ class ResolvedModel:
             return self._label
         if self.source is None:
             return self.name
-        from .pretrained import weights_for_arch
-
         released = weights_for_arch(self.name)
         if released is not None and self.source in (released.name, str(self.path or "")) and \
                 self.path is not None and Path(self.path).name == released.filename:
@@ -102,8 +104,8 @@ def resolve(model: Optional[str] = "auto", weights=None, *, device=None, eval_mo
     (a path, URL, released name or state dict).
 
     - ``auto`` + weights: the checkpoint's architecture is detected.
-    - ``auto`` alone: the best verified released checkpoint in the local cache, else the
-      recommended one (``hrnet18s_idih256``) downloaded now, else ``boundary-gain`` with a notice
+    - ``auto`` alone: the best verified released checkpoint in the local cache (``by_quality``),
+      else the weights table's default (``hrnet18s_idih256``) downloaded now, else ``boundary-gain`` with a notice
       saying why (offline, or the download failed). A bad cached file is reported in one line.
     - a network name alone: its released checkpoint (downloaded on first use unless offline).
     - a name + weights: the checkpoint must have that architecture's layout; otherwise one
@@ -120,8 +122,6 @@ def resolve(model: Optional[str] = "auto", weights=None, *, device=None, eval_mo
     if eval_mode:
         resolved.network.eval()
     if device is not None:
-        from ..device import resolve_device
-
         resolved.network.to(resolve_device(device))
     return resolved
 
@@ -129,13 +129,10 @@ def resolve(model: Optional[str] = "auto", weights=None, *, device=None, eval_mo
 def _resolve_auto(weights) -> ResolvedModel:
     """``auto``: the checkpoint's own architecture; else the best verified release in the cache;
     else the recommended release, downloaded now; else the training-free fallback, saying why."""
-    from . import HARMONIZATION_WEIGHTS, cached, create_model, detect_arch, fetch, get_arch, get_weights
-    from .pretrained import offline
-
     if weights is not None:
-        checkpoint, label = _read(weights)
-        return _build(get_arch(detect_arch(checkpoint)), checkpoint, label)
-    for released in sorted(HARMONIZATION_WEIGHTS, key=_released_rank):
+        checkpoint, label = read_checkpoint(weights)
+        return _build(get_arch(match_architecture(checkpoint)), checkpoint, label)
+    for released in by_quality():
         path = cached(released)
         if path is None:
             continue
@@ -144,7 +141,7 @@ def _resolve_auto(weights) -> ResolvedModel:
         except HarmonizeError as exc:  # a bad cached file is never silent
             console.warn(f"cached {path.name} is unusable: {exc.message} "
                          f"(run `harmonize zoo download {released.name} --force`)")
-    recommended = get_weights(RECOMMENDED_WEIGHTS)
+    recommended = default_weights()
     if offline():
         reason = "no released weights are cached and downloads are off (HARMONIZE_OFFLINE)"
     else:
@@ -153,21 +150,17 @@ def _resolve_auto(weights) -> ResolvedModel:
                                                       deadline=FIRST_USE_DEADLINE,
                                                       min_rate=FIRST_USE_MIN_RATE))
         except HarmonizeError as exc:
-            reason = f"{RECOMMENDED_WEIGHTS} could not be downloaded ({exc.message})"
+            reason = f"{recommended.name} could not be downloaded ({exc.message})"
     spec = get_arch(FALLBACK_MODEL)
     return ResolvedModel(spec=spec, network=create_model(spec.name), notice=fallback_notice(reason), fallback=True)
 
 
 def _build_released(released, path) -> ResolvedModel:
-    from . import get_arch
-
-    checkpoint, label = _read(path)
+    checkpoint, label = read_checkpoint(path)
     return _build(get_arch(released.arch), checkpoint, label)
 
 
 def _resolve_named(name: str, weights) -> ResolvedModel:
-    from . import create_model, fetch, get_arch, weights_for_arch
-
     spec = get_arch(name)
     if not spec.needs_weights:
         if weights is not None:
@@ -179,20 +172,12 @@ def _resolve_named(name: str, weights) -> ResolvedModel:
             raise WeightsError(f"{spec.name} has no released weights",
                                f"pass --weights FILE (a checkpoint trained as {spec.name} with `harmonize train`)")
         weights = fetch(released)
-    checkpoint, label = _read(weights)
-    _check_fits(spec.name, checkpoint, label)
+    checkpoint, label = read_checkpoint(weights)
+    check_fits(spec.name, checkpoint, label)
     return _build(spec, checkpoint, label)
 
 
-def _read(weights):
-    from .checkpoints import read_checkpoint
-
-    return read_checkpoint(weights)
-
-
 def _build(spec, checkpoint, label) -> ResolvedModel:
-    from . import create_model, load_weights
-
     # a checkpoint read from a file here is ours to hand over; a state dict passed in is copied
     owned = not str(label).startswith("<")
     network = _assembled(spec, checkpoint, label) if owned else None
@@ -208,15 +193,13 @@ def _assembled(spec, checkpoint, label):
     given the checkpoint's own tensors: ~40 ms less than building it for HRNet18s-iDIH. None when
     a tensor is left without a value (a non-persistent buffer, a dtype the checkpoint changes):
     the caller then builds it the ordinary way."""
-    import torch
-
-    from . import _same_dtypes_and_device, checked_state
+    import torch  # the zoo is imported by `--help` and completion: torch only when a network is built
 
     with torch.device("meta"):
         network = spec.build()
     model_state = network.state_dict()
     state = checked_state(checkpoint, model_state, arch=spec.name, label=label)
-    if not _same_dtypes_and_device(state, model_state):
+    if not same_dtypes_and_device(state, model_state):
         return None  # e.g. float16 tensors: they are converted into an ordinary network
     network.load_state_dict(state, assign=True)  # the file's tensors become the network's own
     if _has_meta_tensors(network):
@@ -232,31 +215,3 @@ def _has_meta_tensors(network) -> bool:
         if any(isinstance(value, torch.Tensor) and value.is_meta for value in tensors):
             return True
     return False
-
-
-def _check_fits(arch: str, checkpoint, label) -> None:
-    """A checkpoint of another architecture than the one asked for: one error naming both."""
-    from .checkpoints import extract_state_dict, fits, rank_architectures
-    from .registry import ARCHITECTURES
-
-    state = extract_state_dict(checkpoint)
-    if fits(arch, state):
-        return
-    looks_like = next((other.name for other in ARCHITECTURES if other.needs_weights and fits(other.name, state)),
-                      None)
-    if looks_like is not None:
-        kind = looks_like
-    else:
-        score, looks_like = rank_architectures(state)[0]
-        kind = f"no known architecture (closest {looks_like}, {score:.0%} of tensors agree)"
-    raise WeightsError(f"{label} is a checkpoint of {kind}, but the model asked for is {arch}",
-                       f"drop --model (--arch for train) to use it as {looks_like}, or pass weights of {arch}")
-
-
-def _released_rank(weights):
-    """Lower is better: the paper's networks first (their MSE on all of iHarmony4 at 256 px), then
-    the full-resolution ones (scored by another protocol, so not comparable by MSE)."""
-    from .registry import get_arch
-
-    mse = weights.metrics.get("All", {}).get("MSE")
-    return (1 if get_arch(weights.arch).full_resolution else 0, float(mse) if mse is not None else math.inf)

@@ -14,7 +14,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ..atomic import atomic_write_text
 from ..errors import WeightsError
+from ..jsonstore import read_entries
+from .layouts import fits, rank_architectures
+from .state import describe_file, extract_state_dict, safe_load, sha256_of
 
 MANIFEST_NAME = "manifest.json"
 
@@ -24,9 +28,6 @@ def verify_file(path, weights, sha256: Optional[str] = None) -> str:
 
     Raises WeightsError with one line saying what the file is instead.
     """
-    from .checkpoints import describe_file, extract_state_dict, fits, safe_load
-    from .download import sha256_of
-
     path = Path(path)
     digest = sha256 or sha256_of(path)
     if weights.sha256 and digest != weights.sha256.lower():
@@ -41,8 +42,6 @@ def verify_file(path, weights, sha256: Optional[str] = None) -> str:
     except WeightsError as exc:
         raise WeightsError(exc.message, _refetch_hint(weights)) from None
     if weights.kind == "harmonization" and not fits(weights.arch, state):
-        from .checkpoints import rank_architectures
-
         score, looks_like = rank_architectures(state)[0]
         raise WeightsError(f"{path} is not a {weights.arch} checkpoint (its tensors look like {looks_like}, "
                            f"{score:.0%} agree)", _refetch_hint(weights))
@@ -72,8 +71,6 @@ def _valid_entry(name, entry) -> bool:
 def read_manifest(folder) -> dict:
     """The cache's verified files; a damaged entry is left out (that file counts as never
     verified, and is verified again before use), with one warning."""
-    from ..jsonstore import read_entries
-
     entries = read_entries(_manifest_path(folder), _valid_entry, "weights manifest entr(ies)",
                            "those files are verified again before use")
     return entries or {}
@@ -81,8 +78,6 @@ def read_manifest(folder) -> dict:
 
 def record(path, digest: str, source: str) -> None:
     """Remember ``path`` (in its folder's manifest) as verified with ``digest``."""
-    from ..atomic import atomic_write_text
-
     path = Path(path)
     stat = path.stat()
     manifest = read_manifest(path.parent)
@@ -97,8 +92,6 @@ def record(path, digest: str, source: str) -> None:
 def recorded(path) -> Optional[dict]:
     """The manifest entry of ``path`` if the file is unchanged since it was verified; None if it
     was never verified. Raises WeightsError when the file changed on disk after verification."""
-    from .download import sha256_of
-
     path = Path(path)
     entry = read_manifest(path.parent).get(path.name)
     if not isinstance(entry, dict) or "sha256" not in entry:

@@ -148,7 +148,7 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
                      on_start: Optional[Callable[[int], None]] = None,
                      on_done: Optional[Callable[[Entry], None]] = None,
                      max_pixels: int = DEFAULT_MAX_PIXELS, swap_check: bool = True,
-                     mask_pattern: Optional[str] = None, launch=None) -> BatchReport:
+                     mask_pattern: Optional[str] = None, launch=None, precision: str = "float32") -> BatchReport:
     """Harmonize COMPOSITES (a folder or a file) with their MASKS into the folder OUT.
 
     Returns the :class:`BatchReport` (also written to ``OUT/harmonize.json``, even when Ctrl-C
@@ -162,6 +162,8 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
     colour photos, composites that are black-and-white masks; :mod:`.swapcheck`); False forces them.
     ``mask_pattern``: how masks are named, e.g. ``"{stem}-mask.png"`` (default: the rules of
     :mod:`.pairing`). When no composite finds a mask, a UsageError lists what MASKS holds.
+    ``precision``: the network's forward pass, "float32", "bf16" or "fp16" (see
+    :class:`~harmonize_cli.apply.Harmonizer`).
     ``launch``: a :class:`~harmonize_cli.sharding.Launch` (None: one process). Under torchrun or
     srun each rank harmonizes its share (:func:`harmonize_cli.sharding.balanced_shares`, by pixels)
     and rank 0 writes the one ``harmonize.json`` (``on_start`` gets the whole job's count); with
@@ -187,7 +189,7 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
             prefetched = Prefetch(pending, partial(_load, max_pixels=max_pixels), _pixels_of)
         try:
             harmonizer = make_harmonizer(model, weights, rank_device(launch, device) if launch.grouped else device,
-                                         resolution, batch_size, flip_tta)
+                                         resolution, batch_size, flip_tta, precision)
         except BaseException:
             if prefetched is not None:
                 prefetched.close()
@@ -197,7 +199,9 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
                "device": device, "batch_size": harmonizer.batch_size, "resolution": resolution, "ext": ext,
                "quality": quality, "recursive": recursive, "overwrite": overwrite, "flip_tta": flip_tta,
                "comparison": comparison, "max_pixels": max_pixels, "swap_check": swap_check,
-               **({"mask_pattern": mask_pattern} if mask_pattern is not None else {})}
+               **({"mask_pattern": mask_pattern} if mask_pattern is not None else {}),
+               **({"precision": harmonizer.precision} if getattr(harmonizer, "precision", "float32") != "float32"
+                  else {})}
     mine = [entries[position] for position in positions]
     report = BatchReport(out=out, entries=mine, model=harmonizer.describe(), options=options)
     my_share = {"index": launch.rank, "count": launch.world_size, "positions": positions, "total": len(entries)}
@@ -240,7 +244,7 @@ def _write_quietly(report: BatchReport) -> None:
 def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None, device=None,
                    resolution: str = "auto", quality: int = 95, overwrite: bool = False, flip_tta: bool = False,
                    harmonizer=None, max_pixels: int = DEFAULT_MAX_PIXELS, swap_check: bool = True,
-                   mask_pattern: Optional[str] = None) -> BatchReport:
+                   mask_pattern: Optional[str] = None, precision: str = "float32") -> BatchReport:
     """Harmonize one composite into the file ``output`` (its format from the extension).
 
     ``mask``: the mask file, or a folder where it is found by the rules of :mod:`.pairing` (or
@@ -272,7 +276,7 @@ def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None
     if output.exists() and not overwrite:
         entry.status, entry.reason = "skipped", "output exists (use --overwrite to replace it)"
     check_writable(output.parent)
-    harmonizer = harmonizer or make_harmonizer(model, weights, device, resolution, 1, flip_tta)
+    harmonizer = harmonizer or make_harmonizer(model, weights, device, resolution, 1, flip_tta, precision)
     options = {"composites": str(composite), "masks": str(mask), "out": str(output), "model": model,
                "weights": weights if weights is None or isinstance(weights, str) else str(weights),
                "device": device, "resolution": resolution, "quality": quality, "overwrite": overwrite,
@@ -282,12 +286,13 @@ def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None
     return report
 
 
-def make_harmonizer(model="auto", weights=None, device=None, resolution="auto", batch_size=None, flip_tta=False):
+def make_harmonizer(model="auto", weights=None, device=None, resolution="auto", batch_size=None, flip_tta=False,
+                    precision="float32"):
     """A Harmonizer for the commands: its notice (e.g. the training-free fallback) printed as one line."""
     from .harmonizer import Harmonizer
 
     harmonizer = Harmonizer(model=model, weights=weights, device=device, resolution=resolution,
-                            batch_size=batch_size, flip_tta=flip_tta, quiet=True)
+                            batch_size=batch_size, flip_tta=flip_tta, quiet=True, precision=precision)
     if harmonizer.notice:
         console.warn(harmonizer.notice)  # the CLI's one line; Python users get a warning instead
     return harmonizer

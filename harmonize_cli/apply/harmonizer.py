@@ -51,6 +51,19 @@ def check_precision(precision: str, device) -> str:
     return precision
 
 
+def host_batch(arrays: Sequence[np.ndarray], device):
+    """The arrays stacked into one float32 tensor on the host: on CUDA straight into page-locked
+    (pinned) memory, from which the copy to the GPU is asynchronous (``non_blocking``) and needs no
+    staging copy; elsewhere an ordinary tensor over the stacked array."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
+        batch = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.float32, pin_memory=True)
+        np.stack(arrays, out=batch.numpy())
+        return batch
+    return torch.from_numpy(np.stack(arrays).astype(np.float32, copy=False))
+
+
 def default_batch_size(device) -> int:
     """Images per forward pass: 1 on the CPU, where a batch of 8 measured slower per image
     (docs/benchmarks.md, "Against the reference"), 8 on accelerators, where batching keeps them busy."""
@@ -243,7 +256,8 @@ class Harmonizer:
             groups.setdefault(job.net_image.shape, []).append(job)
         for group in groups.values():
             started = time.perf_counter()
-            images, masks = np.stack([job.net_image for job in group]), np.stack([job.net_mask for job in group])
+            images = host_batch([job.net_image for job in group], self.device)
+            masks = host_batch([job.net_mask for job in group], self.device)
             if self.own_full_resolution:
                 outputs = [None] * len(group)
                 for job, maps in zip(group, self._forward_maps(images, masks)):
@@ -255,27 +269,27 @@ class Harmonizer:
                 job.prediction = output
                 job.seconds += share
 
-    def _forward(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    def _forward(self, images, masks) -> np.ndarray:
         import torch
 
         from ..inference import predict
 
         with self._lock, torch.inference_mode():
-            image = torch.from_numpy(images).to(self.device, non_blocking=True)
-            mask = torch.from_numpy(masks).to(self.device, non_blocking=True).unsqueeze(1)
+            image = torch.as_tensor(images).to(self.device, non_blocking=True)  # pinned on CUDA: asynchronous
+            mask = torch.as_tensor(masks).to(self.device, non_blocking=True).unsqueeze(1)
             output = predict(self.runner, image, mask, normalization=self.model.normalization,
                              divisor=self.divisor, flip_tta=self.flip_tta, peak=1.0, weights=self._weights_label())
             return output.cpu().numpy()
 
-    def _forward_maps(self, images: np.ndarray, masks: np.ndarray) -> list:
+    def _forward_maps(self, images, masks) -> list:
         """PCT-Net: the per-pixel transform maps at the network size (flip TTA averages them)."""
         import torch
 
         from ..inference import normalise, require_finite
 
         with self._lock, torch.inference_mode():
-            image = torch.from_numpy(images).to(self.device)
-            mask = torch.from_numpy(masks).to(self.device).unsqueeze(1)
+            image = torch.as_tensor(images).to(self.device, non_blocking=True)
+            mask = torch.as_tensor(masks).to(self.device, non_blocking=True).unsqueeze(1)
             normalised = normalise(image, self.model.normalization, peak=1.0)
             outputs = self.network(normalised, mask)
             params = require_finite(outputs["params"], self._weights_label())

@@ -4,7 +4,8 @@
 
 - every BatchNorm that directly follows a convolution folded into that convolution's weights and
   bias (eval mode only: the running statistics become constants), so the normalisation costs
-  nothing at run time;
+  nothing at run time (:func:`harmonize_cli.models.fusion.fold_batchnorm`: the blocks declare
+  their pairs);
 - on the CPU, every ``nn.ELU`` replaced by :class:`FastELU`: PyTorch's CPU ELU evaluates
   ``expm1`` element by element (about 5 ms per 1M values on the 2-core VM, half of the iDIH
   forward pass), while ``exp`` is vectorised (0.3 ms); ``max(x, exp(min(x, 0)) - 1)`` is the
@@ -29,10 +30,12 @@ validation) runs the network as it is.
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import nn
+
+from .models.fusion import fold_batchnorm
 
 __all__ = ["FastELU", "OneDNNConv2d", "fold_batchnorm", "use_fast_elu", "optimizable", "optimize_for_inference",
            "PRECISIONS", "LowPrecision", "with_precision"]
@@ -85,82 +88,6 @@ def use_onednn_convolutions(network: nn.Module) -> int:
     return converted
 
 
-# ------------------------------------------------------------------------------ batch-norm folding
-
-_CONVOLUTIONS = (nn.Conv2d, nn.ConvTranspose2d)
-
-
-def _foldable(conv, norm) -> bool:
-    return (isinstance(conv, _CONVOLUTIONS) and isinstance(norm, nn.BatchNorm2d) and not norm.training
-            and norm.track_running_stats and norm.running_mean is not None
-            and conv.out_channels == norm.num_features)
-
-
-@torch.no_grad()
-def _fold_pair(conv, norm) -> None:
-    """Fold ``norm(conv(x))`` into ``conv``: its weight and bias become new parameters (the old
-    tensors are never written, so a copy that shares them with another network leaves it as it is)."""
-    scale = norm.running_var.double().add(norm.eps).rsqrt()
-    if norm.weight is not None:
-        scale = scale * norm.weight.double()
-    shift = -norm.running_mean.double() * scale
-    if norm.bias is not None:
-        shift = shift + norm.bias.double()
-    weight = conv.weight.double()
-    if isinstance(conv, nn.ConvTranspose2d):  # in x out/groups x kh x kw
-        groups = conv.groups
-        in_per_group = weight.shape[0] // groups
-        grouped = weight.view(groups, in_per_group, -1, *weight.shape[2:])
-        grouped = grouped * scale.view(groups, 1, -1, 1, 1)
-        weight = grouped.view_as(weight)
-    else:  # out x in/groups x kh x kw
-        weight = weight * scale.view(-1, 1, 1, 1)
-    bias = conv.bias.double() * scale + shift if conv.bias is not None else shift
-    dtype = conv.weight.dtype
-    conv.weight = nn.Parameter(weight.to(dtype), requires_grad=conv.weight.requires_grad)
-    conv.bias = nn.Parameter(bias.to(dtype), requires_grad=conv.weight.requires_grad)
-
-
-def _attribute_pairs(module) -> Iterable[Tuple[str, str]]:
-    """(conv, norm) attribute names whose forward is ``norm(conv(x))`` with nothing between."""
-    from .models.hrnet import HighResolutionNet
-    from .models.resnet import BasicBlock, Bottleneck, ResNetBackbone
-
-    if isinstance(module, (BasicBlock, HighResolutionNet)):
-        return (("conv1", "bn1"), ("conv2", "bn2"))
-    if isinstance(module, Bottleneck):
-        return (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
-    if isinstance(module, ResNetBackbone):
-        return (("conv1", "bn1"),)  # a deep stem (Sequential conv1) is not a convolution: skipped
-    return ()
-
-
-def fold_batchnorm(network: nn.Module) -> int:
-    """Fold, in place, each eval-mode ``BatchNorm2d`` that directly follows a convolution (in a
-    ``Sequential``, or as a known ``convN``/``bnN`` pair of the residual blocks and stems) into
-    that convolution; the norm becomes ``nn.Identity``. Returns how many were folded."""
-    folded = 0
-    for module in list(network.modules()):
-        if isinstance(module, nn.Sequential):
-            children = list(module._modules.items())
-            for (_, first), (second_name, second) in zip(children, children[1:]):
-                if _foldable(first, second):
-                    _fold_pair(first, second)
-                    module._modules[second_name] = nn.Identity()
-                    folded += 1
-                elif (isinstance(second, nn.Sequential) and len(second) and _foldable(first, second[0])):
-                    _fold_pair(first, second[0])  # conv -> Sequential(norm, relu): the OCR layout
-                    second._modules[next(iter(second._modules))] = nn.Identity()
-                    folded += 1
-        for conv_name, norm_name in _attribute_pairs(module):
-            conv, norm = getattr(module, conv_name, None), getattr(module, norm_name, None)
-            if _foldable(conv, norm):
-                _fold_pair(conv, norm)
-                setattr(module, norm_name, nn.Identity())
-                folded += 1
-    return folded
-
-
 def use_fast_elu(network: nn.Module) -> int:
     """Replace, in place, every ``nn.ELU`` (alpha <= 1) by :class:`FastELU`; returns the count."""
     replaced = 0
@@ -187,14 +114,10 @@ def _sharing_copy(module: nn.Module) -> nn.Module:
 
 
 def optimizable(network: nn.Module) -> bool:
-    """Whether the rewrites apply: the paper's networks (DIH / iDIH / S2AM, with or without an
-    HRNet or DeepLab backbone), whose parity is tested; other networks (PCT-Net, the baselines)
-    run as they are."""
-    from .models.backboned import BackbonedHarmonizationModel
-    from .models.dih import DeepImageHarmonization
-    from .models.ssam import SSAMImageHarmonization
-
-    return isinstance(network, (DeepImageHarmonization, SSAMImageHarmonization, BackbonedHarmonizationModel))
+    """Whether the rewrites apply: networks that declare ``inference_rewrites = True`` (the paper's
+    DIH / iDIH / S2AM, with or without an HRNet or DeepLab backbone), whose parity is tested; other
+    networks (PCT-Net, the baselines) run as they are."""
+    return bool(getattr(network, "inference_rewrites", False))
 
 
 def optimize_for_inference(network: nn.Module, device: Optional[torch.device] = None) -> nn.Module:

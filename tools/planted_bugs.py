@@ -60,9 +60,17 @@ PLANTS = [
   'rows = [[r.label or r.model, *(_pair(r.by_fg_ratio.get(n), "MSE", "fMSE") for n in FG_RATIO_RANGES)]',
   'rows = [[r.label or r.model, *(_pair(r.by_fg_ratio.get(n), "fMSE", "MSE") for n in FG_RATIO_RANGES)]',
   "tests/test_report.py"),
- ("batch-norm folding drops eps", "harmonize_cli/inference_opt.py",
+ ("batch-norm folding drops eps", "harmonize_cli/models/fusion.py",
   'scale = norm.running_var.double().add(norm.eps).rsqrt()', 'scale = norm.running_var.double().rsqrt()',
   "tests/test_inference_opt.py -k fold"),
+ ("a block's declared batch-norm fold dropped", "harmonize_cli/models/resnet.py",
+  'batchnorm_folds = (("conv1", "bn1"), ("conv2", "bn2"))  # folded',
+  'batchnorm_folds = (("conv1", "bn1"),)  # folded',
+  "tests/test_fusion.py -k 'w18s or r34'"),
+ ("a declared batch-norm fold naming a renamed layer", "harmonize_cli/models/resnet.py",
+  'batchnorm_folds = (("conv1", "bn1"), ("conv2", "bn2"))  # folded',
+  'batchnorm_folds = (("conv1", "bn1"), ("conv2", "bn_2"))  # folded',
+  "tests/test_fusion.py -k declared"),
 ]
 only = sys.argv[1:]
 missed = 0

@@ -180,6 +180,29 @@ def subset_dir(root, subset: str) -> Path:
     return root / subset
 
 
+def _everything(subsets) -> bool:
+    return subsets is None or subsets == "" or subsets == []
+
+
+def match_subsets(available, subsets, unknown) -> list[str]:
+    """The subsets ``subsets`` chooses among ``available`` (names matched case-insensitively), in
+    ``available``'s order, each once. ``subsets`` may be None, "" or [] (all), a list, or a
+    comma-separated string; a name that matches none raises ``unknown(name)`` (an exception)."""
+    if _everything(subsets):
+        return list(available)
+    if isinstance(subsets, str):
+        subsets = [s for s in (part.strip() for part in subsets.split(",")) if s]
+    by_lower = {name.lower(): name for name in available}
+    chosen = []
+    for name in subsets:
+        match = by_lower.get(str(name).lower())
+        if match is None:
+            raise unknown(name)
+        if match not in chosen:
+            chosen.append(match)
+    return [name for name in available if name in chosen]  # canonical order, whatever was typed
+
+
 def resolve_subsets(root, subsets=None) -> list[str]:
     """Validate a subset selection (names matched case-insensitively) against ``root``.
 
@@ -191,28 +214,20 @@ def resolve_subsets(root, subsets=None) -> list[str]:
     if not root.is_dir():
         raise DatasetError(f"dataset root is not a folder: {root}")
     available = find_subsets(root)
-    if subsets is None or subsets == "" or subsets == []:
-        if not available:
-            raise DatasetError(
-                f"no subset folders in {root}",
-                "expected folders like HCOCO/ holding composite_images/, masks/, real_images/",
-            )
-        return available
-    if isinstance(subsets, str):
-        subsets = [s for s in (part.strip() for part in subsets.split(",")) if s]
-    by_lower = {name.lower(): name for name in available}
-    chosen = []
-    for name in subsets:
-        match = by_lower.get(str(name).lower())
-        if match is None:
-            path = root / name
-            if path.is_dir():
-                raise DatasetError(f"subset folder has no {COMPOSITES_DIR}/: {path}")
-            hint = f"available: {', '.join(available)}" if available else "no subset folders found"
-            raise DatasetError(f"subset folder not found: {path}", hint)
-        if match not in chosen:
-            chosen.append(match)
-    return [name for name in available if name in chosen]  # canonical order, whatever was typed
+    if not available and _everything(subsets):
+        raise DatasetError(
+            f"no subset folders in {root}",
+            "expected folders like HCOCO/ holding composite_images/, masks/, real_images/",
+        )
+    return match_subsets(available, subsets, lambda name: _no_subset_folder(root, name, available))
+
+
+def _no_subset_folder(root: Path, name, available) -> DatasetError:
+    path = root / name
+    if path.is_dir():
+        return DatasetError(f"subset folder has no {COMPOSITES_DIR}/: {path}")
+    hint = f"available: {', '.join(available)}" if available else "no subset folders found"
+    return DatasetError(f"subset folder not found: {path}", hint)
 
 
 @dataclass(frozen=True)

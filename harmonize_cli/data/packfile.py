@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HarmonizeError
+from ..outputs import starts_with
 from . import imageio
 from .layout import DatasetError
 
@@ -23,6 +24,7 @@ FORMAT_VERSION = 1
 KINDS = ("composite", "real", "mask")
 
 ENCODED_CHUNK = 1 << 20
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def relative(root: Path, path: Path) -> str:
@@ -44,6 +46,21 @@ def read_attrs(path) -> dict | None:
     if attrs.get("format") != FORMAT:
         return None
     return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
+
+
+def written_by_prepare(path) -> bool:
+    """An earlier pack: a file with the pack's attributes, or an HDF5 file too damaged to open."""
+    if read_attrs(path) is not None:
+        return True
+    import h5py
+
+    if not starts_with(HDF5_SIGNATURE)(path):
+        return False
+    try:
+        with h5py.File(path, "r"):
+            return False  # a readable HDF5 file of someone else's
+    except (OSError, ValueError):
+        return True
 
 
 def estimate_bytes(plan, storage) -> int:

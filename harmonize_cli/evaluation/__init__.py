@@ -1,6 +1,8 @@
 """The evaluation wing: the reference protocol on the iHarmony4 test set.
 
-- ``engine.py``: :func:`evaluate`, the batched evaluation loop; :func:`load_models` (via ``zoo.resolve``).
+- ``engine.py``: :func:`evaluate`, the batched evaluation loop.
+- ``results.py``: :class:`EvalResult` (the tables of one model), the sums they come from, :func:`merge_results`.
+- ``loading.py``: :func:`load_models` (``--model``/``--weights`` via ``zoo.resolve``).
 - ``testset.py``: the test split with the protocol's resize (:func:`open_test_set`).
 - ``metrics.py``: MSE, fMSE, PSNR per image, foreground-ratio ranges, running sums.
 - ``shards.py``: the files of ``eval --shard K/N`` and reading them back (:func:`merge_results` merges).
@@ -9,7 +11,9 @@
 Published numbers live with the zoo (:mod:`harmonize_cli.zoo.published`).
 """
 
-from .engine import EvalResult, evaluate, load_models, merge_results
+from .engine import evaluate
+from .loading import load_models
+from .results import EvalResult, merge_results
 from .testset import check_test_set, open_test_set
 
 __all__ = ["EvalResult", "check_test_set", "evaluate", "load_models", "merge_results", "open_test_set"]

@@ -29,9 +29,10 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -40,94 +41,17 @@ from ..data.transforms import denormalize
 from ..errors import HarmonizeError, UsageError
 from ..inference import normalization_of, pad_divisor, predict
 from ..inference_opt import optimize_for_inference
-from .metrics import (
-    FG_RATIO_RANGES,
-    METRIC_NAMES,
-    MetricSums,
-    check_psnr_peak,
-    fg_ratio,
-    fg_ratio_bins,
-    image_metrics,
-)
+from .loading import load_models
+from .metrics import METRIC_NAMES, check_psnr_peak, fg_ratio, image_metrics
+from .results import EvalResult, ModelSums, merge_results, psnr_peak_label, result_from_records
 from .testset import dataset_resize, open_test_set
-from .video_metrics import clip_table, error_or_none, foreground_mean_error
+from .video_metrics import error_or_none, foreground_mean_error
 
 PIXELS_PER_IMAGE_AT_256 = 256 * 256
 
-
-# ----------------------------------------------------------------------------------------- result
-@dataclass
-class EvalResult:
-    """The tables of one model: ``by_subset`` (every subset and "All") and ``by_fg_ratio``.
-
-    Each row is ``{"N", "MSE", "fMSE", "PSNR"}`` (``by_subset`` rows add ``"ms_per_image"``);
-    values are None where a row has no images. On a video dataset (HYouTube layout) ``by_clip``
-    holds one row per clip and an ``All`` row, with the foreground ``flicker``
-    (:mod:`harmonize_cli.evaluation.video_metrics`); it is empty for image datasets.
-    """
-
-    model: str
-    weights: Optional[str]
-    resize: Optional[str]
-    psnr_peak: Optional[float]  # None: each target's own maximum (the reference's PSNR)
-    flip_tta: bool
-    by_subset: Dict[str, dict]
-    by_fg_ratio: Dict[str, dict]
-    per_image: List[dict] = field(default_factory=list, repr=False)
-    skipped: List[dict] = field(default_factory=list)
-    device: str = "cpu"
-    seconds: float = 0.0
-    label: str = ""
-    by_clip: Dict[str, dict] = field(default_factory=dict)
-
-    def summary(self) -> Dict[str, Optional[float]]:
-        """``{"MSE", "fMSE", "PSNR"}`` over every image ("All")."""
-        row = self.by_subset.get("All", {})
-        return {name: row.get(name) for name in METRIC_NAMES}
-
-    @property
-    def n_images(self) -> int:
-        return int(self.by_subset.get("All", {}).get("N", 0))
-
-    @property
-    def is_video(self) -> bool:
-        return bool(self.by_clip)
-
-    @property
-    def images_per_second(self) -> Optional[float]:
-        return self.n_images / self.seconds if self.seconds > 0 else None
-
-    @property
-    def psnr_peak_label(self) -> str:
-        return psnr_peak_label(self.psnr_peak)
-
-    def to_dict(self, per_image: bool = False) -> dict:
-        """The JSON document of docs/evaluation.md."""
-        data = {
-            "model": self.model,
-            "weights": self.weights,
-            "resize": self.resize,
-            "psnr_peak": "target_max" if self.psnr_peak is None else self.psnr_peak,
-            "flip_tta": self.flip_tta,
-            "by_subset": {name: dict(row) for name, row in self.by_subset.items()},
-            "by_fg_ratio": {name: dict(row) for name, row in self.by_fg_ratio.items()},
-            "n_images": self.n_images,
-            "seconds": round(self.seconds, 3),
-            "device": self.device,
-        }
-        if self.by_clip:
-            data["by_clip"] = {name: dict(row) for name, row in self.by_clip.items()}
-        if self.skipped:
-            data["skipped"] = list(self.skipped)
-        if per_image:
-            data["per_image"] = list(self.per_image)
-        return data
-
-
-def psnr_peak_label(peak: Optional[float]) -> str:
-    if peak is None:
-        return "PSNR peak: each target's maximum (reference)"
-    return f"PSNR peak: fixed {peak:g}"
+# the tables (results.py) and the models of --model/--weights (loading.py), importable from here as before
+__all__ = ["EvalResult", "evaluate", "load_models", "merge_results", "psnr_peak_label", "result_from_records",
+           "default_batch_size"]
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -188,15 +112,13 @@ def _default_workers(n_samples: int, batch_size: int, device) -> int:
     return max(0, min(4, cores - 1))
 
 
-class _Prepared:
-    """A model moved to the evaluation device in eval mode; ``restore()`` undoes both."""
+class _Prepared(ModelSums):
+    """A model moved to the evaluation device in eval mode, with its sums; ``restore()`` undoes both."""
 
     def __init__(self, entry: "_Entry", device):
+        super().__init__(entry.arch, entry.weights, entry.label)
         model = entry.network
         self.model = model
-        self.label = entry.label
-        self.arch = entry.arch
-        self.weights = entry.weights
         self.normalization = entry.normalization
         self.low_size = entry.low_size
         self.modes = [(module, module.training) for module in model.modules()]
@@ -209,9 +131,6 @@ class _Prepared:
         # what the forward passes run: the same function, faster (batch norms folded; on the CPU a
         # vectorised ELU and channels-last weights); the caller's model is not changed
         self.runner = optimize_for_inference(model, device)
-        self.sums: Dict[str, MetricSums] = {}
-        self.fg_sums = {name: MetricSums() for name in FG_RATIO_RANGES}
-        self.per_image: List[dict] = []
         self.seconds = 0.0
 
     def restore(self):
@@ -330,7 +249,7 @@ def evaluate(models_or_model, dataset, *, batch_size: Optional[int] = None, devi
             f"{first['subset']}/{first['name']}: {first['error']}",
             "the dataset file is damaged: rebuild it with harmonize prepare --root SOURCE -o FILE --force")
     subset_order = list(getattr(dataset, "subset_names", None) or [])
-    results = [_result(item, subset_order, resize, psnr_peak, flip_tta, skipped, device, seconds)
+    results = [item.result(subset_order, resize, psnr_peak, flip_tta, skipped, device, seconds)
                for item in prepared]
     return results[0] if single else results
 
@@ -351,7 +270,7 @@ def _run(prepared, dataset, device, batch_size, flip_tta, psnr_peak, workers, sa
     writer = ThreadPoolExecutor(max_workers=2) if save_root is not None else None
     pending = []
     started = time.perf_counter()
-    context = console.progress("img") if show_progress else _nullcontext()
+    context = console.progress("img") if show_progress else nullcontext()
     try:
         with context as bar:
             task = bar.add_task("eval", total=n_samples) if bar is not None else None
@@ -380,14 +299,6 @@ def _run(prepared, dataset, device, batch_size, flip_tta, psnr_peak, workers, sa
     if skipped:
         console.warn(f"{len(skipped)} test image(s) could not be read and were left out of the tables.")
     return skipped, time.perf_counter() - started
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _groups(samples, batch_size):
@@ -442,9 +353,7 @@ def _evaluate_group(prepared, group, device, flip_tta, psnr_peak, save_root, wri
         for position, sample in enumerate(group):
             row = {name: values[name][position] for name in METRIC_NAMES}
             subset = str(sample.get("subset", "test"))
-            item.sums.setdefault(subset, MetricSums()).add(row, per_image_seconds)
-            for bin_name in fg_ratio_bins(ratios[position]):
-                item.fg_sums[bin_name].add(row, per_image_seconds)
+            item.add(subset, ratios[position], row, per_image_seconds)
             record = {"index": int(sample.get("index", len(item.per_image))), "subset": subset,
                       "name": str(sample.get("name", "")),
                       "fg_ratio": ratios[position], **row, "ms": 1000.0 * per_image_seconds}
@@ -477,103 +386,3 @@ def _save_png(path: Path, array) -> None:
         check_image_file(tmp, (array.shape[1], array.shape[0]), "PNG", name=path)
 
 
-def merge_results(parts, subset_order: Sequence[str] = ()) -> List[EvalResult]:
-    """The results of the whole test set from those of its shares: ``parts`` holds one list of
-    :class:`EvalResult` per share (the same models in the same order). The per-image records are
-    put back in test-set order (their ``index``) and the tables summed again in that order, so
-    they equal those of one process; ``seconds`` is the slowest share's."""
-    parts = [list(part) for part in parts]
-    if not parts:
-        raise UsageError("no shard results to merge")
-    merged = []
-    for position, first in enumerate(parts[0]):
-        shares = [part[position] for part in parts]
-        for other in shares[1:]:
-            if (other.model, other.weights, other.label, other.resize, other.psnr_peak, other.flip_tta) != (
-                    first.model, first.weights, first.label, first.resize, first.psnr_peak, first.flip_tta):
-                raise UsageError(f"the shards evaluated different models or settings ({first.label} / {other.label})",
-                                 "merge the shards of one run")
-        records = sorted((record for share in shares for record in share.per_image), key=lambda r: r["index"])
-        skipped = sorted((entry for share in shares for entry in share.skipped), key=lambda r: r.get("index", 0))
-        merged.append(result_from_records(first, records, skipped, subset_order,
-                                          max(share.seconds for share in shares)))
-    return merged
-
-
-def result_from_records(like: EvalResult, records, skipped, subset_order, seconds) -> EvalResult:
-    """An :class:`EvalResult` with ``like``'s model and settings, its tables summed from ``records``
-    (per-image rows, in the order given) exactly as :func:`evaluate` sums them."""
-    item = _Sums()
-    for record in records:
-        row = {name: record[name] for name in METRIC_NAMES}
-        seconds_each = float(record.get("ms", 0.0)) / 1000.0
-        item.sums.setdefault(record["subset"], MetricSums()).add(row, seconds_each)
-        for bin_name in fg_ratio_bins(record["fg_ratio"]):
-            item.fg_sums[bin_name].add(row, seconds_each)
-    item.per_image, item.arch, item.weights, item.label = list(records), like.model, like.weights, like.label
-    return _result(item, subset_order, like.resize, like.psnr_peak, like.flip_tta, skipped, like.device, seconds)
-
-
-class _Sums:
-    """What :func:`_result` reads of a :class:`_Prepared`: the sums and records of one model."""
-
-    def __init__(self):
-        self.sums: Dict[str, MetricSums] = {}
-        self.fg_sums = {name: MetricSums() for name in FG_RATIO_RANGES}
-        self.per_image: List[dict] = []
-        self.arch = self.weights = self.label = None
-
-
-def _result(item: _Prepared, subset_order, resize, psnr_peak, flip_tta, skipped, device, seconds) -> EvalResult:
-    order = [name for name in subset_order if name in item.sums] + [
-        name for name in item.sums if name not in subset_order]
-    by_subset = {name: item.sums[name].means() for name in order}
-    total = MetricSums()
-    for name in order:
-        total.merge(item.sums[name])
-    by_subset["All"] = total.means()
-    by_fg_ratio = {name: item.fg_sums[name].means(with_time=False) for name in FG_RATIO_RANGES}
-    frames = [record for record in item.per_image if "clip" in record]
-    return EvalResult(model=str(item.arch), weights=item.weights, resize=resize, psnr_peak=psnr_peak, flip_tta=flip_tta,
-                      by_subset=by_subset, by_fg_ratio=by_fg_ratio, per_image=item.per_image, skipped=list(skipped),
-                      device=str(device), seconds=seconds, label=item.label,
-                      by_clip=clip_table(frames) if frames else {})
-
-
-# -------------------------------------------------------------------------------------- models
-def load_models(names: Sequence[str] = (), weights: Sequence[str] = ()):
-    """Resolve the models named by ``--model`` and ``--weights`` into a list of
-    :class:`~harmonize_cli.zoo.ResolvedModel` (each with a unique ``label``).
-
-    - ``--model`` alone: baselines need no weights; a network gets its released checkpoint.
-    - ``--weights`` alone: the architecture of each checkpoint is detected.
-    - both: baselines stand alone and each network ``--model`` takes one ``--weights``, in order;
-      a checkpoint of another architecture than its ``--model`` is an error naming both.
-    """
-    from .. import zoo
-
-    names, weights = list(names), [str(w) for w in weights]
-    specs = [zoo.get_arch(name) for name in names]  # unknown names: UsageError with suggestions
-    networks = [spec for spec in specs if spec.needs_weights]
-    if not weights:
-        pairs = [(spec.name, None) for spec in specs]
-    elif not networks:
-        pairs = [(spec.name, None) for spec in specs] + [("auto", path) for path in weights]
-    elif len(networks) == len(weights):
-        queue = list(weights)
-        pairs = [(spec.name, queue.pop(0) if spec.needs_weights else None) for spec in specs]
-    else:
-        raise UsageError(f"{len(networks)} network --model and {len(weights)} --weights do not pair up",
-                         "give one --weights per --model that needs weights (baselines need none), "
-                         "or omit --model to detect each checkpoint's architecture")
-    resolved = [zoo.resolve(name, source) for name, source in pairs]
-    labels = [model.label for model in resolved]
-    for model in resolved:  # two files of the same name (runs/a/best.pth, runs/b/best.pth): name the folder
-        if labels.count(model.label) > 1 and model.path is not None:
-            model.label = f"{model.name} ({model.path.parent.name}/{model.path.name})"
-    seen: Dict[str, int] = {}
-    for model in resolved:
-        label = model.label
-        seen[label] = seen.get(label, 0) + 1
-        model.label = label if seen[label] == 1 else f"{label} #{seen[label]}"
-    return resolved

@@ -2,7 +2,7 @@
 
 A shard file holds, for every model, the per-image records of its share of the test set (each
 with its ``index`` in the whole set) and what the tables need besides; JSON keeps every float
-exactly, so the merged tables (:func:`~harmonize_cli.evaluation.engine.merge_results`) equal those
+exactly, so the merged tables (:func:`~harmonize_cli.evaluation.results.merge_results`) equal those
 of one process.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Sequence, Tuple
 
 from ..errors import HarmonizeError, UsageError
-from .engine import EvalResult
+from .results import EvalResult
 
 FORMAT = "harmonize-eval-shard/1"
 

@@ -176,6 +176,7 @@ class DeepLabBackbone(nn.Module):
 class BackbonedHarmonizationModel(nn.Module):
     """Base harmonization model + semantic backbone (see the module docstring)."""
 
+    inference_rewrites = True  # inference_opt may fold and retype it: parity tested (tests/test_inference_opt.py)
     backbone_stride = 32
 
     def __init__(self, model, backbone, downsize_backbone_input=False, mask_fusion="sum",

@@ -95,6 +95,8 @@ class DeconvDecoder(nn.Module):
 class DeepImageHarmonization(nn.Module):
     """DIH / iDIH / iSEDIH. ``forward(image, mask)`` returns the harmonized image tensor."""
 
+    inference_rewrites = True  # inference_opt may fold and retype it: parity tested (tests/test_inference_opt.py)
+
     def __init__(self, depth, norm_layer=nn.BatchNorm2d, batchnorm_from=0, attend_from=-1,
                  image_fusion=False, ch=64, max_channels=512,
                  backbone_from=-1, backbone_channels=None, backbone_mode=""):

@@ -197,6 +197,8 @@ class HighResolutionNet(nn.Module):
     ``mask`` holds the soft regions for OCR (``num_classes`` channels, any resolution).
     """
 
+    batchnorm_folds = (("conv1", "bn1"), ("conv2", "bn2"))  # the stem, folded for inference (models/fusion.py)
+
     def __init__(self, width, num_classes, ocr_width=256, small=False, norm_layer=nn.BatchNorm2d):
         super().__init__()
         self.width = width

@@ -22,6 +22,7 @@ class BasicBlock(nn.Module):
     """
 
     expansion = 1
+    batchnorm_folds = (("conv1", "bn1"), ("conv2", "bn2"))  # folded for inference (models/fusion.py)
 
     def __init__(self, inplanes, planes, stride=1, dilation=1, downsample=None,
                  previous_dilation=1, norm_layer=nn.BatchNorm2d):
@@ -47,6 +48,7 @@ class Bottleneck(nn.Module):
     """1x1 reduce -> 3x3 (strided / dilated) -> 1x1 expand, with a residual (``expansion`` = 4)."""
 
     expansion = 4
+    batchnorm_folds = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))  # folded for inference
 
     def __init__(self, inplanes, planes, stride=1, dilation=1, downsample=None,
                  previous_dilation=1, norm_layer=nn.BatchNorm2d):
@@ -114,6 +116,8 @@ class ResNetBackbone(nn.Module):
     where the harmonization model injects the encoded foreground mask.
     """
 
+    batchnorm_folds = (("conv1", "bn1"),)  # the plain stem, folded for inference (models/fusion.py)
+
     def __init__(self, backbone="resnet34", dilated=True, norm_layer=nn.BatchNorm2d):
         super().__init__()
         if backbone not in RESNET_SPECS:
@@ -132,6 +136,7 @@ class ResNetBackbone(nn.Module):
                 nn.ReLU(inplace=True),
                 nn.Conv2d(stem_width, stem_channels, 3, stride=1, padding=1, bias=False),
             )
+            self.batchnorm_folds = ()  # conv1 is no convolution: bn1 stays (the Sequential folds inside)
         else:
             stem_channels = 64
             self.conv1 = nn.Conv2d(3, stem_channels, 7, stride=2, padding=3, bias=False)

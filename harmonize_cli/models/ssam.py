@@ -154,6 +154,8 @@ class UNetDecoder(nn.Module):
 class SSAMImageHarmonization(nn.Module):
     """S2AM / iS2AM. ``forward(image, mask)`` returns the harmonized image tensor."""
 
+    inference_rewrites = True  # inference_opt may fold and retype it: parity tested (tests/test_inference_opt.py)
+
     def __init__(self, depth, norm_layer=nn.BatchNorm2d, batchnorm_from=2, attend_from=3, attention_mid_k=2.0,
                  image_fusion=False, ch=64, max_channels=512,
                  backbone_from=-1, backbone_channels=None, backbone_mode=""):

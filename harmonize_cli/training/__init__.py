@@ -7,9 +7,10 @@
 
 Pieces, one job each:
 
-- :mod:`.config`: TrainConfig, the per-family recipes (one table); :mod:`.tomlio`: its TOML;
+- :mod:`.config`: TrainConfig; :mod:`.recipes`: the per-family recipes (one table); :mod:`.tomlio`: its TOML;
 - :mod:`.launch`: :func:`train` (a new, configured or resumed run);
-- :mod:`.loop`: the :class:`Trainer` and its epoch / step loop;
+- :mod:`.loop`: the :class:`Trainer` and its epoch / step loop; :mod:`.parts`: what a run is built
+  from (RunParts) and what a resumed run restores;
 - :mod:`.step`: the loss, the optimizer, the schedule and one training step (what the loop calls);
 - :mod:`.losses`: FN-MSE and MSE; :mod:`.pct_losses`, :mod:`.pct_negatives`, :mod:`.pct_training`:
   PCT-Net's objective (VGG16 contrastive, smoothness), its full-resolution training set;

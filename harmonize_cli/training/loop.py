@@ -25,70 +25,26 @@ import math
 import signal
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
 from .. import console
-from ..errors import HarmonizeError, UsageError
+from ..errors import HarmonizeError
 from . import distributed
-from .checkpoint import CheckpointSaver, build_checkpoint, rng_state, set_rng_state
+from .checkpoint import CheckpointSaver, build_checkpoint, rng_state
 from .config import TrainConfig
 from .outcome import TrainingError, TrainingInterrupted, TrainResult
+from .parts import EpochTotals, RunParts, build_parts, restore_parts
 from .preflight import check_backbone, check_vgg, preflight
 from .runlog import (RunLog, append_metrics, best_text, log_epoch, open_tensorboard, rewrite_metrics, save_grid,
                      start_lines, write_curves)
 from .rundir import CONFIG_FILE, LOG_FILE, clear_run_files, is_run_folder, mark_run, resume_command
-from .runtime import StopFlag, make_grad_scaler, resolve_amp
-from .seeding import (SeededEpochDataset, apply_determinism, derive_seed, determinism_flags, epoch_loader,
-                      restore_determinism_flags, seed_everything)
-from .model_and_data import build_model, open_datasets
-from .step import batch_to, build_loss, build_optimizer, build_scheduler, train_step
-
-
-@dataclass
-class RunParts:
-    """What the epochs of one run work with, built once by :meth:`Trainer._build`."""
-
-    device: torch.device
-    model: torch.nn.Module  # the plain module (checkpoints, validation)
-    loss_fn: Any
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: Any
-    amp_dtype: Optional[torch.dtype]
-    use_scaler: bool
-    train_set: Any
-    val_set: Any
-    sampler: Any
-    seeded: SeededEpochDataset
-    local_batch: int
-    global_batch: int
-    steps_per_epoch: int
-    channels_last: bool
-    train_model: Any = None  # the model as trained: DDP-wrapped and / or compiled (set by _start)
-    saver: Optional[CheckpointSaver] = None
-    backbone_weights: Optional[dict] = None  # where the backbone's ImageNet weights came from
-
-
-@dataclass
-class EpochTotals:
-    """The running totals of one epoch (carried over from a checkpoint when resumed inside it)."""
-
-    skip: int
-    step: int
-    loss_sum: float
-    samples: int
-    seconds_before: float
-    lr: float
-    stopped: bool = False
-    train_seconds: float = 0.0
-
-    def partial(self) -> dict:
-        return {"loss_sum": self.loss_sum, "samples": self.samples,
-                "seconds": self.seconds_before + self.train_seconds}
+from .runtime import StopFlag
+from .seeding import (apply_determinism, derive_seed, determinism_flags, epoch_loader, restore_determinism_flags,
+                      seed_everything)
+from .step import batch_to, train_step
 
 
 class Trainer:
@@ -184,34 +140,9 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def _build(self, device, verdict) -> RunParts:
         """Data, model, loss, optimizer, schedule and scaler (nothing written yet)."""
-        config, env = self.config, self.env
-        cuda = device.type == "cuda"
-        train_set, val_set = open_datasets(config, verdict["data"], with_validation=self.is_main)
-        local_batch = distributed.local_batch_size(config.batch_size, env)
-        sampler = distributed.make_sampler(len(train_set), env, config.seed)
-        steps_available = len(sampler) // local_batch
-        if steps_available < 1:
-            raise UsageError(f"{len(train_set)} training samples make no batch of {config.batch_size}"
-                             + (f" over {env.world_size} processes" if env.is_distributed else ""),
-                             "use a smaller --batch-size")
-        steps_per_epoch = min(steps_available, config.steps_per_epoch) if config.steps_per_epoch else steps_available
-
         self.init_info = verdict.get("init") or self.init_info
-        model, backbone_weights = build_model(config, verdict.get("backbone"), resuming=self.resuming,
-                                              init_path=(verdict.get("init") or {}).get("path"))
-        model.to(device)
-        if cuda and config.channels_last:
-            model.to(memory_format=torch.channels_last)
-        optimizer = build_optimizer(model, config)
-        amp_dtype, use_scaler = resolve_amp(config.amp, device)
-        return RunParts(
-            device=device, model=model, loss_fn=build_loss(config, verdict.get("vgg"), device), optimizer=optimizer,
-            scheduler=build_scheduler(optimizer, config), scaler=make_grad_scaler(device, use_scaler),
-            amp_dtype=amp_dtype, use_scaler=use_scaler, train_set=train_set, val_set=val_set, sampler=sampler,
-            seeded=SeededEpochDataset(train_set, config.seed), local_batch=local_batch,
-            global_batch=local_batch * env.world_size, steps_per_epoch=steps_per_epoch,
-            channels_last=cuda and config.channels_last, backbone_weights=backbone_weights,
-        )
+        return build_parts(self.config, self.env, device, verdict, with_validation=self.is_main,
+                           resuming=self.resuming)
 
     def _start(self, parts: RunParts):
         """Restore a resumed run (or clear an overwritten one), wrap the model, open the run files;
@@ -246,29 +177,11 @@ class Trainer:
         return start
 
     def _restore(self, parts: RunParts):
-        from ..zoo.bounds import check_dtypes
-
-        checkpoint = self.resume_checkpoint
-        check_dtypes(checkpoint["model"], parts.model.state_dict(), "the checkpoint to resume")
-        parts.model.load_state_dict(checkpoint["model"], strict=True)
-        meta = checkpoint.get("meta") or {}
-        parts.backbone_weights = meta.get("backbone_weights")
-        parts.optimizer.load_state_dict(checkpoint["optimizer"])
-        parts.scheduler.load_state_dict(checkpoint["scheduler"])
-        if checkpoint.get("scaler") and parts.scaler.is_enabled():
-            parts.scaler.load_state_dict(checkpoint["scaler"])
-        self.metrics = list(checkpoint.get("metrics") or [])
-        self.best = checkpoint.get("best")
-        epoch, step = int(checkpoint["epoch"]), int(checkpoint.get("step") or 0)
-        if step:
-            per_rank = checkpoint.get("rng_per_rank") or []
-            if self.env.world_size == 1:
-                set_rng_state(checkpoint.get("rng"))
-            elif len(per_rank) == self.env.world_size:
-                set_rng_state(per_rank[self.env.rank])
-        if epoch >= self.config.epochs and self.is_main:
-            console.warn(f"the run already finished {epoch} epochs; raise --epochs to train longer")
-        return epoch, step, dict(checkpoint.get("partial") or {})
+        point = restore_parts(parts, self.resume_checkpoint, self.env)
+        self.metrics, self.best = point.metrics, point.best
+        if point.epoch >= self.config.epochs and self.is_main:
+            console.warn(f"the run already finished {point.epoch} epochs; raise --epochs to train longer")
+        return point.epoch, point.step, point.partial
 
     # ------------------------------------------------------------------ one epoch
     def _train_epoch(self, parts: RunParts, epoch: int, skip: int, carried: dict) -> EpochTotals:

@@ -123,17 +123,25 @@ def remove_stale_parts(target, include_own: bool = False) -> list:
     return removed
 
 
-def atomic_write_bytes(target, data: bytes, check=None) -> None:
-    """Write ``data`` atomically. ``check(tmp)``, when given, runs on the complete temporary file
-    before the rename; an exception from it leaves the target as it was (e.g.
-    :func:`harmonize_cli.readback.check_image_file`)."""
+def atomic_write_with(target, write, check=None) -> None:
+    """Write ``target`` atomically through ``write(handle)`` (a binary file open on a temporary
+    file beside it, flushed and fsynced afterwards), e.g. ``lambda handle: torch.save(obj, handle)``.
+    ``check(tmp)``, when given, runs on the complete temporary file before the rename; an
+    exception from it (or from ``write``) leaves the target as it was."""
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         if check is not None:
             check(tmp)
+
+
+def atomic_write_bytes(target, data: bytes, check=None) -> None:
+    """Write ``data`` atomically. ``check(tmp)``, when given, runs on the complete temporary file
+    before the rename; an exception from it leaves the target as it was (e.g.
+    :func:`harmonize_cli.readback.check_image_file`)."""
+    atomic_write_with(target, lambda handle: handle.write(data), check)
 
 
 def atomic_write_text(target, text: str) -> None:

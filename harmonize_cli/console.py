@@ -124,6 +124,23 @@ def progress(unit: str = "it", transient: bool = False):
         yield _ProgressWithStatus(bar)
 
 
+def phase_updater(bar):
+    """The ``on_progress(phase, done, total)`` callback of work done in named phases (prepare's
+    scan and pack, synth's check and synth): one task of ``bar`` per phase, titled by its name.
+
+    >>> with progress("img") as bar:
+    ...     pack_dataset(root, on_progress=phase_updater(bar))
+    """
+    tasks = {}
+
+    def on_progress(phase, done, total):
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+
+    return on_progress
+
+
 class _RateColumn(TextColumn):
     def __init__(self, unit: str):
         super().__init__("")

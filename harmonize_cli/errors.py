@@ -1,5 +1,7 @@
 """Errors that the CLI turns into one clear line and a non-zero exit code."""
 
+from __future__ import annotations
+
 
 class HarmonizeError(Exception):
     """A user-facing error: what went wrong, and how to fix it.
@@ -34,3 +36,15 @@ class MissingWeightsError(WeightsError, UsageError):
 
 class DownloadError(HarmonizeError):
     """A file could not be downloaded (offline, HTTP error, bad checksum)."""
+
+
+def failure_reason(error: BaseException, out_of_memory: str | None = None) -> str:
+    """One line for a per-file failure in a report (apply, paste): a HarmonizeError's own text;
+    ``out_of_memory`` for a MemoryError when given; else ``Type: first line`` (at most 200
+    characters of it)."""
+    if isinstance(error, HarmonizeError):
+        return str(error)
+    if out_of_memory is not None and isinstance(error, MemoryError):
+        return out_of_memory
+    text = str(error).splitlines()[0][:200] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

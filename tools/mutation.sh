@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing of one module against the tests that cover it, within a time budget.
 #
-#   tools/mutation.sh MODULE [BUDGET_S]      e.g. tools/mutation.sh atomic 300
+#   tools/mutation.sh MODULE [BUDGET_S] [MUTANT_GLOB...]      e.g. tools/mutation.sh atomic 300
 #
 # MODULE: a path under harmonize_cli/ without ".py" (atomic, evaluation/report, apply/resolution ...).
 # Its test files are listed in tools/mutation_targets.txt; mutants judged equivalent (with the
@@ -11,13 +11,23 @@
 # judged equivalent) and every surviving mutant as a diff, to kill with a new test or to judge
 # equivalent. A run cut short by the budget says how many mutants it did not reach. A mutant whose
 # tests run past 15 x their normal time + 10 s counts as killed (timeout), as mutmut counts it. Not run in CI.
+# MUTANT_GLOB (optional, mutmut 3's fnmatch names): run only those mutants, to finish a module in
+# parts or re-check its survivors, e.g. 'x_compose_pct__mutmut_*' or 'xǁColourMapǁapply_255*' (a
+# glob without "harmonize_cli." is taken inside MODULE); the others count as not reached.
+# MUTATION_RESULTS=FILE keeps every mutant's state (NAME<TAB>STATE) there, to combine such parts.
 set -euo pipefail
+results_out="${MUTATION_RESULTS:+$(realpath -m "$MUTATION_RESULTS")}"
 cd "$(dirname "$0")/.."
 root="$PWD"
-module="${1:?usage: tools/mutation.sh MODULE [BUDGET_S]  (MODULE: e.g. atomic, evaluation/report)}"
+module="${1:?usage: tools/mutation.sh MODULE [BUDGET_S] [MUTANT_GLOB...]  (MODULE: e.g. atomic, evaluation/report)}"
 budget="${2:-600}"
+shift $(( $# < 2 ? $# : 2 ))
 module="${module%.py}"; module="${module#harmonize_cli/}"
 source_file="harmonize_cli/$module.py"
+globs=()
+for glob in "$@"; do
+    case "$glob" in harmonize_cli.*) globs+=("$glob") ;; *) globs+=("harmonize_cli.${module//\//.}.$glob") ;; esac
+done
 [ -f "$source_file" ] || { echo "mutation: no module $source_file" >&2; exit 2; }
 tests="$(awk -v m="$module" '$1 == m { $1 = ""; print substr($0, 2) }' tools/mutation_targets.txt)"
 [ -n "$tests" ] || { echo "mutation: $module has no line in tools/mutation_targets.txt (MODULE TEST_FILES...)" >&2; exit 2; }
@@ -42,15 +52,18 @@ timeout_constant = 10.0
 TOML
 export HARMONIZE_HOME="$scratch/.home" XDG_CONFIG_HOME="$scratch/.config" HARMONIZE_OFFLINE=1
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" PYTHONWARNINGS="ignore::UserWarning"
-echo "mutation: $source_file against $tests (budget ${budget}s)"
+only=""
+if [ ${#globs[@]} -gt 4 ]; then only="; ${#globs[@]} mutant names/globs"; elif [ ${#globs[@]} -gt 0 ]; then only="; mutants ${globs[*]}"; fi
+echo "mutation: $source_file against $tests (budget ${budget}s)$only"
 started=$(date +%s)
 set +e
 timeout --signal=INT --kill-after=30 "$budget" python -m mutmut run --max-children "${MUTATION_JOBS:-2}" \
-    >"$scratch/run.log" 2>&1
+    ${globs[@]+"${globs[@]}"} >"$scratch/run.log" 2>&1
 status=$?
 set -e
 elapsed=$(( $(date +%s) - started ))
 python -m mutmut results --all true 2>/dev/null | sed -n 's/^ *\(harmonize_cli[^:]*\): \(.*\)$/\1\t\2/p' >"$scratch/results.tsv" || true
+if [ -n "$results_out" ]; then cp "$scratch/results.tsv" "$results_out"; fi
 python - "$scratch/results.tsv" "$root/tools/mutation_equivalent.txt" "$elapsed" "$status" <<'PY'
 import sys
 from collections import Counter

@@ -22,18 +22,18 @@ from typing import Callable, List, Optional
 
 from .. import __version__, console
 from ..atomic import atomic_write_text, check_writable
-from ..errors import HarmonizeError, UsageError
+from ..errors import HarmonizeError, UsageError, failure_reason
 from ..limits import DEFAULT_MAX_PIXELS, image_size
 from ..outputs import Inputs, real_key, same_file
+from .outcome import APPLY_STATUSES, REPORT_NAME, StatusCounts
 from .imageio import encode_for_writing, format_for, output_suffix, read_image, read_mask, side_by_side
 from .pairing import find_pairs, output_path
 from .swapcheck import check_not_swapped
 from .pipeline import Prefetch, plan_threads, torch_threads
 from .shards import place_parts, shard_report_name
 
-REPORT_NAME = "harmonize.json"
 COMPARISON_DIR = "comparison"
-STATUSES = ("done", "skipped", "failed", "interrupted")
+STATUSES = APPLY_STATUSES
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Entry:
 
 
 @dataclass
-class BatchReport:
+class BatchReport(StatusCounts):
     """The outcome of :func:`harmonize_folder`: one :class:`Entry` per composite, and the run."""
 
     out: Path
@@ -77,13 +77,11 @@ class BatchReport:
     shard: Optional[dict] = None  # --shard K/N: {"index", "count", "positions", "total"}; the report is a part
     ranks: int = 1  # processes that shared the run (torchrun / srun), merged into this report
 
-    @property
-    def counts(self) -> dict:
-        return {status: sum(entry.status == status for entry in self.entries) for status in STATUSES}
+    STATUSES = STATUSES
 
     @property
-    def failed(self) -> List[Entry]:
-        return [entry for entry in self.entries if entry.status == "failed"]
+    def items(self) -> List[Entry]:  # for counts and failed (StatusCounts)
+        return self.entries
 
     @property
     def report_path(self) -> Path:
@@ -398,13 +396,7 @@ def _comparison_path(out: Path, entry: Entry) -> Path:
 
 
 def _reason(error: BaseException) -> str:
-
-    if isinstance(error, HarmonizeError):
-        return str(error)
-    if isinstance(error, MemoryError):
-        return "out of memory (try --batch-size 1 or --resolution auto)"
-    text = str(error).splitlines()[0][:200] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return failure_reason(error, out_of_memory="out of memory (try --batch-size 1 or --resolution auto)")
 
 
 def plan_outputs(composites, masks, out, *, recursive: bool = False, ext: str = "same", overwrite: bool = False,

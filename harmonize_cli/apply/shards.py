@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from ..errors import HarmonizeError, UsageError
+from .outcome import APPLY_STATUSES, REPORT_NAME
 
 SHARD_PATTERN = re.compile(r"^harmonize\.(\d+)-of-(\d+)\.json$")
 SAME_RUN = ("model", "weights_sha256", "network_size", "options")
@@ -54,7 +55,6 @@ def merge_reports(out) -> Path:
     """Merge ``OUT/harmonize.K-of-N.json`` (K = 0..N-1) into ``OUT/harmonize.json``; returns its path.
     The shard files are kept. A missing, duplicated or foreign part is a one-line error."""
     from ..atomic import atomic_write_text
-    from .batch import REPORT_NAME, STATUSES
 
     out = Path(out)
     found = sorted(path for path in out.glob("harmonize.*-of-*.json") if SHARD_PATTERN.match(path.name)) \
@@ -87,7 +87,7 @@ def merge_reports(out) -> Path:
     files = place_parts([(parts[k][1]["shard"].get("positions", []), parts[k][1].get("files", [])) for k in range(count)],
                         int(total or 0), names=[str(parts[k][0]) for k in range(count)])
     merged = {key: value for key, value in first.items() if key != "shard"}
-    merged["summary"] = {**{status: sum(entry["status"] == status for entry in files) for status in STATUSES},
+    merged["summary"] = {**{status: sum(entry["status"] == status for entry in files) for status in APPLY_STATUSES},
                          "total": len(files),
                          "seconds": max(parts[index][1]["summary"]["seconds"] for index in range(count)),
                          "stopped": any(parts[index][1]["summary"]["stopped"] for index in range(count))}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 from pathlib import Path
 
 import click
@@ -18,6 +17,7 @@ from ..apply.batch import COMPARISON_DIR
 from ..choices import OUTPUT_FORMATS
 from ..limits import DEFAULT_MAX_PIXELS
 from .options import model_options, overwrite_option, quality_option
+from .reporting import print_failures, say
 
 EPILOG = """Examples:
 
@@ -94,26 +94,21 @@ def apply(composites, masks, out, model, weights, device, batch_size, resolution
             raise UsageError("--merge-reports takes only the OUT folder", "harmonize apply --merge-reports OUT")
         from ..apply.shards import merge_reports
 
-        _say(f"merged -> {merge_reports(merge_out)}")
+        say(f"merged -> {merge_reports(merge_out)}")
         return
     if composites is None or masks is None or out is None:
         raise UsageError("apply needs COMPOSITES, MASKS and -o OUT", "e.g. harmonize apply composites/ masks/ -o out/")
     launch = shard_launch(shard)
     if launch.grouped and not launch.is_main:
         console.set_verbosity(console.QUIET)  # rank 0 speaks for the job
-    caught = None
-    try:
-        with interrupts.handled() as caught, rank_errors(launch), joined(launch):  # SIGTERM as Ctrl-C
-            if launch.sharded and not composites.is_dir():
-                raise UsageError(f"--shard / torchrun need a folder of composites, not {composites}",
-                                 "give the folder that holds the composites")
-            _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
-                   mask_pattern, overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks, launch,
-                   precision)
-    except KeyboardInterrupt:
-        raise interrupts.Interrupted(getattr(caught, "signum", None) or signal.SIGINT,
-                                     "interrupted ({signal}); finished results are kept, no partial file is left "
-                                     "(see harmonize.json)") from None
+    with interrupts.stopping("interrupted ({signal}); finished results are kept, no partial file is left "
+                             "(see harmonize.json)"), rank_errors(launch), joined(launch):
+        if launch.sharded and not composites.is_dir():
+            raise UsageError(f"--shard / torchrun need a folder of composites, not {composites}",
+                             "give the folder that holds the composites")
+        _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
+               mask_pattern, overwrite, flip_tta, comparison, max_pixels, workers, allow_odd_masks, launch,
+               precision)
 
 
 def _apply(composites, masks, out, model, weights, device, batch_size, resolution, ext, quality, recursive,
@@ -222,8 +217,6 @@ def _names_a_file(out: Path) -> bool:
 
 
 def _summarise(report, single: bool = False) -> None:
-    from rich.markup import escape
-
     entries, out, elapsed = report.entries, report.out, report.seconds
     done = [entry for entry in entries if entry.status == "done"]
     skipped = [entry for entry in entries if entry.status == "skipped"]
@@ -234,25 +227,18 @@ def _summarise(report, single: bool = False) -> None:
         if entry.status == "done":
             fallback = report.model.get("fallback")
             how = f" by the training-free {fallback} fallback" if fallback else ""
-            _say(f"{entry.composite} -> {entry.output}{how} in {elapsed:.1f} s")
+            say(f"{entry.composite} -> {entry.output}{how} in {elapsed:.1f} s")
         elif entry.status == "skipped":
-            _say(f"{entry.output} exists: skipped (use --overwrite to replace it)")
+            say(f"{entry.output} exists: skipped (use --overwrite to replace it)")
         return
-    for entry in failed:
-        console.err_console.print(f"[red]failed[/red] {escape(str(entry.composite))}: {escape(entry.reason or '')}",
-                                  soft_wrap=True)
+    print_failures((entry.composite, entry.reason) for entry in failed)
     if skipped:
-        _say(f"{len(skipped)} existing output(s) skipped (use --overwrite to replace them)")
+        say(f"{len(skipped)} existing output(s) skipped (use --overwrite to replace them)")
     for entry in entries:
         for note in entry.notes:
-            _say(f"{entry.composite}: {note}", style="yellow")
+            say(f"{entry.composite}: {note}", style="yellow")
     fallback = report.model.get("fallback")
     how = f" by the training-free {fallback} fallback (no network weights)" if fallback else ""
-    _say(f"{len(done)} harmonized{how}, {len(skipped)} skipped, {len(failed)} failed in {elapsed:.1f} s "
-         f"({rate:.2f} img/s while processing) -> {out} (report: {report.report_path})")
+    say(f"{len(done)} harmonized{how}, {len(skipped)} skipped, {len(failed)} failed in {elapsed:.1f} s "
+        f"({rate:.2f} img/s while processing) -> {out} (report: {report.report_path})")
 
-
-def _say(message: str, style=None) -> None:
-    """One status line on stderr, never wrapped (hidden by --quiet)."""
-    if not console.is_quiet():
-        console.err_console.print(message, style=style, soft_wrap=True, markup=False, highlight=False)

@@ -8,7 +8,7 @@ import click
 
 from .. import console, interrupts
 from ..atomic import check_writable
-from ..choices import EVAL_RESIZES, parse_list
+from ..choices import EVAL_RESIZES
 from ..completion import complete_models, complete_weights
 
 EPILOG = """Examples:
@@ -28,10 +28,6 @@ EPILOG = """Examples:
 
 Protocol, options and the JSON schema: docs/evaluation.md; several GPUs and nodes: docs/scaling.md
 """
-
-
-def _split_subsets(values):
-    return parse_list(values) or None
 
 
 def _psnr_peak(value):
@@ -103,6 +99,7 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
     """
     from .. import zoo
     from ..errors import UsageError
+    from ..evaluation.run import merge_shard_files, run_evaluation
     from ..sharding import joined, rank_errors, shard_launch
 
     peak = _psnr_peak(psnr_peak)
@@ -113,83 +110,36 @@ def eval_cmd(data, models, weights, resize, flip_tta, subsets, batch_size, worke
         if models or weights or shard or data:
             raise UsageError("--merge-shards takes only the shard files and the outputs (-o, --markdown, --csv)",
                              "harmonize eval --merge-shards a.json --merge-shards b.json -o results.json")
-        from ..evaluation import merge_results
-        from ..evaluation.shards import read_shards
-
-        parts, subset_order = read_shards(merge_shards)
-        _report(merge_results(parts, subset_order), output, markdown, csv_path, with_published, per_image, None)
+        run = merge_shard_files(merge_shards, output=output, markdown=markdown, csv=csv_path,
+                                with_published=with_published, per_image=per_image)
+        _print(run, output, with_published, per_image, None)
         return
     launch = shard_launch(shard)
     if launch.launcher == "shard" and (not output or output == "-"):
         raise UsageError("--shard K/N needs -o FILE.json for its part", f"e.g. --shard {shard} -o eval.{launch.rank}.json")
     if launch.grouped and not launch.is_main:
         console.set_verbosity(console.QUIET)  # rank 0 speaks for the job
-    caught = None
-    try:
-        with interrupts.handled() as caught, rank_errors(launch), joined(launch):  # SIGTERM as Ctrl-C
-            for name in models:
-                zoo.get_arch(name)  # unknown names fail before any work, suggesting the closest
-            _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, workers, device, peak, output,
-                      markdown, csv_path, save_predictions, with_published, per_image, launch)
-    except KeyboardInterrupt:
-        raise interrupts.Interrupted(getattr(caught, "signum", None) or 2,
-                                     "interrupted ({signal}); no result file was written") from None
+    with interrupts.stopping("interrupted ({signal}); no result file was written"), rank_errors(launch), \
+            joined(launch):
+        for name in models:
+            zoo.get_arch(name)  # unknown names fail before any work, suggesting the closest
+        run = run_evaluation(data, models, weights, resize=resize, flip_tta=flip_tta, subsets=subsets,
+                             batch_size=batch_size, workers=workers, device=device, psnr_peak=peak, output=output,
+                             markdown=markdown, csv=csv_path, save_predictions=save_predictions,
+                             with_published=with_published, per_image=per_image, launch=launch,
+                             announce=console.info)
+        if run.shard is not None:
+            part = run.shard
+            console.info(f"Wrote shard {part['index']}/{part['count']} ({part['n_images']} images) to {part['path']}; "
+                         "merge the shards with --merge-shards")
+        elif run.results is not None:  # rank 0 (or the only process) prints the tables
+            _print(run, output, with_published, per_image, save_predictions)
 
 
-def _evaluate(data, models, weights, resize, flip_tta, subsets, batch_size, workers, device, peak, output,
-              markdown, csv_path, save_predictions, with_published, per_image, launch):
-    from .. import settings
-    from ..errors import UsageError
-    from ..evaluation import evaluate, load_models, merge_results, open_test_set
-    from ..sharding import gather, rank_cores, rank_device, test_failure_hook
-
-    if not models and not weights:
-        raise UsageError("nothing to evaluate", "pass --model NAME and/or --weights FILE.pth "
-                                                "(e.g. --model composite for the baseline)")
-    resize = resize.lower()
-    subset_names = _split_subsets(subsets)
-    source, origin = settings.dataset_and_origin(data)
-    _check_outputs(source, weights, output, markdown, csv_path, save_predictions)
-    torch_device = rank_device(launch, device)
-    if launch.grouped and torch_device.type == "cpu":  # the node's cores split between its ranks
-        import torch
-
-        torch.set_num_threads(rank_cores(launch))
-    dataset = open_test_set(source, resize=resize, subsets=subset_names)
-    test_failure_hook(launch)
-    loaded = load_models(models, weights)
-    if getattr(dataset, "is_video", False):
-        clips = len({clip for clip, _ in dataset.frames})
-        what = f"{len(dataset)} test frames in {clips} clips"
-    else:
-        what = f"{len(dataset)} test images"
-    ranks = f", {launch.world_size} ranks" if launch.grouped else (
-        f", shard {launch.rank}/{launch.world_size}" if launch.sharded else "")
-    console.info(f"Evaluating {', '.join(model.label for model in loaded)} on {what} of "
-                 f"{source} ({', '.join(dataset.subset_names)}), resize {resize}, device {torch_device}{ranks}")
-    console.info(f"Dataset: {source} ({origin})")
-    results = evaluate(loaded, dataset, batch_size=batch_size, device=torch_device, flip_tta=flip_tta,
-                       psnr_peak=peak, workers=workers, save_predictions=save_predictions, progress=launch.is_main,
-                       resize=resize, shard=launch if launch.sharded else None)
-    subset_order = list(dataset.subset_names)
-    if launch.launcher == "shard":
-        from ..evaluation.shards import write_shard
-
-        write_shard(output, results, launch.rank, launch.world_size, subset_order, len(dataset))
-        console.info(f"Wrote shard {launch.rank}/{launch.world_size} ({results[0].n_images} images) to {output}; "
-                     "merge the shards with --merge-shards")
-        return
-    if launch.grouped:
-        parts = gather(results, launch)  # every rank's records; rank 0 sums them in test-set order
-        if not launch.is_main:
-            return
-        results = merge_results(parts, subset_order)
-    _report(results, output, markdown, csv_path, with_published, per_image, save_predictions)
-
-
-def _report(results, output, markdown, csv_path, with_published, per_image, save_predictions):
+def _print(run, output, with_published, per_image, save_predictions):
     from ..evaluation import report
 
+    results = run.results
     if output == "-":
         click.echo(report.to_json(results, with_published, per_image), nl=False)
     else:
@@ -199,41 +149,7 @@ def _report(results, output, markdown, csv_path, with_published, per_image, save
     rate = first.images_per_second
     console.info(f"{first.n_images} images x {len(results)} model(s) in {first.seconds:.1f} s"
                  + (f" ({rate:.1f} images/s)" if rate else "") + f" on {first.device}")
-    if output and output != "-":
-        report.write_json(output, results, with_published, per_image)
-        console.info(f"Wrote {output}")
-    if markdown:
-        report.write_markdown(markdown, results, with_published)
-        console.info(f"Wrote {markdown}")
-    if csv_path:
-        report.write_csv(csv_path, results, with_published)
-        console.info(f"Wrote {csv_path}")
+    for path in run.written:
+        console.info(f"Wrote {path}")
     if save_predictions:
         console.info(f"Predictions in {save_predictions}")
-
-
-_WRITTEN_BY_EVAL = {  # how each output of an earlier `harmonize eval` begins (report.py)
-    "-o": (b'{"model":', b'[{"model":'),
-    "--markdown": (b"# Evaluation",),
-    "--csv": (b"source,model,",),
-}
-
-
-def _check_outputs(source, weights, output, markdown, csv_path, save_predictions) -> None:
-    """Before any work: every output writable, none of them an input (the dataset, a list file in
-    its folder, a weights file) and none replacing a file that eval did not write."""
-    from ..outputs import Inputs, check_replaceable, starts_with
-
-    inputs = Inputs().tree(source, "--data")
-    for item in weights:
-        if Path(str(item)).exists():
-            inputs.file(item, "--weights")
-    for option, target in (("-o", output), ("--markdown", markdown), ("--csv", csv_path)):
-        if target and target != "-":
-            inputs.check(target, option)
-            check_replaceable(target, starts_with(*_WRITTEN_BY_EVAL[option]),
-                              f"a {option} file written by `harmonize eval`", option)
-            check_writable(Path(target).parent)  # unwritable outputs fail now, not after the work
-    if save_predictions:
-        inputs.check(save_predictions, "--save-predictions")
-        check_writable(Path(save_predictions))

@@ -1,16 +1,12 @@
-"""`harmonize export`: a training checkpoint -> the plain state dict that the reference code loads."""
+"""`harmonize export`: a training checkpoint -> the plain state dict that the reference code loads.
+
+A thin layer over :func:`harmonize_cli.training.export.export_checkpoint`."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import click
 
 from .. import console
-from ..atomic import check_writable
-from ..outputs import Inputs, check_replaceable, starts_with
-
-CHECKPOINT_SIGNATURES = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive; the legacy pickle
 
 EPILOG = """Examples:
 
@@ -32,38 +28,9 @@ load_weights / model.load_state_dict take it unchanged, and so do `harmonize app
 @click.option("--no-check", is_flag=True, help="Skip loading the result into a fresh model (strict) as a check.")
 def export(checkpoint, output, force, no_check):
     """Write the model weights of a training checkpoint as a plain state dict (reference layout)."""
-    from ..errors import UsageError
-    from ..training.checkpoint import BEST, LAST, export_state_dict
+    from ..training.export import export_checkpoint
 
-    source = Path(checkpoint)
-    if source.is_dir():
-        source = source / BEST if (source / BEST).is_file() else source / LAST
-        if not source.is_file():
-            raise UsageError(f"{checkpoint} holds neither {BEST} nor {LAST}", "pass a checkpoint file")
-    output = Path(output)
-    Inputs().file(source, "checkpoint").check(output, "-o")
-    if output.exists() and not force:
-        raise UsageError(f"{output} already exists", "pass --force to replace it")
-    check_replaceable(output, starts_with(*CHECKPOINT_SIGNATURES), "a PyTorch checkpoint (--force replaces only those)")
-    check_writable(output.parent)
-
-    def check(written, meta):  # before the rename: a file that fails it never appears at -o
-        if not no_check:
-            meta["arch"] = _check(written, output, meta.get("arch"))
-
-    meta = export_state_dict(source, output, check=check)
+    meta = export_checkpoint(checkpoint, output, force=force, verify=not no_check)
     arch = meta.get("arch")
     epoch = f", epoch {meta['epoch']}" if meta.get("epoch") is not None else ""
     console.info(f"Wrote {output}: {arch or 'model'}{epoch}, {meta['tensors']} tensors (reference layout)")
-
-
-def _check(path, output, meta_arch):
-    """Load the exported file strictly into a fresh model of its architecture (as apply/eval would)."""
-    from .. import zoo
-    from ..errors import HarmonizeError
-
-    try:
-        return zoo.resolve(meta_arch or "auto", weights=str(path)).name
-    except HarmonizeError as exc:
-        raise type(exc)(exc.message.replace(str(path), str(output)) + f"; nothing was written to {output}",
-                        exc.hint) from None

@@ -145,46 +145,20 @@ def prepare(root, output, subsets, max_side, workers, storage, splits, max_pixel
     """
     from ..data.pack import pack_dataset
 
-    tasks = {}
-    labels = {"scan": "scan", "pack": "pack"}
-    caught = None
-    try:
-        with interrupts.handled() as caught:
-            with console.progress("img") as bar:
-
-                def on_progress(phase, done, total):
-                    if phase not in tasks:
-                        tasks[phase] = bar.add_task(labels.get(phase, phase), total=total)
-                    bar.update(tasks[phase], completed=done, total=total)
-
-                report = pack_dataset(
-                    root,
-                    output=output,
-                    subsets=subsets,
-                    max_side=max_side,
-                    workers=workers,
-                    strict=strict,
-                    force=force,
-                    storage=storage,
-                    on_progress=on_progress,
-                    on_notice=console.info,
-                    splits=splits,
-                    max_pixels=max_pixels,
-                )
-            remembered = _remember(report.output)
-            if report.up_to_date:
-                console.info(
-                    f"{report.output} is up to date ({report.samples:,} samples); nothing to do "
-                    "(--force rebuilds it)."
-                )
-            _summary(report)
-            if remembered:
-                console.info(f"Set {report.output.resolve()} as the default dataset of `harmonize train` and "
-                             f"`harmonize eval` (remembered in {settings.config_path()}; --data overrides it)")
-    except KeyboardInterrupt:
-        raise interrupts.Interrupted(
-            getattr(caught, "signum", None) or 2, "interrupted ({signal}); no partial dataset file is left behind"
-        ) from None
+    with interrupts.stopping("interrupted ({signal}); no partial dataset file is left behind"):
+        with console.progress("img") as bar:
+            report = pack_dataset(root, output=output, subsets=subsets, max_side=max_side, workers=workers,
+                                  strict=strict, force=force, storage=storage,
+                                  on_progress=console.phase_updater(bar), on_notice=console.info, splits=splits,
+                                  max_pixels=max_pixels)
+        remembered = _remember(report.output)
+        if report.up_to_date:
+            console.info(f"{report.output} is up to date ({report.samples:,} samples); nothing to do "
+                         "(--force rebuilds it).")
+        _summary(report)
+        if remembered:
+            console.info(f"Set {report.output.resolve()} as the default dataset of `harmonize train` and "
+                         f"`harmonize eval` (remembered in {settings.config_path()}; --data overrides it)")
 
 
 def _remember(output) -> bool:

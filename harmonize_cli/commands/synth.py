@@ -80,22 +80,9 @@ def synth(images, masks, output, per_image, styles, test_fraction, seed, jpeg_qu
     """
     from ..synth import synthesize
 
-    tasks = {}
-    labels = {"check": "check", "synth": "synth"}
-    caught = None
-    try:
-        with interrupts.handled() as caught, console.progress("img") as bar:
-
-            def on_progress(phase, done, total):
-                if phase not in tasks:
-                    tasks[phase] = bar.add_task(labels.get(phase, phase), total=total)
-                bar.update(tasks[phase], completed=done, total=total)
-
-            report = synthesize(images, masks, output, per_image=per_image, styles=styles,
-                                test_fraction=test_fraction, seed=seed, jpeg_quality=jpeg_quality, strict=strict,
-                                subset=subset, overwrite=overwrite, min_fg_mse=min_fg_mse,
-                                on_progress=on_progress, on_notice=console.warn)
-    except KeyboardInterrupt:
-        raise interrupts.Interrupted(getattr(caught, "signum", None) or 2,
-                                     "interrupted ({signal}); no partial dataset folder is left behind") from None
+    with interrupts.stopping("interrupted ({signal}); no partial dataset folder is left behind"), \
+            console.progress("img") as bar:
+        report = synthesize(images, masks, output, per_image=per_image, styles=styles, test_fraction=test_fraction,
+                            seed=seed, jpeg_quality=jpeg_quality, strict=strict, subset=subset, overwrite=overwrite,
+                            min_fg_mse=min_fg_mse, on_progress=console.phase_updater(bar), on_notice=console.warn)
     _summary(report)

@@ -8,7 +8,7 @@ import click
 
 from .. import console
 from ..completion import complete_architectures, complete_weights
-from ..choices import EVAL_RESIZES
+from ..choices import EVAL_RESIZES, parse_list
 from ..training.config import AMP_CHOICES, LOSS_CHOICES, RECIPE_CHOICES, default_workers
 
 EPILOG = """Examples:
@@ -40,10 +40,7 @@ def _int_list(value, name):
 
 
 def _names(values):
-    names = []
-    for value in values or ():
-        names += [part.strip() for part in str(value).split(",") if part.strip()]
-    return names or None
+    return parse_list(values) or None
 
 
 @click.command("train", epilog=EPILOG)

@@ -64,24 +64,20 @@ def video(composite, mask, out, model, weights, device, resolution, temporal, em
     from ..video.driver import harmonize_video
 
     state = {}
-    caught = None
-    try:
-        with interrupts.handled() as caught, console.progress("frame") as bar:
+    with interrupts.stopping(f"interrupted ({{signal}}); no partial {out} is left behind"), \
+            console.progress("frame") as bar:
 
-            def on_start(total):
-                state["task"] = bar.add_task("Harmonizing", total=total)
+        def on_start(total):
+            state["task"] = bar.add_task("Harmonizing", total=total)
 
-            def on_frame(done):
-                bar.update(state["task"], completed=done)
+        def on_frame(done):
+            bar.update(state["task"], completed=done)
 
-            report = harmonize_video(composite, mask, out, model=model, weights=weights, device=device,
-                                     resolution=resolution, batch_size=batch_size, flip_tta=flip_tta,
-                                     temporal=temporal, ema_weight=ema_weight, cut_threshold=cut_threshold,
-                                     codec=codec, crf=crf, fps=fps, overwrite=overwrite, workers=workers,
-                                     max_pixels=max_pixels, on_start=on_start, on_frame=on_frame)
-    except KeyboardInterrupt:
-        raise interrupts.Interrupted(getattr(caught, "signum", None) or 2,
-                                     f"interrupted ({{signal}}); no partial {out} is left behind") from None
+        report = harmonize_video(composite, mask, out, model=model, weights=weights, device=device,
+                                 resolution=resolution, batch_size=batch_size, flip_tta=flip_tta,
+                                 temporal=temporal, ema_weight=ema_weight, cut_threshold=cut_threshold,
+                                 codec=codec, crf=crf, fps=fps, overwrite=overwrite, workers=workers,
+                                 max_pixels=max_pixels, on_start=on_start, on_frame=on_frame)
     for note in report.notes:
         console.warn(note)
     copied = f", copied {', '.join(report.copied_streams)}" if report.copied_streams else ""

@@ -8,8 +8,6 @@ import click
 
 from .. import console
 from ..completion import complete_released
-
-
 from ..suggest import SuggestingGroup
 
 
@@ -28,23 +26,14 @@ def list_cmd(as_json):
 
     from .. import settings
     from .. import zoo as model_zoo
-    from ..zoo.cards import size_of, size_text
+    from ..zoo.cards import size_text
 
-    models = model_zoo.list_models()
-    weights = model_zoo.list_weights()
     if as_json:
-        payload = {
-            "models": models,
-            "weights": [
-                {"name": w.name, "file": w.filename, "url": w.url, "arch": w.arch, "kind": w.kind,
-                 "input_size": w.input_size, "metrics": w.metrics, "cached": model_zoo.cached(w) is not None,
-                 "size_bytes": size_of(w)[0], "size_exact": size_of(w)[1]}
-                for w in weights
-            ],
-            "cache": str(settings.weights_dir()),
-        }
-        click.echo(json.dumps(payload, indent=2))
+        from ..zoo.listing import zoo_listing
+
+        click.echo(json.dumps(zoo_listing(), indent=2))
         return
+    models = model_zoo.list_models()
     # Names are what one types: never wrapped or cut (no_wrap, at least their own width); the
     # other columns wrap first when the terminal is narrow.
     table = Table(title="Architectures", show_lines=False)

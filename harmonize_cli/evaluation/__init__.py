@@ -7,6 +7,9 @@
 - ``metrics.py``: MSE, fMSE, PSNR per image, foreground-ratio ranges, running sums.
 - ``shards.py``: the files of ``eval --shard K/N`` and reading them back (:func:`merge_results` merges).
 - ``report.py``: the paper's tables in the terminal, JSON, Markdown and CSV.
+- ``run.py``: ``run_evaluation``, what ``harmonize eval`` does (dataset, output checks, models,
+  evaluation, shards, files) as one call; ``merge_shard_files`` for ``--merge-shards``. It sits
+  above this face (it calls :func:`evaluate` through it), so it is imported from ``.run``.
 
 Published numbers live with the zoo (:mod:`harmonize_cli.zoo.published`).
 """

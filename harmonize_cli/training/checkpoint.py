@@ -23,7 +23,6 @@ A checkpoint is a plain dict (loadable with ``torch.load(..., weights_only=True)
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Optional
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..atomic import atomic_path
+from ..atomic import atomic_write_with
 from ..errors import HarmonizeError, WeightsError
 
 LAST, BEST = "last.pth", "best.pth"
@@ -136,11 +135,7 @@ def build_checkpoint(*, model, optimizer=None, scheduler=None, scaler=None, epoc
 def save_checkpoint(checkpoint: dict, path) -> Path:
     """Write atomically: a reader (or a crash) never sees a half-written file."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+    atomic_write_with(path, lambda handle: torch.save(checkpoint, handle))
     return path
 
 
@@ -208,11 +203,6 @@ def export_state_dict(source, output, check=None) -> dict:
     state = {key: value.detach().cpu().contiguous() for key, value in state.items()}
     meta = checkpoint_metadata(checkpoint)
     meta["tensors"] = len(state)
-    with atomic_path(output) as tmp:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if check is not None:
-            check(tmp, meta)
+    atomic_write_with(output, lambda handle: torch.save(state, handle),
+                      check=None if check is None else (lambda tmp: check(tmp, meta)))
     return meta

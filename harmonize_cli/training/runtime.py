@@ -4,11 +4,10 @@ GradScaler, and the SIGINT / SIGTERM handlers that stop the loop after the curre
 from __future__ import annotations
 
 import signal
-import threading
 
 import torch
 
-from .. import console
+from .. import console, interrupts
 
 
 def resolve_amp(requested: str, device: torch.device):
@@ -41,41 +40,15 @@ def amp_text(amp_dtype, use_scaler: bool) -> str:
     return str(amp_dtype).replace("torch.", "") + (" + GradScaler" if use_scaler else "")
 
 
-class StopFlag:
-    """SIGINT / SIGTERM handlers that ask the loop to stop after the current step."""
+class StopFlag(interrupts.StopRequest):
+    """SIGINT / SIGTERM ask the loop to stop after the current step (a second Ctrl-C abandons at
+    once): :class:`harmonize_cli.interrupts.StopRequest`, announced on the main process."""
 
     def __init__(self, announce: bool):
-        self.signum = None
-        self.announce = announce
-        self.previous = {}
+        super().__init__(announce=_announce if announce else None)
 
-    def install(self):
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self.previous[signum] = signal.signal(signum, self._handle)
-            except (ValueError, OSError):  # pragma: no cover - not the main thread / unsupported
-                pass
-        return self
 
-    def restore(self):
-        for signum, handler in self.previous.items():
-            try:
-                signal.signal(signum, handler)
-            except (ValueError, OSError):  # pragma: no cover
-                pass
-        self.previous = {}
-
-    def _handle(self, signum, _frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C abandons at once
-        self.signum = signum
-        if self.announce:
-            name = signal.Signals(signum).name
-            console.warn(f"{name} received: stopping after the current step "
-                         "(a resumable checkpoint will be saved; Ctrl-C again to abandon)")
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
+def _announce(signum) -> None:
+    name = signal.Signals(signum).name
+    console.warn(f"{name} received: stopping after the current step "
+                 "(a resumable checkpoint will be saved; Ctrl-C again to abandon)")

@@ -61,6 +61,7 @@ def spawner_loop() -> None:
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
         print(json.dumps({"seconds": seconds, "peak_mib": usage.ru_maxrss / 1024.0,
+                          "cpu_seconds": usage.ru_utime + usage.ru_stime,
                           "code": os.waitstatus_to_exitcode(status), "stderr": stderr[-2000:]}), flush=True)
 
 
@@ -173,6 +174,7 @@ class Spawner:
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         answer = json.loads(self.process.stdout.readline())
+        self.last = answer  # also the child's CPU seconds (user + system)
         if answer["code"] != 0:
             raise RuntimeError(f"{' '.join(map(str, command))} failed ({answer['code']}): {answer['stderr']}")
         return answer["seconds"], answer["peak_mib"]

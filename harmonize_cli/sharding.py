@@ -74,7 +74,7 @@ def _int_env(env, *names) -> Optional[int]:
 def detect_launch(env=None) -> Launch:
     """The launch this process belongs to: torchrun's variables first, then Slurm's (srun)."""
     env = os.environ if env is None else env
-    if env is os.environ:
+    if env is os.environ and env.get("WORLD_SIZE") not in (None, ""):  # torchrun's (imports torch)
         from .training.distributed import detect
 
         found = detect()

@@ -130,12 +130,17 @@ def test_an_interrupted_report_says_exactly_what_is_on_disk(tmp_path, run_cli, m
     for index in range(4):
         save_pair(tmp_path, f"x{index}.png")
     writing = threading.Event()
-    original_write, original_predict = batch.write_image, Harmonizer.predict
+    original_write, original_predict = batch.encode_for_writing, Harmonizer.predict
 
     def slow_write(*args, **kwargs):
-        writing.set()
-        time.sleep(0.4)  # the first result is still being written when Ctrl-C comes
-        return original_write(*args, **kwargs)
+        write = original_write(*args, **kwargs)  # encoded now; written by the pipeline's writer thread
+
+        def slowly():
+            writing.set()
+            time.sleep(0.4)  # the first result is still being written when Ctrl-C comes
+            return write()
+
+        return slowly
 
     calls = {"n": 0}
 
@@ -146,7 +151,7 @@ def test_an_interrupted_report_says_exactly_what_is_on_disk(tmp_path, run_cli, m
             raise KeyboardInterrupt
         return original_predict(self, jobs)
 
-    monkeypatch.setattr(batch, "write_image", slow_write)
+    monkeypatch.setattr(batch, "encode_for_writing", slow_write)
     monkeypatch.setattr(Harmonizer, "predict", interrupt_second_batch)
     code, _, _ = run_cli("apply", tmp_path / "c", tmp_path / "m", "-o", tmp_path / "out", "--batch-size", "1",
                          "--workers", "2")

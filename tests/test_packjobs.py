@@ -118,3 +118,32 @@ def test_probes_read_the_header_or_give_a_reason(tmp_path, monkeypatch):
     assert packjobs._probe_one(path, 0) == (None, None, "cannot read file (Permission denied)")
     chunk = packjobs._pack_chunk([("composite", 0, path, (40, 64), (40, 64))], True, False, 0, 0)
     assert len(chunk) == 1 and chunk[0]["error"] is None
+
+
+def test_out_of_memory_is_a_reason_and_a_one_pixel_mask_has_ratio_one(tmp_path, monkeypatch):
+    one = packjobs._pack_one(("mask", 4, _save(np.full((1, 1), 255, np.uint8), tmp_path / "one.png"), (1, 1), (1, 1)),
+                             False, False, 0, 0)
+    assert one == {"kind": "mask", "index": 4, "error": None, "fg_ratio": 1.0}  # 1 / max(1, 1 pixel)
+
+    def exhausted(data, is_mask, max_side, max_pixels):
+        raise MemoryError
+
+    monkeypatch.setattr(packjobs.imageio, "decode_capped", exhausted)
+    path = _save(_photo(), tmp_path / "c.png")
+    assert packjobs._pack_one(("real", 2, path, (40, 64), (40, 64)), True, True, 0, 0) == {
+        "kind": "real", "index": 2, "error": "out of memory while decoding (lower --max-pixels or --workers)"}
+
+
+def test_a_chunk_passes_every_option_to_each_file(tmp_path):
+    mask = _soft_mask()
+    path = _save(mask, tmp_path / "m.png")
+    item = ("mask", 7, path, (40, 64), (20, 32))
+    (result,) = packjobs._pack_chunk([item], True, True, 32, 0)
+    expected = _lanczos(mask, 20, 32)  # max_side 32 reached the decoder
+    assert result["index"] == 7 and result["error"] is None and result["format"] == "png"
+    assert np.array_equal(result["pixels"], expected)  # store_pixels reached it
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(result["encoded"]))), expected)  # and store_encoded
+    (bare,) = packjobs._pack_chunk([item], False, False, 32, 0)
+    assert "pixels" not in bare and "encoded" not in bare and bare["error"] is None
+    (limited,) = packjobs._pack_chunk([("mask", 7, path, (40, 64), (40, 64))], True, False, 0, 100)
+    assert limited["error"] == "too large: 64x40 pixels (0.0026 MP), over --max-pixels (0.0001 MP)"  # max_pixels too

@@ -16,6 +16,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -25,10 +26,10 @@ from ..errors import HarmonizeError, UsageError, failure_reason
 from ..limits import DEFAULT_MAX_PIXELS, image_size
 from ..outputs import Inputs, real_key, same_file
 from .outcome import APPLY_STATUSES, REPORT_NAME, StatusCounts
-from .imageio import format_for, output_suffix, read_image, read_mask, side_by_side, write_image
+from .imageio import encode_for_writing, format_for, output_suffix, read_image, read_mask, side_by_side
 from .pairing import find_pairs, output_path
 from .swapcheck import check_not_swapped
-from .pipeline import plan_threads, torch_threads
+from .pipeline import Prefetch, plan_threads, torch_threads
 from .shards import place_parts, shard_report_name
 
 COMPARISON_DIR = "comparison"
@@ -135,6 +136,7 @@ class _Run:
     on_done: Optional[Callable[[Entry], None]] = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     cores: Optional[int] = None  # CPU cores this process may use (a rank's part of the node's); None: all
+    prefetched: Optional[Prefetch] = None  # the first images, decoded while the model loaded
 
 
 def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=None, device=None,
@@ -144,7 +146,7 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
                      on_start: Optional[Callable[[int], None]] = None,
                      on_done: Optional[Callable[[Entry], None]] = None,
                      max_pixels: int = DEFAULT_MAX_PIXELS, swap_check: bool = True,
-                     mask_pattern: Optional[str] = None, launch=None) -> BatchReport:
+                     mask_pattern: Optional[str] = None, launch=None, precision: str = "float32") -> BatchReport:
     """Harmonize COMPOSITES (a folder or a file) with their MASKS into the folder OUT.
 
     Returns the :class:`BatchReport` (also written to ``OUT/harmonize.json``, even when Ctrl-C
@@ -158,6 +160,8 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
     colour photos, composites that are black-and-white masks; :mod:`.swapcheck`); False forces them.
     ``mask_pattern``: how masks are named, e.g. ``"{stem}-mask.png"`` (default: the rules of
     :mod:`.pairing`). When no composite finds a mask, a UsageError lists what MASKS holds.
+    ``precision``: the network's forward pass, "float32", "bf16" or "fp16" (see
+    :class:`~harmonize_cli.apply.Harmonizer`).
     ``launch``: a :class:`~harmonize_cli.sharding.Launch` (None: one process). Under torchrun or
     srun each rank harmonizes its share (:func:`harmonize_cli.sharding.balanced_shares`, by pixels)
     and rank 0 writes the one ``harmonize.json`` (``on_start`` gets the whole job's count); with
@@ -176,22 +180,33 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
     if launch.sharded:  # the same plan on every process: shares over all inputs, whatever is done already
         positions = share_of([header_pixels(entry.composite) for entry in entries], launch)
     test_failure_hook(launch)
+    prefetched = None
     if harmonizer is None:
-        harmonizer = make_harmonizer(model, weights, rank_device(launch, device) if launch.grouped else device,
-                                     resolution, batch_size, flip_tta)
+        if not launch.grouped:  # the first images decode on the idle core while torch and the model load
+            pending = [entries[position] for position in positions if entries[position].status == "pending"]
+            prefetched = Prefetch(pending, partial(_load, max_pixels=max_pixels), _pixels_of)
+        try:
+            harmonizer = make_harmonizer(model, weights, rank_device(launch, device) if launch.grouped else device,
+                                         resolution, batch_size, flip_tta, precision)
+        except BaseException:
+            if prefetched is not None:
+                prefetched.close()
+            raise
     options = {"composites": str(composites), "masks": str(masks), "out": str(out), "model": model,
                "weights": weights if weights is None or isinstance(weights, str) else str(weights),
                "device": device, "batch_size": harmonizer.batch_size, "resolution": resolution, "ext": ext,
                "quality": quality, "recursive": recursive, "overwrite": overwrite, "flip_tta": flip_tta,
                "comparison": comparison, "max_pixels": max_pixels, "swap_check": swap_check,
-               **({"mask_pattern": mask_pattern} if mask_pattern is not None else {})}
+               **({"mask_pattern": mask_pattern} if mask_pattern is not None else {}),
+               **({"precision": harmonizer.precision} if getattr(harmonizer, "precision", "float32") != "float32"
+                  else {})}
     mine = [entries[position] for position in positions]
     report = BatchReport(out=out, entries=mine, model=harmonizer.describe(), options=options)
     my_share = {"index": launch.rank, "count": launch.world_size, "positions": positions, "total": len(entries)}
     if launch.launcher == "shard":
         report.shard = my_share
     run = _Run(harmonizer, quality, comparison, workers, on_start, on_done, max_pixels,
-               cores=rank_cores(launch) if launch.grouped else None)
+               cores=rank_cores(launch) if launch.grouped else None, prefetched=prefetched)
     if not launch.grouped:
         _run(report, run, started, write_report=True)
         return report
@@ -227,7 +242,7 @@ def _write_quietly(report: BatchReport) -> None:
 def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None, device=None,
                    resolution: str = "auto", quality: int = 95, overwrite: bool = False, flip_tta: bool = False,
                    harmonizer=None, max_pixels: int = DEFAULT_MAX_PIXELS, swap_check: bool = True,
-                   mask_pattern: Optional[str] = None) -> BatchReport:
+                   mask_pattern: Optional[str] = None, precision: str = "float32") -> BatchReport:
     """Harmonize one composite into the file ``output`` (its format from the extension).
 
     ``mask``: the mask file, or a folder where it is found by the rules of :mod:`.pairing` (or
@@ -259,7 +274,7 @@ def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None
     if output.exists() and not overwrite:
         entry.status, entry.reason = "skipped", "output exists (use --overwrite to replace it)"
     check_writable(output.parent)
-    harmonizer = harmonizer or make_harmonizer(model, weights, device, resolution, 1, flip_tta)
+    harmonizer = harmonizer or make_harmonizer(model, weights, device, resolution, 1, flip_tta, precision)
     options = {"composites": str(composite), "masks": str(mask), "out": str(output), "model": model,
                "weights": weights if weights is None or isinstance(weights, str) else str(weights),
                "device": device, "resolution": resolution, "quality": quality, "overwrite": overwrite,
@@ -269,12 +284,13 @@ def harmonize_file(composite, mask, output, *, model: str = "auto", weights=None
     return report
 
 
-def make_harmonizer(model="auto", weights=None, device=None, resolution="auto", batch_size=None, flip_tta=False):
+def make_harmonizer(model="auto", weights=None, device=None, resolution="auto", batch_size=None, flip_tta=False,
+                    precision="float32"):
     """A Harmonizer for the commands: its notice (e.g. the training-free fallback) printed as one line."""
     from .harmonizer import Harmonizer
 
     harmonizer = Harmonizer(model=model, weights=weights, device=device, resolution=resolution,
-                            batch_size=batch_size, flip_tta=flip_tta, quiet=True)
+                            batch_size=batch_size, flip_tta=flip_tta, quiet=True, precision=precision)
     if harmonizer.notice:
         console.warn(harmonizer.notice)  # the CLI's one line; Python users get a warning instead
     return harmonizer
@@ -288,19 +304,19 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
                   f"resolution {info['resolution']}, batch {info['batch_size']}")
     todo = [entry for entry in entries if entry.status == "pending"]
 
-    def load(entry):
-        decoded = read_image(entry.composite, run.max_pixels)
-        return decoded, read_mask(entry.mask, run.max_pixels), decoded  # the context keeps ICC profile and EXIF
-
     def save(entry, result, job):
+        """Encode the result (and the comparison); returns the writes, which the pipeline runs
+        on a thread of their own (they mostly wait for the disk)."""
         rgb, alpha = result[..., :3], (result[..., 3] if result.shape[2] == 4 else None)
         fmt = format_for(entry.output)
         if alpha is not None and fmt == "JPEG":
             entry.notes.append("alpha channel dropped: JPEG has none (use --ext png or webp)")
-        write_image(entry.output, rgb, alpha, like=_like(job), quality=run.quality, fmt=fmt)
+        writes = [encode_for_writing(entry.output, rgb, alpha, like=_like(job), quality=run.quality, fmt=fmt)]
         if run.comparison:
-            write_image(_comparison_path(report.out, entry), comparison_image(job.rgb, rgb, info["model"]), None,
-                        gray=False, quality=min(run.quality, 90), fmt="JPEG")
+            writes.append(encode_for_writing(_comparison_path(report.out, entry),
+                                             comparison_image(job.rgb, rgb, info["model"]), None, gray=False,
+                                             quality=min(run.quality, 90), fmt="JPEG"))
+        return lambda: [write() for write in writes]
 
     def on_result(entry, error, seconds, job):
         entry.seconds = seconds
@@ -319,8 +335,9 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
             plan = plan_threads(harmonizer.device, run.workers, cores=run.cores)
             try:
                 with torch_threads(plan.torch_threads):
-                    harmonizer.process(todo, load, save, on_result, workers=plan.workers, size_of=_pixels_of,
-                                       shared_pool=plan.shared, io_beside_network=plan.io_beside_network)
+                    harmonizer.process(todo, partial(_load, max_pixels=run.max_pixels), save, on_result,
+                                       workers=plan.workers, size_of=_pixels_of, shared_pool=plan.shared,
+                                       io_beside_network=plan.io_beside_network, prefetched=run.prefetched)
             finally:
                 report.processing_seconds = time.perf_counter() - processing
     except KeyboardInterrupt:
@@ -330,6 +347,8 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
                 entry.status, entry.reason = "interrupted", f"stopped by {_signal_name()} before this file"
         raise
     finally:
+        if run.prefetched is not None:  # closed by the pipeline already, unless it never started
+            run.prefetched.close()
         report.seconds = time.perf_counter() - started
         if write_report:
             _write_quietly(report)
@@ -342,6 +361,13 @@ def _signal_name() -> str:
 
     signum = pending()
     return "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+
+
+def _load(entry, max_pixels=DEFAULT_MAX_PIXELS):
+    """The pipeline's ``load``: the composite, its mask, and the composite again as the context
+    (which keeps its ICC profile and EXIF for the result)."""
+    decoded = read_image(entry.composite, max_pixels)
+    return decoded, read_mask(entry.mask, max_pixels), decoded
 
 
 def _pixels_of(entry) -> int:

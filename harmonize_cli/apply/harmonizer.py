@@ -39,6 +39,31 @@ from .resolution import (
 DEFAULT_SIZE = 256  # network size for models that run at any size (the baselines)
 
 
+def check_precision(precision: str, device) -> str:
+    """``precision`` when the device can run it: float32 and bf16 anywhere, fp16 on GPUs only."""
+    from ..inference_opt import PRECISIONS
+
+    precision = str(precision or "float32").lower()
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and getattr(device, "type", str(device)) == "cpu":
+        raise UsageError("--precision fp16 runs on a GPU only", "use --precision bf16 on the CPU")
+    return precision
+
+
+def host_batch(arrays: Sequence[np.ndarray], device):
+    """The arrays stacked into one float32 tensor on the host: on CUDA straight into page-locked
+    (pinned) memory, from which the copy to the GPU is asynchronous (``non_blocking``) and needs no
+    staging copy; elsewhere an ordinary tensor over the stacked array."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
+        batch = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.float32, pin_memory=True)
+        np.stack(arrays, out=batch.numpy())
+        return batch
+    return torch.from_numpy(np.stack(arrays).astype(np.float32, copy=False))
+
+
 def default_batch_size(device) -> int:
     """Images per forward pass: 1 on the CPU, where a batch of 8 measured slower per image
     (docs/benchmarks.md, "Against the reference"), 8 on accelerators, where batching keeps them busy."""
@@ -81,12 +106,16 @@ class Harmonizer:
     batch_size: images per forward pass at the network size (default: 1 on the CPU, where a batch
         is slower per image, 8 on a GPU).
     flip_tta: average the prediction with that of the horizontally flipped input.
+    precision: the network's forward pass in "float32" (default), "bf16" (about 1.5x faster on CPUs
+        with AVX-512 BF16; results differ by up to about 2 grey levels, docs/benchmarks.md) or
+        "fp16" (GPUs only); the paper's networks only.
     """
 
     def __init__(self, model: str = "auto", weights=None, device=None, resolution: str = "auto",
-                 batch_size: Optional[int] = None, flip_tta: bool = False, quiet: bool = False):
+                 batch_size: Optional[int] = None, flip_tta: bool = False, quiet: bool = False,
+                 precision: str = "float32"):
         from ..device import resolve_device
-        from ..inference_opt import optimize_for_inference
+        from ..inference_opt import optimizable, optimize_for_inference, with_precision
         from ..zoo import resolve
 
         if batch_size is not None and int(batch_size) < 1:
@@ -94,6 +123,7 @@ class Harmonizer:
         self.resolution = check_strategy(resolution)
         self.flip_tta = bool(flip_tta)
         self.device = resolve_device(device)
+        self.precision = check_precision(precision, self.device)
         self.batch_size = int(batch_size) if batch_size is not None else default_batch_size(self.device)
         self.model = resolve(model, weights)  # what runs: spec, network, weights source, sha256
         self.network = self.model.network.to(self.device).eval()
@@ -101,7 +131,10 @@ class Harmonizer:
             parameter.requires_grad_(False)
         # what the forward passes run: the same function, batch norms folded (and on the CPU a
         # vectorised ELU, channels-last weights); the resolved network itself stays as it is
-        self.runner = optimize_for_inference(self.network, self.device)
+        if self.precision != "float32" and not optimizable(self.network):
+            raise UsageError(f"--precision {self.precision} is for the paper's networks (DIH, iDIH, S2AM and their "
+                             f"backboned versions), not {self.model.name}", "leave --precision at float32")
+        self.runner = with_precision(optimize_for_inference(self.network, self.device), self.precision)
         self.input_size = int(self.model.input_size or DEFAULT_SIZE)
         self.divisor = self.model.divisor
         # PCT-Net carries its 256-px prediction to full resolution itself (``auto``)
@@ -113,7 +146,8 @@ class Harmonizer:
     def __repr__(self) -> str:
         weights = self.weights_path or ("none" if not self.needs_weights else "in memory")
         return (f"Harmonizer(model={self.model_name!r}, weights={weights!r}, device={str(self.device)!r}, "
-                f"resolution={self.resolution!r}, batch_size={self.batch_size}, flip_tta={self.flip_tta})")
+                f"resolution={self.resolution!r}, batch_size={self.batch_size}, flip_tta={self.flip_tta}"
+                + (f", precision={self.precision!r})" if self.precision != "float32" else ")"))
 
     # ----------------------------------------------------------------------------- model facts
 
@@ -148,6 +182,7 @@ class Harmonizer:
             "network_size": self.input_size,
             "batch_size": self.batch_size,
             "flip_tta": self.flip_tta,
+            "precision": self.precision,
             "notice": self.notice,
             "fallback": self.model_name if self.model.fallback else None,
         }
@@ -221,7 +256,8 @@ class Harmonizer:
             groups.setdefault(job.net_image.shape, []).append(job)
         for group in groups.values():
             started = time.perf_counter()
-            images, masks = np.stack([job.net_image for job in group]), np.stack([job.net_mask for job in group])
+            images = host_batch([job.net_image for job in group], self.device)
+            masks = host_batch([job.net_mask for job in group], self.device)
             if self.own_full_resolution:
                 outputs = [None] * len(group)
                 for job, maps in zip(group, self._forward_maps(images, masks)):
@@ -233,27 +269,27 @@ class Harmonizer:
                 job.prediction = output
                 job.seconds += share
 
-    def _forward(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    def _forward(self, images, masks) -> np.ndarray:
         import torch
 
         from ..inference import predict
 
         with self._lock, torch.inference_mode():
-            image = torch.from_numpy(images).to(self.device, non_blocking=True)
-            mask = torch.from_numpy(masks).to(self.device, non_blocking=True).unsqueeze(1)
+            image = torch.as_tensor(images).to(self.device, non_blocking=True)  # pinned on CUDA: asynchronous
+            mask = torch.as_tensor(masks).to(self.device, non_blocking=True).unsqueeze(1)
             output = predict(self.runner, image, mask, normalization=self.model.normalization,
                              divisor=self.divisor, flip_tta=self.flip_tta, peak=1.0, weights=self._weights_label())
             return output.cpu().numpy()
 
-    def _forward_maps(self, images: np.ndarray, masks: np.ndarray) -> list:
+    def _forward_maps(self, images, masks) -> list:
         """PCT-Net: the per-pixel transform maps at the network size (flip TTA averages them)."""
         import torch
 
         from ..inference import normalise, require_finite
 
         with self._lock, torch.inference_mode():
-            image = torch.from_numpy(images).to(self.device)
-            mask = torch.from_numpy(masks).to(self.device).unsqueeze(1)
+            image = torch.as_tensor(images).to(self.device, non_blocking=True)
+            mask = torch.as_tensor(masks).to(self.device, non_blocking=True).unsqueeze(1)
             normalised = normalise(image, self.model.normalization, peak=1.0)
             outputs = self.network(normalised, mask)
             params = require_finite(outputs["params"], self._weights_label())
@@ -302,11 +338,12 @@ class Harmonizer:
     # ------------------------------------------------------------------------------ pipeline
 
     def process(self, tasks: Iterable, load, save, on_result, workers: int = 2, pixel_budget: Optional[int] = None,
-                size_of=None, shared_pool: bool = False, io_beside_network: Optional[int] = None) -> None:
+                size_of=None, shared_pool: bool = False, io_beside_network: Optional[int] = None,
+                prefetched=None) -> None:
         """Stream tasks through this harmonizer with decoding and encoding overlapped with inference
         (see :func:`harmonize_cli.apply.pipeline.run_pipeline`)."""
         from .pipeline import DEFAULT_PIXEL_BUDGET, run_pipeline
 
         run_pipeline(self, tasks, load, save, on_result, workers=workers,
                      pixel_budget=DEFAULT_PIXEL_BUDGET if pixel_budget is None else pixel_budget, size_of=size_of,
-                     shared_pool=shared_pool, io_beside_network=io_beside_network)
+                     shared_pool=shared_pool, io_beside_network=io_beside_network, prefetched=prefetched)

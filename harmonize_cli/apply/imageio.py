@@ -13,9 +13,10 @@ EXIF (orientation reset, since the pixels are already upright).
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -88,6 +89,7 @@ def _open(path, max_pixels=DEFAULT_MAX_PIXELS):
     try:
         with collected() as caught:  # this thread's warnings only: files are decoded in a pool
             image = open_image(path, max_pixels)
+            _read_whole(image, path)
             image.load()
             fmt = image.format
             upright = _upright(image, ImageOps)
@@ -100,6 +102,20 @@ def _open(path, max_pixels=DEFAULT_MAX_PIXELS):
         raise InputError(f"{path}: not an image Pillow can read") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(f"{path}: cannot decode ({str(exc).splitlines()[0][:160] or type(exc).__name__})") from exc
+
+
+DECODE_BLOCK_LIMIT = 1 << 26  # bytes read per decoder call at most (64 MiB)
+
+
+def _read_whole(image, path) -> None:
+    """Let Pillow hand the decoder the whole file in one call instead of 64 KiB blocks: the
+    decoder releases the GIL for each call, and a thread decoding beside busy Python threads
+    (``import torch``, the pipeline) waited for the GIL between blocks."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return
+    image.decodermaxblock = max(getattr(image, "decodermaxblock", 65536), min(size, DECODE_BLOCK_LIMIT))
 
 
 def _upright(image, ImageOps):
@@ -429,6 +445,14 @@ def write_image(target, rgb, alpha=None, *, like: Optional[ImageData] = None, gr
     (:mod:`harmonize_cli.readback`): a result that would not read back raises
     :class:`~harmonize_cli.readback.UnreadableOutputError` and leaves nothing.
     """
+    return encode_for_writing(target, rgb, alpha, like=like, gray=gray, quality=quality, fmt=fmt)()
+
+
+def encode_for_writing(target, rgb, alpha=None, *, like: Optional[ImageData] = None, gray=None, quality=95,
+                       fmt=None) -> Callable[[], Path]:
+    """:func:`write_image` in two steps: the encoding now (CPU work), and the returned function
+    that writes the bytes (temporary file, fsync, read-back, rename: mostly waiting for the disk),
+    which the apply pipeline runs on a thread that does not hold a core."""
     target = Path(target)
     fmt = fmt or format_for(target)
     if gray is None:
@@ -437,8 +461,12 @@ def write_image(target, rgb, alpha=None, *, like: Optional[ImageData] = None, gr
                         icc_profile=like.icc_profile if like is not None else None,
                         exif=like.exif if like is not None else None)
     size = (rgb.shape[1], rgb.shape[0])
-    atomic_write_bytes(target, data, check=lambda tmp: check_image_file(tmp, size, fmt, name=target))
-    return target
+
+    def write() -> Path:
+        atomic_write_bytes(target, data, check=lambda tmp: check_image_file(tmp, size, fmt, name=target))
+        return target
+
+    return write
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarray:

@@ -33,8 +33,13 @@ import torch
 
 from ..choices import RESOLUTION_STRATEGIES, check_choice
 
-# Pixels processed at once at full resolution (bounds working memory to ~100 MB per strip).
-STRIP_PIXELS = 1 << 20
+# Pixels processed at once at full resolution by ``fixed``, ``native`` and ``auto``: a strip's
+# float32 planes (the ``auto`` colour map's nine features are 9 MB) then stay in the caches;
+# 2^20 pixels took 2.6x as long for ``auto`` and 1.3x for ``fixed`` on a 4.3-megapixel mask box
+# (docs/benchmarks.md, "Apply against its floor"), with the same bytes out.
+STRIP_PIXELS = 1 << 18
+# PCT-Net's strips (its upsampling works strip by strip): unchanged.
+PCT_STRIP_PIXELS = 1 << 20
 
 
 def check_strategy(name: str) -> str:
@@ -383,7 +388,7 @@ def compose_pct(rgb: np.ndarray, mask: np.ndarray, params: torch.Tensor, attenti
     mean = torch.tensor(normalization["mean"], dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(normalization["std"], dtype=torch.float32).view(1, 3, 1, 1)
     channels = params.shape[1]
-    strip_rows = max(1, STRIP_PIXELS // max(1, bbox[3] - bbox[2]))
+    strip_rows = max(1, PCT_STRIP_PIXELS // max(1, bbox[3] - bbox[2]))
     for (top, bottom, x0, x1), maps in upsampled_strips(params.float(), mask.shape, bbox, attention, strip_rows):
         source = strip_tensor(rgb[top:bottom, x0:x1]).float()  # h x w x 3, 0..255
         image = ((source.permute(2, 0, 1)[None] / 255.0) - mean) / std

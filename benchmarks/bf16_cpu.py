@@ -97,7 +97,8 @@ def bench_network(arch, repeat, default_threads):
 
 def bench_photos(arch, weights, pairs, work: Path):
     from harmonize_cli import Harmonizer
-    from harmonize_cli.apply.imageio import read_image, read_mask
+    from harmonize_cli.apply.imageio import read_image
+    from harmonize_cli.apply.maskio import read_mask
 
     path = work / f"{arch}.pth"
     torch.save(weights, path)

@@ -12,7 +12,8 @@ import pytest
 from clitools import run_main as run
 from PIL import Image
 
-from harmonize_cli.apply.imageio import read_image, read_mask, write_image
+from harmonize_cli.apply.imageio import read_image, write_image
+from harmonize_cli.apply.maskio import read_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 

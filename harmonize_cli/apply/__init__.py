@@ -2,7 +2,8 @@
 
 - :class:`Harmonizer` (``harmonizer.py``): the single-image and batch Python API.
 - ``resolution.py``: how a 256-px prediction reaches full resolution (auto, fixed, native).
-- ``imageio.py``: reading composites and masks, writing results (every format apply accepts).
+- ``imageio.py``: reading composites, writing results (every format apply accepts).
+- ``maskio.py``: reading masks (every mode and bit depth) as float32 in [0, 1].
 - ``pairing.py``: which mask belongs to which composite, where each output goes.
 """
 

@@ -26,7 +26,8 @@ from ..errors import HarmonizeError, UsageError, failure_reason
 from ..limits import DEFAULT_MAX_PIXELS, image_size
 from ..outputs import Inputs, real_key, same_file
 from .outcome import APPLY_STATUSES, REPORT_NAME, StatusCounts
-from .imageio import encode_for_writing, format_for, output_suffix, read_image, read_mask, side_by_side
+from .imageio import encode_for_writing, format_for, output_suffix, read_image, side_by_side
+from .maskio import read_mask
 from .pairing import find_pairs, output_path
 from .swapcheck import check_not_swapped
 from .pipeline import Prefetch, plan_threads, torch_threads

@@ -22,7 +22,8 @@ from typing import Any, Iterable, List, Optional, Sequence
 import numpy as np
 
 from ..errors import UsageError
-from .imageio import InputError, image_to_arrays, mask_to_array
+from .imageio import InputError, image_to_arrays
+from .maskio import mask_to_array
 from .resolution import (
     check_strategy,
     compose_auto,

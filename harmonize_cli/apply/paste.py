@@ -23,7 +23,8 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..errors import UsageError
-from .imageio import InputError, image_to_arrays, mask_to_array
+from .imageio import InputError, image_to_arrays
+from .maskio import mask_to_array
 
 ANCHORS = ("center", "bottom")
 MAX_OBJECT_SIDE = 1_000_000  # pixels: a resized object larger than this is a mistake

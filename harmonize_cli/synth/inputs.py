@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..apply.imageio import InputError, read_image, read_mask
+from ..apply.imageio import InputError, read_image
+from ..apply.maskio import read_mask
 from ..errors import UsageError
 from ..apply.pairing import find_pairs, list_images
 

@@ -17,7 +17,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ..apply.imageio import InputError, is_image_file, mask_to_array, read_mask
+from ..apply.imageio import InputError, is_image_file
+from ..apply.maskio import mask_to_array, read_mask
 from ..errors import UsageError
 from .reading import Clip, open_clip
 

@@ -23,12 +23,7 @@ KNOWN_CYCLES: set = set()
 # Package faces that still hold code besides imports, ``__all__`` and the docstring. The lazy
 # ``__getattr__`` of these keeps ``import harmonize_cli`` and ``harmonize --help`` torch-free;
 # turning them into plain re-exports belongs to the work on those packages (issue #25).
-KNOWN_INIT_LOGIC = {
-    "harmonize_cli/__init__.py",  # __version__ and a lazy __getattr__ (Harmonizer, harmonize_folder, ...)
-    "harmonize_cli/apply/__init__.py",  # lazy __getattr__ for Harmonizer
-    "harmonize_cli/data/__init__.py",  # _LAZY table and __getattr__
-    "harmonize_cli/training/__init__.py",  # _LAZY table and __getattr__
-}
+KNOWN_INIT_LOGIC: set = set()
 
 # The zoo's layers, bottom first (docs/architecture.md, "The zoo in layers"): a module imports
 # only modules of its own layer or of layers below it.
@@ -179,6 +174,22 @@ def test_the_cycle_finder_names_a_planted_cycle(tmp_path):
     assert describe_cycle(graph, groups[0]) == "pkg.a (line 1) -> pkg.sub.b (line 5) -> pkg.c (line 1) -> pkg.a"
 
 
+def _is_lazy_re_export(node) -> bool:
+    """The lazy re-export idiom of ``harmonize_cli.lazy``: ``_LAZY = {"name": "module", ...}``
+    (string literals only), ``__getattr__, __dir__ = lazy_exports(...)``, ``__version__ = "x"``."""
+    if not isinstance(node, ast.Assign) or len(node.targets) != 1:
+        return False
+    target, value = node.targets[0], node.value
+    if isinstance(target, ast.Name) and target.id == "_LAZY" and isinstance(value, ast.Dict):
+        return all(isinstance(part, ast.Constant) and isinstance(part.value, str)
+                   for part in [*value.keys, *value.values])
+    if isinstance(target, ast.Name) and target.id == "__version__":
+        return isinstance(value, ast.Constant) and isinstance(value.value, str)
+    if isinstance(target, ast.Tuple) and [getattr(e, "id", None) for e in target.elts] == ["__getattr__", "__dir__"]:
+        return isinstance(value, ast.Call) and getattr(value.func, "id", None) == "lazy_exports"
+    return False
+
+
 def _logic_in(path: Path) -> list:
     """Statements of an ``__init__.py`` other than the docstring, imports and ``__all__``."""
     body = ast.parse(path.read_text()).body
@@ -192,6 +203,8 @@ def _logic_in(path: Path) -> list:
         if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if all(isinstance(target, ast.Name) and target.id == "__all__" for target in targets):
+                continue
+            if _is_lazy_re_export(node):
                 continue
         extra.append(f"line {node.lineno}: {type(node).__name__}")
     return extra
@@ -214,6 +227,11 @@ def test_the_face_check_sees_logic(tmp_path):
     assert _logic_in(face) == []
     face.write_text('"""doc"""\nfrom .a import b\n\n\ndef create(x):\n    return b(x)\n')
     assert _logic_in(face) == ["line 5: FunctionDef"]
+    face.write_text('"""doc"""\nfrom ..lazy import lazy_exports\n__version__ = "1.0"\n__all__ = ["b"]\n'
+                    '_LAZY = {"b": "a"}\n__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)\n')
+    assert _logic_in(face) == []
+    face.write_text('"""doc"""\n_LAZY = {"b": make()}\n__getattr__, __dir__ = other(__name__)\n__version__ = v()\n')
+    assert _logic_in(face) == ["line 2: Assign", "line 3: Assign", "line 4: Assign"]
 
 
 def _zoo_layer(module: str):

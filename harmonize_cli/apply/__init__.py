@@ -7,12 +7,9 @@
 - ``pairing.py``: which mask belongs to which composite, where each output goes.
 """
 
+from ..lazy import lazy_exports
+
 __all__ = ["Harmonizer"]
 
-
-def __getattr__(name):  # lazy: importing the package must not import torch
-    if name == "Harmonizer":
-        from .harmonizer import Harmonizer
-
-        return Harmonizer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_LAZY = {"Harmonizer": "harmonizer"}  # lazy: importing the package must not import torch
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -10,6 +10,8 @@ only where needed (``layout``, ``pack`` and ``imageio`` do not).
 
 from __future__ import annotations
 
+from ..lazy import lazy_exports
+
 __all__ = [
     "HarmonizationDataset",
     "train_transform",
@@ -37,17 +39,4 @@ _LAZY = {
     "PackReport": "pack",
     "DatasetError": "layout",
 }
-
-
-def __getattr__(name):  # lazy: `harmonize prepare` must not pay for importing torch
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'harmonize_cli.data' has no attribute {name!r}")
-    import importlib
-
-    module = importlib.import_module(f".{module_name}", __name__)
-    return getattr(module, name)
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)  # `harmonize prepare` must not pay for torch

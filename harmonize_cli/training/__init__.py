@@ -24,6 +24,7 @@ Pieces, one job each:
 
 from __future__ import annotations
 
+from ..lazy import lazy_exports
 from .config import Recipe, TrainConfig, recipe_for
 
 __all__ = [
@@ -35,11 +36,4 @@ _LAZY = {  # these import torch: load them on first use
     "train": "launch", "Trainer": "loop", "TrainResult": "outcome", "TrainingError": "outcome",
     "TrainingInterrupted": "outcome", "export_state_dict": "checkpoint", "load_checkpoint": "checkpoint",
 }
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -195,8 +195,16 @@ def os_error_line(exc: OSError) -> str:
 
 def _finished() -> None:
     """The work is done and its outputs are in place: a Ctrl-C or SIGTERM that lands while Python
-    shuts down (atexit handlers, thread joins) must not print a traceback over a finished run."""
-    interrupts.ignore_from_now()
+    shuts down (atexit handlers, thread joins) must not print a traceback over a finished run.
+
+    One that lands while the handlers are being set to "ignore" (Python's own handler still in
+    place) raises here; the work is done all the same, so the swap is simply made again."""
+    for _ in range(3):
+        try:
+            interrupts.ignore_from_now()
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 def _handled_keyboard_interrupt() -> None:

@@ -178,6 +178,26 @@ def test_a_signal_after_the_command_returned_is_one_line_and_its_exit_code(monke
     assert info.value.code == 130 and "interrupted (SIGINT)" in capsys.readouterr().err
 
 
+def test_a_signal_while_the_shutdown_sets_ignore_is_absorbed(monkeypatch):
+    """A SIGINT landing inside ``ignore_from_now`` (Python's handler still in place) raised out of
+    main()'s ``finally`` over a finished run (a traceback, exit -2; seen in prepare's signal test)."""
+    from harmonize_cli import cli
+
+    calls = []
+
+    def ignore_from_now():
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(interrupts, "ignore_from_now", ignore_from_now)
+    try:
+        cli._finished()
+    except KeyboardInterrupt:
+        pytest.fail("the KeyboardInterrupt escaped _finished() over a finished run")
+    assert calls == [0, 1]
+
+
 def test_a_handled_interruption_exits_with_its_code_even_if_python_recorded_it_as_unhandled():
     """CPython's record of an unhandled KeyboardInterrupt made a handled Ctrl-C exit -2 (killed
     by SIGINT) after the one line and 130 (1 run in 12 of prepare's signal test)."""

@@ -37,7 +37,7 @@ python -c "import mutmut" 2>/dev/null || { echo "mutation: mutmut is missing; pi
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-cp -r harmonize_cli tests setup.cfg pyproject.toml "$scratch"/
+cp -r harmonize_cli tests examples setup.cfg pyproject.toml "$scratch"/
 cd "$scratch"
 quoted() { printf '"%s", ' "$@"; }
 # shellcheck disable=SC2086
@@ -46,7 +46,7 @@ cat >> pyproject.toml <<TOML
 [tool.mutmut]
 source_paths = ["harmonize_cli"]
 only_mutate = ["$source_file"]
-also_copy = ["tests"]
+also_copy = ["tests", "examples"]
 pytest_add_cli_args_test_selection = [$(quoted $tests)]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:unraisableexception", "-m", "not slow", "-x"]
 process_isolation = "forkserver"

@@ -177,7 +177,7 @@ STAGES = (  # (module, attribute, label): the functions wrapped by a timer in th
 MODEL_STAGES = (  # wrapped once the model is loaded (their module imports torch)
     ("harmonize_cli.apply.harmonizer.Harmonizer", "prepare", "prepare (arrays, 256-px views)"),
     ("harmonize_cli.apply.harmonizer.Harmonizer", "predict", "network"),
-    ("harmonize_cli.apply.harmonizer.Harmonizer", "finish", "back to full resolution"),
+    ("harmonize_cli.apply.harmonizer.Harmonizer", "finish_image", "back to full resolution"),
 )
 
 

@@ -28,7 +28,7 @@ class CountingHarmonizer:
         for job in jobs:
             job.prediction = 1
 
-    def finish(self, job):
+    def finish_image(self, job):
         return job.loaded
 
 
@@ -115,8 +115,8 @@ def test_apply_decodes_each_composite_and_mask_once(tmp_path, monkeypatch):
         Image.fromarray(mask).save(tmp_path / "m" / f"p{index}.png")
     calls = []
     read_image, read_mask = batch.read_image, batch.read_mask
-    monkeypatch.setattr(batch, "read_image", lambda path, *a: calls.append(("image", path.name)) or read_image(path, *a))
-    monkeypatch.setattr(batch, "read_mask", lambda path, *a: calls.append(("mask", path.name)) or read_mask(path, *a))
+    monkeypatch.setattr(batch, "read_image", lambda path, *a, **k: calls.append(("image", path.name)) or read_image(path, *a, **k))
+    monkeypatch.setattr(batch, "read_mask", lambda path, *a, **k: calls.append(("mask", path.name)) or read_mask(path, *a, **k))
     report = batch.harmonize_folder(tmp_path / "c", tmp_path / "m", tmp_path / "out", model="lab-transfer",
                                     device="cpu")
     assert report.counts["done"] == 5

@@ -151,7 +151,7 @@ def test_pipeline_starts_no_second_io_job_while_the_network_runs():
             for job in jobs:
                 job.prediction = 1
 
-        def finish(self, job):
+        def finish_image(self, job):
             io_stage(0.05)
             return job
 

@@ -85,11 +85,12 @@ def test_strip_tensor_copies_only_when_it_must():
 
 def test_strips_by_hand(monkeypatch):
     monkeypatch.setattr(resolution, "STRIP_PIXELS", 12)
-    assert list(_strips((2, 9, 0, 5), 4)) == [(2, 5), (5, 8), (8, 9)]  # 12 // 4 = 3 rows a strip
-    assert list(_strips((2, 9, 0, 5), 5)) == [(2, 4), (4, 6), (6, 8), (8, 9)]  # 12 // 5 = 2
-    assert list(_strips((0, 3, 0, 5), 13)) == [(0, 1), (1, 2), (2, 3)]  # wider than the budget: 1 row
-    assert list(_strips((1, 4, 0, 5), 0)) == [(1, 4)]  # no width: the budget in rows
-    assert list(_strips((0, 20, 0, 1), 1)) == [(0, 12), (12, 20)]  # one column: 12 rows
+    assert list(_strips(7, 4)) == [(0, 3), (3, 6), (6, 7)]  # 12 // 4 = 3 rows a strip
+    assert list(_strips(7, 5)) == [(0, 2), (2, 4), (4, 6), (6, 7)]  # 12 // 5 = 2
+    assert list(_strips(3, 13)) == [(0, 1), (1, 2), (2, 3)]  # wider than the budget: 1 row
+    assert list(_strips(3, 0)) == [(0, 3)]  # no width: the budget in rows
+    assert list(_strips(20, 1)) == [(0, 12), (12, 20)]  # one column: 12 rows
+    assert list(_strips(0, 5)) == []
 
 
 def _blend_case():
@@ -111,12 +112,13 @@ def _blend_case():
 def test_blend_into_by_hand():
     rgb, mask, harmonized, expected = _blend_case()
     out = np.full_like(rgb, 7)  # outside the strip nothing is written
-    _blend_into(out, rgb, mask, 1, 2, 1, 5, harmonized.clone())
+    box = (slice(None), slice(1, 5))  # the box: columns 1..4 of every row; the strip: its row 1
+    _blend_into(out[box], rgb[box], mask[box], 1, 2, harmonized.clone())
     assert np.array_equal(out, expected)
     # the input strip given as floats (h x w x 3, 0..255) is the one blended
     out = np.full_like(rgb, 7)
     source = torch.from_numpy(rgb[1:2, 1:5].astype(np.float32))
-    _blend_into(out, np.zeros_like(rgb), mask, 1, 2, 1, 5, harmonized.clone(), source)
+    _blend_into(out[box], np.zeros_like(rgb)[box], mask[box], 1, 2, harmonized.clone(), source)
     assert np.array_equal(out, expected)
 
 
@@ -177,15 +179,15 @@ def test_compose_pct_is_the_reference_computation_in_closed_form(options, monkey
     strips = []
     original = resolution._blend_into
 
-    def recording(out, rgb_, mask_, top, bottom, x0, x1, *rest):
-        strips.append((top, bottom, x0, x1))
-        return original(out, rgb_, mask_, top, bottom, x0, x1, *rest)
+    def recording(out, rgb_, mask_, top, bottom, *rest):
+        strips.append((top, bottom, rgb_.shape[1]))  # rows of the box, and its width
+        return original(out, rgb_, mask_, top, bottom, *rest)
 
     monkeypatch.setattr(resolution, "_blend_into", recording)
     expected = _pct_expected(rgb, mask, params, None, IMAGENET_NORMALIZATION, **options)
     ours = compose_pct(rgb, mask, params, None, IMAGENET_NORMALIZATION, **options)
     _assert_rounded(ours, expected, mask)
-    assert strips == [(2, 4, 3, 9), (4, 6, 3, 9), (6, 8, 3, 9)]
+    assert strips == [(0, 2, 6), (2, 4, 6), (4, 6, 6)]  # rows 2..7, columns 3..8
     if options:  # the option changes the result: the defaults are clamp=True, affine=True
         default = _pct_expected(rgb, mask, params, None, IMAGENET_NORMALIZATION)
         assert np.abs(np.round(default) - np.round(expected)).max() >= 10
@@ -214,9 +216,9 @@ def test_strategies_work_in_strips_of_the_pixel_budget(strategy, monkeypatch):
     strips = []
     original = resolution._blend_255
 
-    def recording(out, rgb_, mask_, top, bottom, x0, x1, *rest):
-        strips.append((top, bottom, x0, x1))
-        return original(out, rgb_, mask_, top, bottom, x0, x1, *rest)
+    def recording(out, rgb_, mask_, top, bottom, *rest):
+        strips.append((top, bottom, rgb_.shape[1]))  # rows of the box, and its width
+        return original(out, rgb_, mask_, top, bottom, *rest)
 
     monkeypatch.setattr(resolution, "_blend_255", recording)
     taps = []
@@ -229,7 +231,7 @@ def test_strategies_work_in_strips_of_the_pixel_budget(strategy, monkeypatch):
         compose_native(rgb, mask, np.full((3, 9, 11), 0.5, np.float32))
     else:
         compose_auto(rgb, mask, fit_correction(low, low * 0.5, np.ones((4, 4), np.float32)))
-    assert strips == [(2, 4, 3, 9), (4, 6, 3, 9), (6, 8, 3, 9)]
+    assert strips == [(0, 2, 6), (2, 4, 6), (4, 6, 6)]  # rows 2..7, columns 3..8 of the image
     if strategy != "native":  # the upsampler's horizontal pass is made once for the box, not per strip
         assert taps == [(4, 9, 0, 9), (4, 11, 3, 9)]
 
@@ -498,11 +500,11 @@ def test_compose_pct_strips_hold_the_pixel_budget(budget, box_columns, rows, mon
     strips = []
     original = resolution._blend_into
 
-    def recording(out, rgb_, mask_, top, bottom, x0, x1, *rest):
+    def recording(out, rgb_, mask_, top, bottom, *rest):
         strips.append((top, bottom))
-        return original(out, rgb_, mask_, top, bottom, x0, x1, *rest)
+        return original(out, rgb_, mask_, top, bottom, *rest)
 
     monkeypatch.setattr(resolution, "_blend_into", recording)
     ours = compose_pct(rgb, mask, params, None, IMAGENET_NORMALIZATION)
-    assert strips == [(top, min(7, top + rows)) for top in range(1, 7, rows)]
+    assert strips == [(top - 1, min(7, top + rows) - 1) for top in range(1, 7, rows)]  # rows 1..6 of the image
     _assert_rounded(ours, _pct_expected(rgb, mask, params, None, IMAGENET_NORMALIZATION), mask)

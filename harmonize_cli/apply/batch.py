@@ -20,6 +20,8 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, List, Optional
 
+import numpy as np
+
 from .. import __version__, console
 from ..atomic import atomic_write_text, check_writable
 from ..errors import HarmonizeError, UsageError, failure_reason
@@ -30,7 +32,7 @@ from .imageio import encode_for_writing, format_for, output_suffix, read_image, 
 from .maskio import read_mask
 from .pairing import find_pairs, output_path
 from .swapcheck import check_not_swapped
-from .pipeline import Prefetch, plan_threads, torch_threads
+from .pipeline import DECODED_PIXEL_BUDGET, DEFAULT_PIXEL_BUDGET, Prefetch, plan_threads, torch_threads
 from .shards import place_parts, shard_report_name
 
 COMPARISON_DIR = "comparison"
@@ -185,7 +187,8 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
     if harmonizer is None:
         if not launch.grouped:  # the first images decode on the idle core while torch and the model load
             pending = [entries[position] for position in positions if entries[position].status == "pending"]
-            prefetched = Prefetch(pending, partial(_load, max_pixels=max_pixels), _pixels_of)
+            prefetched = Prefetch(pending, partial(_load, max_pixels=max_pixels, as_decoded=not comparison),
+                                  _pixels_of, pixel_budget=_pixel_budget(comparison))
         try:
             harmonizer = make_harmonizer(model, weights, rank_device(launch, device) if launch.grouped else device,
                                          resolution, batch_size, flip_tta, precision)
@@ -308,7 +311,10 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
     def save(entry, result, job):
         """Encode the result (and the comparison); returns the writes, which the pipeline runs
         on a thread of their own (they mostly wait for the disk)."""
-        rgb, alpha = result[..., :3], (result[..., 3] if result.shape[2] == 4 else None)
+        if isinstance(result, np.ndarray):
+            rgb, alpha = result[..., :3], (result[..., 3] if result.shape[2] == 4 else None)
+        else:  # the decoded composite with the result pasted in (RGB)
+            rgb, alpha = result, None
         fmt = format_for(entry.output)
         if alpha is not None and fmt == "JPEG":
             entry.notes.append("alpha channel dropped: JPEG has none (use --ext png or webp)")
@@ -336,7 +342,8 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
             plan = plan_threads(harmonizer.device, run.workers, cores=run.cores)
             try:
                 with torch_threads(plan.torch_threads):
-                    harmonizer.process(todo, partial(_load, max_pixels=run.max_pixels), save, on_result,
+                    load = partial(_load, max_pixels=run.max_pixels, as_decoded=not run.comparison)
+                    harmonizer.process(todo, load, save, on_result, pixel_budget=_pixel_budget(run.comparison),
                                        workers=plan.workers, size_of=_pixels_of, shared_pool=plan.shared,
                                        io_beside_network=plan.io_beside_network, prefetched=run.prefetched)
             finally:
@@ -364,11 +371,18 @@ def _signal_name() -> str:
     return "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
 
 
-def _load(entry, max_pixels=DEFAULT_MAX_PIXELS):
+def _load(entry, max_pixels=DEFAULT_MAX_PIXELS, as_decoded=True):
     """The pipeline's ``load``: the composite, its mask, and the composite again as the context
-    (which keeps its ICC profile and EXIF for the result)."""
-    decoded = read_image(entry.composite, max_pixels)
-    return decoded, read_mask(entry.mask, max_pixels), decoded
+    (which keeps its ICC profile and EXIF for the result). ``as_decoded``: RGB photos and 8-bit
+    masks stay as Pillow decoded them, and only the mask's box is converted (False when the whole
+    composite is needed again: ``--comparison``)."""
+    decoded = read_image(entry.composite, max_pixels, as_decoded=as_decoded)
+    return decoded, read_mask(entry.mask, max_pixels, as_decoded=as_decoded), decoded
+
+
+def _pixel_budget(comparison: bool) -> int:
+    """Decoded pixels in flight: twice as many when photos stay as decoded (not ``--comparison``)."""
+    return DEFAULT_PIXEL_BUDGET if comparison else DECODED_PIXEL_BUDGET
 
 
 def _pixels_of(entry) -> int:

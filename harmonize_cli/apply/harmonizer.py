@@ -17,21 +17,22 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import UsageError
-from .imageio import InputError, image_to_arrays
-from .maskio import mask_to_array
+from .imageio import ImageData, InputError, image_to_arrays, read_image
+from .maskio import DecodedMask, mask_to_array, read_mask
 from .resolution import (
+    auto_box,
     check_strategy,
-    compose_auto,
-    compose_fixed,
-    compose_native,
-    compose_pct,
     fit_correction,
+    fixed_box,
     mask_bbox,
+    native_box,
+    pct_box,
     resize_mask,
     resize_pil_rgb,
     resize_rgb,
@@ -75,11 +76,16 @@ def default_batch_size(device) -> int:
 class Job:
     """One image on its way through the harmonizer (see :meth:`Harmonizer.prepare`)."""
 
-    rgb: np.ndarray  # H x W x 3 uint8
-    mask: np.ndarray  # H x W float32 in [0, 1]
+    rgb: Optional[np.ndarray]  # H x W x 3 uint8 (None: only ``source`` holds the pixels)
+    mask: Optional[np.ndarray]  # H x W float32 in [0, 1] (None: only its box was read, ``box_mask``)
     alpha: Optional[np.ndarray] = None
     gray: bool = False
-    bbox: Optional[tuple] = None  # of mask > 0; None: nothing to do
+    bbox: Optional[tuple] = None  # (y0, y1, x0, x1) of mask > 0; None: nothing to do
+    box_rgb: Optional[np.ndarray] = None  # the input's pixels in ``bbox`` (h x w x 3 uint8)
+    box_mask: Optional[np.ndarray] = None  # the mask in ``bbox`` (h x w float32)
+    # a photo read with read_image(as_decoded=True): its decoded Pillow image, into which the
+    # result's box is pasted (the whole photo is never converted to an array and back)
+    source: Any = None
     net_image: Optional[np.ndarray] = None  # 3 x h x w float32 [0, 1], what the network sees
     net_mask: Optional[np.ndarray] = None  # h x w
     prediction: Optional[np.ndarray] = None  # 3 x h x w float32 [0, 1]
@@ -90,7 +96,16 @@ class Job:
 
     @property
     def size(self):
+        """(width, height) of the input."""
+        if self.rgb is None:
+            return self.source.size
         return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def _check_sizes(mask_shape, image_shape) -> None:
+    if tuple(mask_shape) != tuple(image_shape):
+        raise InputError(f"mask is {mask_shape[1]}x{mask_shape[0]} but the image is {image_shape[1]}x{image_shape[0]}",
+                         "masks must have the composite's size")
 
 
 class Harmonizer:
@@ -224,23 +239,59 @@ class Harmonizer:
     def prepare(self, image, mask, context=None) -> Job:
         """Decode and check the inputs and build the network's view (thread-safe, CPU)."""
         started = time.perf_counter()
+        if isinstance(image, (str, Path)):  # files are read as apply reads them: the same results
+            image = read_image(image, as_decoded=True)
+        if isinstance(mask, (str, Path)):
+            mask = read_mask(mask, as_decoded=True)
+        if isinstance(image, ImageData) and image.rgb is None:
+            job = self._prepare_decoded(image, mask, context)
+        else:
+            job = self._prepare_arrays(image, mask, context)
+        job.seconds += time.perf_counter() - started
+        return job
+
+    def _prepare_arrays(self, image, mask, context) -> Job:
         decoded = getattr(image, "pil_rgb", None)  # read_image's Pillow image: the view is made from it
         if decoded is not None:
             image.pil_rgb = None  # not kept beyond this view
         rgb, alpha, gray = image_to_arrays(image)
         mask_values = mask_to_array(mask)
-        if mask_values.shape != rgb.shape[:2]:
-            raise InputError(f"mask is {mask_values.shape[1]}x{mask_values.shape[0]} but the image is "
-                             f"{rgb.shape[1]}x{rgb.shape[0]}", "masks must have the composite's size")
+        _check_sizes(mask_values.shape, rgb.shape[:2])
         job = Job(rgb=rgb, mask=mask_values, alpha=alpha, gray=gray, bbox=mask_bbox(mask_values), context=context)
         if job.bbox is not None:
+            y0, y1, x0, x1 = job.bbox
+            job.box_rgb, job.box_mask = rgb[y0:y1, x0:x1], mask_values[y0:y1, x0:x1]
             if self.resolution == "native":
                 self._prepare_native(job)
             else:
                 size = (self.input_size, self.input_size)
                 job.net_image = resize_rgb(rgb, size) if decoded is None else resize_pil_rgb(decoded, size)
-                job.net_mask = resize_mask(mask_values, size)
-        job.seconds += time.perf_counter() - started
+                job.net_mask = mask.view(size) if isinstance(mask, DecodedMask) else resize_mask(mask_values, size)
+        return job
+
+    def _prepare_decoded(self, image: ImageData, mask, context) -> Job:
+        """A photo read with ``read_image(as_decoded=True)`` (the mask read with ``as_decoded``
+        too, or any mask): only the mask's box becomes arrays; the job takes the Pillow image."""
+        source, image.pil_rgb = image.pil_rgb, None
+        decoded_mask = isinstance(mask, DecodedMask)
+        if not decoded_mask:
+            mask = mask_to_array(mask)
+        _check_sizes(mask.shape, (source.size[1], source.size[0]))
+        bbox = mask.bbox() if decoded_mask else mask_bbox(mask)
+        job = Job(rgb=None, mask=None, bbox=bbox, source=source, context=context)
+        if bbox is None:
+            return job
+        y0, y1, x0, x1 = bbox
+        if self.resolution == "native":  # the network sees the whole photo
+            job.rgb, job.mask = np.asarray(source), mask.floats() if decoded_mask else mask
+            job.box_rgb, job.box_mask = job.rgb[y0:y1, x0:x1], job.mask[y0:y1, x0:x1]
+            self._prepare_native(job)
+            return job
+        job.box_rgb = np.asarray(source.crop((x0, y0, x1, y1)))
+        job.box_mask = mask.region(bbox) if decoded_mask else mask[y0:y1, x0:x1]
+        size = (self.input_size, self.input_size)
+        job.net_image = resize_pil_rgb(source, size)
+        job.net_mask = mask.view(size) if decoded_mask else resize_mask(mask, size)
         return job
 
     @staticmethod
@@ -316,25 +367,47 @@ class Harmonizer:
 
     def finish(self, job: Job) -> np.ndarray:
         """Carry the prediction to full resolution and blend it in (thread-safe, CPU)."""
+        result = self.finish_image(job)
+        return result if isinstance(result, np.ndarray) else np.array(result)
+
+    def finish_image(self, job: Job):
+        """:meth:`finish`; for a photo read with ``read_image(as_decoded=True)`` the result is its
+        decoded Pillow image with the result's box pasted in (nothing else of it is converted)."""
         started = time.perf_counter()
-        if job.bbox is None:
-            result = job.rgb.copy()
-        elif job.maps is not None:
-            params, attention = job.maps
-            result = compose_pct(job.rgb, job.mask, params, attention, self.model.normalization, job.bbox,
-                                 clamp=self.network.clamp, affine=self.network.affine)
-        elif self.resolution == "native":
-            result = compose_native(job.rgb, job.mask, job.prediction, job.bbox)
-        elif self.resolution == "fixed":
-            result = compose_fixed(job.rgb, job.mask, job.prediction, job.bbox)
+        box = self._compose_box(job)
+        if job.source is not None:
+            result, job.source = job.source, None
+            if box is not None:
+                from PIL import Image
+
+                result.paste(Image.fromarray(box), (job.bbox[2], job.bbox[0]))
         else:
-            self.fit(job)
-            result = compose_auto(job.rgb, job.mask, job.correction, job.bbox)
-        if job.alpha is not None:
-            result = np.concatenate((result, job.alpha[..., None]), axis=2)
+            result = job.rgb.copy()
+            if box is not None:
+                y0, y1, x0, x1 = job.bbox
+                result[y0:y1, x0:x1] = box
+            if job.alpha is not None:
+                result = np.concatenate((result, job.alpha[..., None]), axis=2)
         job.seconds += time.perf_counter() - started
         job.net_image = job.net_mask = job.prediction = job.maps = job.correction = None  # free memory early
+        job.box_rgb = job.box_mask = None
         return result
+
+    def _compose_box(self, job: Job) -> Optional[np.ndarray]:
+        """The result inside the mask's box (None: nothing to do)."""
+        if job.bbox is None:
+            return None
+        size = (job.size[1], job.size[0])
+        if job.maps is not None:
+            params, attention = job.maps
+            return pct_box(job.box_rgb, job.box_mask, params, attention, self.model.normalization, job.bbox, size,
+                           clamp=self.network.clamp, affine=self.network.affine)
+        if self.resolution == "native":
+            return native_box(job.box_rgb, job.box_mask, job.prediction, job.bbox)
+        if self.resolution == "fixed":
+            return fixed_box(job.box_rgb, job.box_mask, job.prediction, job.bbox, size)
+        self.fit(job)
+        return auto_box(job.box_rgb, job.box_mask, job.correction, job.bbox, size)
 
     # ------------------------------------------------------------------------------ pipeline
 

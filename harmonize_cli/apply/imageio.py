@@ -57,7 +57,7 @@ def is_image_file(path) -> bool:
 class ImageData:
     """A decoded composite: upright 8-bit RGB pixels plus what is needed to write it back alike."""
 
-    rgb: np.ndarray  # H x W x 3 uint8
+    rgb: Optional[np.ndarray]  # H x W x 3 uint8 (None: read_image(as_decoded=True), see ``pil_rgb``)
     alpha: Optional[np.ndarray] = None  # H x W uint8, or None
     gray: bool = False  # the source had one colour channel
     format: Optional[str] = None  # Pillow format of the source file
@@ -66,13 +66,23 @@ class ImageData:
     icc_profile: Optional[bytes] = None
     exif: Optional[bytes] = None  # with the orientation tag removed
     # the decoded RGB Pillow image, kept until the network's view is made from it (no copy back
-    # into Pillow for the resize); :meth:`Harmonizer.prepare` drops it
+    # into Pillow for the resize); :meth:`Harmonizer.prepare` drops it. With ``as_decoded`` it is
+    # the only copy of the pixels (``rgb`` is None): apply converts just the mask's box to an
+    # array and pastes its result back into this image, which it then encodes
     pil_rgb: Optional[object] = field(default=None, repr=False, compare=False)
 
     @property
     def size(self):
         """(width, height), like Pillow."""
+        if self.rgb is None:
+            return self.pil_rgb.size
         return self.rgb.shape[1], self.rgb.shape[0]
+
+    def pixels(self) -> np.ndarray:
+        """``rgb``, converted from ``pil_rgb`` (once) when it was left out."""
+        if self.rgb is None:
+            self.rgb = np.asarray(self.pil_rgb)
+        return self.rgb
 
 
 # --------------------------------------------------------------------------------------- decoding
@@ -172,14 +182,21 @@ def _pil_to_arrays(image):
     return np.asarray(image if mode == "RGB" else image.convert("RGB")), None, False, 8
 
 
-def read_image(path, max_pixels=DEFAULT_MAX_PIXELS) -> ImageData:
+def read_image(path, max_pixels=DEFAULT_MAX_PIXELS, as_decoded: bool = False) -> ImageData:
     """Decode a composite: EXIF orientation applied; any mode and bit depth to 8-bit RGB (+ alpha).
-    A file over ``max_pixels`` (from its header; 0: no limit) is refused before decoding."""
+    A file over ``max_pixels`` (from its header; 0: no limit) is refused before decoding.
+    ``as_decoded``: an RGB image is not converted to an array (``rgb`` is None, ``pil_rgb`` holds
+    the pixels, its ``info`` cleared so that it encodes like a new image)."""
     image = _open(path, max_pixels)
     source_mode = image.mode
+    icc_profile, exif = image.info.get("icc_profile"), _readable_exif(image, path)
+    if as_decoded and image.mode == "RGB":
+        image.info = {}
+        return ImageData(rgb=None, format=image.format, mode=source_mode, icc_profile=icc_profile, exif=exif,
+                         pil_rgb=image)
     rgb, alpha, gray, depth = _pil_to_arrays(image)
     return ImageData(rgb=np.ascontiguousarray(rgb), alpha=alpha, gray=gray, format=image.format, mode=source_mode,
-                     bit_depth=depth, icc_profile=image.info.get("icc_profile"), exif=_readable_exif(image, path),
+                     bit_depth=depth, icc_profile=icc_profile, exif=exif,
                      pil_rgb=image if image.mode == "RGB" else None)
 
 
@@ -239,7 +256,7 @@ def image_to_arrays(image):
         data = read_image(image)
         return data.rgb, data.alpha, data.gray
     if isinstance(image, ImageData):
-        return image.rgb, image.alpha, image.gray
+        return image.pixels(), image.alpha, image.gray
     if hasattr(image, "mode") and hasattr(image, "getbands"):
         rgb, alpha, gray, _ = _pil_to_arrays(image)
         return np.ascontiguousarray(rgb), alpha, gray
@@ -291,9 +308,15 @@ def is_lossless(fmt: str, quality: int) -> bool:
 
 
 def to_pil(rgb: np.ndarray, alpha: Optional[np.ndarray] = None, gray: bool = False, fmt: str = "PNG"):
-    """Arrays to a Pillow image in a mode the format can store (alpha dropped for JPEG)."""
+    """Arrays to a Pillow image in a mode the format can store (alpha dropped for JPEG); ``rgb``
+    may be a Pillow RGB image already (apply's result pasted into the decoded composite)."""
     from PIL import Image
 
+    if isinstance(rgb, Image.Image):
+        if gray or alpha is not None:
+            rgb = np.asarray(rgb)
+        else:
+            return rgb
     keep_alpha = alpha is not None and fmt in _HAS_ALPHA
     if gray:
         image = Image.fromarray(np.ascontiguousarray(rgb)).convert("L")  # exact for gray pixels
@@ -367,7 +390,7 @@ def encode_for_writing(target, rgb, alpha=None, *, like: Optional[ImageData] = N
     data = encode_image(rgb, alpha, gray=gray, fmt=fmt, quality=quality,
                         icc_profile=like.icc_profile if like is not None else None,
                         exif=like.exif if like is not None else None)
-    size = (rgb.shape[1], rgb.shape[0])
+    size = rgb.size if hasattr(rgb, "getbands") else (rgb.shape[1], rgb.shape[0])
 
     def write() -> Path:
         atomic_write_bytes(target, data, check=lambda tmp: check_image_file(tmp, size, fmt, name=target))

@@ -130,11 +130,11 @@ class Upsampler:
         return mixed.view(len(weight), self.low_res.shape[0], cols[1] - cols[0]).transpose(0, 1)
 
 
-def _strips(bbox, width_pixels: int):
-    y0, y1, _, _ = bbox
-    step = max(1, STRIP_PIXELS // max(1, width_pixels))
-    for top in range(y0, y1, step):
-        yield top, min(y1, top + step)
+def _strips(height: int, width: int):
+    """(top, bottom) rows of the strips of a box ``height`` x ``width``: about STRIP_PIXELS each."""
+    step = max(1, STRIP_PIXELS // max(1, width))
+    for top in range(0, height, step):
+        yield top, min(height, top + step)
 
 
 def strip_tensor(array: np.ndarray) -> torch.Tensor:
@@ -145,35 +145,35 @@ def strip_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-def _blend_into(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, bottom: int, x0: int, x1: int,
+def _blend_into(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, bottom: int,
                 harmonized: torch.Tensor, source: Optional[torch.Tensor] = None) -> None:
-    """out[top:bottom, x0:x1] = input + mask * (harmonized - input), rounded; where the mask is 0
-    the input is copied bit for bit.
+    """out[top:bottom] = input + mask * (harmonized - input), rounded, for rows of a box (``out``,
+    ``rgb`` and ``mask`` are the box's arrays); where the mask is 0 the input is copied bit for bit.
 
     ``harmonized``: h x w x 3 float in [0, 1] (modified in place; NaN counts as 0); ``source``: the
     strip of the input as h x w x 3 float in [0, 255], if already converted."""
     target = torch.nan_to_num_(harmonized, nan=0.0).mul_(255.0).permute(2, 0, 1)
-    _blend_255(out, rgb, mask, top, bottom, x0, x1, target, None if source is None else source.permute(2, 0, 1))
+    _blend_255(out, rgb, mask, top, bottom, target, None if source is None else source.permute(2, 0, 1))
 
 
-def _planar_source(rgb: np.ndarray, top: int, bottom: int, x0: int, x1: int) -> torch.Tensor:
-    """The strip of the input as 3 x h x w float32 (0..255), contiguous."""
-    strip = strip_tensor(rgb[top:bottom, x0:x1]).permute(2, 0, 1)
+def _planar_source(rgb: np.ndarray, top: int, bottom: int) -> torch.Tensor:
+    """Rows of the box's input as 3 x h x w float32 (0..255), contiguous."""
+    strip = strip_tensor(rgb[top:bottom]).permute(2, 0, 1)
     return torch.empty(strip.shape, dtype=torch.float32).copy_(strip)
 
 
-def _blend_255(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, bottom: int, x0: int, x1: int,
+def _blend_255(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, bottom: int,
                target: torch.Tensor, source: Optional[torch.Tensor] = None) -> None:
     """:func:`_blend_into` for a *finite* 3 x h x w ``target`` in 0..255 units (modified in place):
     one pass per operation and no background select, because ``source + 0 * (target - source)``
     is the source exactly and a convex combination of two values in [0, 255] stays in it."""
     if source is None:
-        source = _planar_source(rgb, top, bottom, x0, x1)
-    weight = strip_tensor(mask[top:bottom, x0:x1])
+        source = _planar_source(rgb, top, bottom)
+    weight = strip_tensor(mask[top:bottom])
     if weight.dtype != torch.float32:
         weight = weight.float()
     mixed = target.clamp_(0.0, 255.0).sub_(source).mul_(weight).add_(source).round_()
-    out[top:bottom, x0:x1] = mixed.to(torch.uint8).permute(1, 2, 0).numpy()
+    out[top:bottom] = mixed.to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 # --------------------------------------------------------------------------- colour mapping
@@ -291,33 +291,55 @@ def fit_colour_map(source: torch.Tensor, target: torch.Tensor, weights: torch.Te
 
 
 # ------------------------------------------------------------------------------- strategies
+#
+# Each strategy has two forms: ``compose_*`` takes the whole input and mask and returns the whole
+# result (a copy of the input with the mask's box replaced); ``*_box`` takes only the box's
+# arrays (the input's and the mask's pixels inside ``bbox`` = (y0, y1, x0, x1) of an image of
+# ``size`` = (H, W)) and returns the box of the result. Apply converts only the box of a decoded
+# photo to arrays and pastes the result's box back (docs/benchmarks.md, "Apply against its floor").
 
-def compose_fixed(rgb: np.ndarray, mask: np.ndarray, prediction: np.ndarray, bbox=None) -> np.ndarray:
-    """``fixed``: the low-resolution prediction (3 x h x w, [0, 1]) upsampled bilinearly to the
-    input size and blended into the input with the full-resolution mask."""
+def _compose(rgb: np.ndarray, mask: np.ndarray, bbox, compose_box) -> np.ndarray:
+    """The whole-image form of a box function ``compose_box(rgb_box, mask_box, bbox)``."""
     out = rgb.copy()
     bbox = bbox if bbox is not None else mask_bbox(mask)
     if bbox is None:
         return out
+    y0, y1, x0, x1 = bbox
+    out[y0:y1, x0:x1] = compose_box(rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1], bbox)
+    return out
+
+
+def compose_fixed(rgb: np.ndarray, mask: np.ndarray, prediction: np.ndarray, bbox=None) -> np.ndarray:
+    """``fixed``: the low-resolution prediction (3 x h x w, [0, 1]) upsampled bilinearly to the
+    input size and blended into the input with the full-resolution mask."""
+    return _compose(rgb, mask, bbox, lambda rgb_box, mask_box, box: fixed_box(rgb_box, mask_box, prediction, box,
+                                                                              mask.shape))
+
+
+def fixed_box(rgb: np.ndarray, mask: np.ndarray, prediction: np.ndarray, bbox, size) -> np.ndarray:
+    """:func:`compose_fixed` of the box ``bbox`` only (see the strategies' note)."""
     low = torch.from_numpy(np.array(prediction, dtype=np.float32))  # a copy: scaled in place
-    upsampler = Upsampler(torch.nan_to_num_(low, nan=0.0).clamp_(0.0, 1.0).mul_(255.0), mask.shape)
-    _, _, x0, x1 = bbox
-    for top, bottom in _strips(bbox, x1 - x0):
-        _blend_255(out, rgb, mask, top, bottom, x0, x1, upsampler.window((top, bottom), (x0, x1)))
+    upsampler = Upsampler(torch.nan_to_num_(low, nan=0.0).clamp_(0.0, 1.0).mul_(255.0), tuple(size))
+    y0, _, x0, x1 = bbox
+    out = np.empty_like(rgb)
+    for top, bottom in _strips(*mask.shape):
+        _blend_255(out, rgb, mask, top, bottom, upsampler.window((y0 + top, y0 + bottom), (x0, x1)))
     return out
 
 
 def compose_native(rgb: np.ndarray, mask: np.ndarray, prediction: np.ndarray, bbox=None) -> np.ndarray:
     """``native``: the full-size prediction (3 x H x W, [0, 1]) blended into the input."""
-    out = rgb.copy()
-    bbox = bbox if bbox is not None else mask_bbox(mask)
-    if bbox is None:
-        return out
+    return _compose(rgb, mask, bbox, lambda rgb_box, mask_box, box: native_box(rgb_box, mask_box, prediction, box))
+
+
+def native_box(rgb: np.ndarray, mask: np.ndarray, prediction: np.ndarray, bbox) -> np.ndarray:
+    """:func:`compose_native` of the box ``bbox`` only (``prediction`` is still the whole image's)."""
     full = torch.from_numpy(np.ascontiguousarray(prediction, dtype=np.float32))
-    _, _, x0, x1 = bbox
-    for top, bottom in _strips(bbox, x1 - x0):
-        target = torch.nan_to_num(full[:, top:bottom, x0:x1], nan=0.0).mul_(255.0)  # a copy, 3 x rows x cols
-        _blend_255(out, rgb, mask, top, bottom, x0, x1, target)
+    y0, _, x0, x1 = bbox
+    out = np.empty_like(rgb)
+    for top, bottom in _strips(*mask.shape):
+        target = torch.nan_to_num(full[:, y0 + top:y0 + bottom, x0:x1], nan=0.0).mul_(255.0)  # a copy
+        _blend_255(out, rgb, mask, top, bottom, target)
     return out
 
 
@@ -353,23 +375,26 @@ def compose_auto(rgb: np.ndarray, mask: np.ndarray, correction: Correction, bbox
     """``auto``: the colour mapping applied to every full-resolution foreground pixel, plus the
     upsampled (mask-normalised) low-resolution residual, blended into the input. Computed in
     0..255 units (scale folded into the coefficients), float32, strip by strip in the mask's box."""
-    out = rgb.copy()
-    bbox = bbox if bbox is not None else mask_bbox(mask)
-    if bbox is None:
-        return out
-    _, _, x0, x1 = bbox
+    return _compose(rgb, mask, bbox, lambda rgb_box, mask_box, box: auto_box(rgb_box, mask_box, correction, box,
+                                                                             mask.shape))
+
+
+def auto_box(rgb: np.ndarray, mask: np.ndarray, correction: Correction, bbox, size) -> np.ndarray:
+    """:func:`compose_auto` of the box ``bbox`` only (see the strategies' note)."""
+    y0, _, x0, x1 = bbox
     upsampler = None
     if bool(correction.residual_numerator.abs().max() > 0):
         stacked = torch.cat((correction.residual_numerator * 255.0, correction.residual_weight))
-        upsampler = Upsampler(stacked, mask.shape)
-    for top, bottom in _strips(bbox, x1 - x0):
-        source = _planar_source(rgb, top, bottom, x0, x1)  # 3 x rows x cols
+        upsampler = Upsampler(stacked, tuple(size))
+    out = np.empty_like(rgb)
+    for top, bottom in _strips(*mask.shape):
+        source = _planar_source(rgb, top, bottom)  # 3 x rows x cols
         mapped = correction.colour_map.apply_255(source.view(3, -1)).view(source.shape)
         if upsampler is not None:
-            window = upsampler.window((top, bottom), (x0, x1))  # (3 + 1) x rows x cols
+            window = upsampler.window((y0 + top, y0 + bottom), (x0, x1))  # (3 + 1) x rows x cols
             numerator, denominator = window[:3], window[3:]
             mapped.add_(numerator.div_(denominator.clamp_min(1e-4)).mul_(denominator > 1e-4))
-        _blend_255(out, rgb, mask, top, bottom, x0, x1, mapped, source)
+        _blend_255(out, rgb, mask, top, bottom, mapped, source)
     return out
 
 
@@ -379,25 +404,31 @@ def compose_pct(rgb: np.ndarray, mask: np.ndarray, params: torch.Tensor, attenti
     bicubically (the reference's sampling) and applied strip by strip inside the mask's box, then
     blended into the input with the mask (background bit-exact). ``params``: 1 x 12 x h x w;
     ``attention``: 1 x 1 x h x w (the CNN model's blend) or None (the ViT blends with the mask)."""
+    return _compose(rgb, mask, bbox, lambda rgb_box, mask_box, box: pct_box(
+        rgb_box, mask_box, params, attention, normalization, box, mask.shape, clamp=clamp, affine=affine))
+
+
+def pct_box(rgb: np.ndarray, mask: np.ndarray, params: torch.Tensor, attention: Optional[torch.Tensor],
+            normalization, bbox, size, clamp: bool = True, affine: bool = True) -> np.ndarray:
+    """:func:`compose_pct` of the box ``bbox`` only (see the strategies' note)."""
     from ..models.pct_transform import affine_color_transform, upsampled_strips
 
-    out = rgb.copy()
-    bbox = bbox if bbox is not None else mask_bbox(mask)
-    if bbox is None:
-        return out
     mean = torch.tensor(normalization["mean"], dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(normalization["std"], dtype=torch.float32).view(1, 3, 1, 1)
     channels = params.shape[1]
+    y0, _, x0, _ = bbox
     strip_rows = max(1, PCT_STRIP_PIXELS // max(1, bbox[3] - bbox[2]))
-    for (top, bottom, x0, x1), maps in upsampled_strips(params.float(), mask.shape, bbox, attention, strip_rows):
-        source = strip_tensor(rgb[top:bottom, x0:x1]).float()  # h x w x 3, 0..255
+    out = np.empty_like(rgb)
+    for (top, bottom, _, _), maps in upsampled_strips(params.float(), tuple(size), bbox, attention, strip_rows):
+        top, bottom = top - y0, bottom - y0
+        source = strip_tensor(rgb[top:bottom]).float()  # h x w x 3, 0..255
         image = ((source.permute(2, 0, 1)[None] / 255.0) - mean) / std
         transformed = affine_color_transform(image, maps[:, :channels], normalization["mean"], normalization["std"],
                                              clamp=clamp, affine=affine)
         if attention is None:
-            blend = strip_tensor(mask[top:bottom, x0:x1]).float()[None, None]
+            blend = strip_tensor(mask[top:bottom]).float()[None, None]
         else:
             blend = maps[:, channels:]
         result = (transformed * blend + image * (1 - blend)) * std + mean  # the reference's full-res output
-        _blend_into(out, rgb, mask, top, bottom, x0, x1, result[0].permute(1, 2, 0).contiguous(), source)
+        _blend_into(out, rgb, mask, top, bottom, result[0].permute(1, 2, 0).contiguous(), source)
     return out

@@ -508,3 +508,25 @@ def test_compose_pct_strips_hold_the_pixel_budget(budget, box_columns, rows, mon
     ours = compose_pct(rgb, mask, params, None, IMAGENET_NORMALIZATION)
     assert strips == [(top - 1, min(7, top + rows) - 1) for top in range(1, 7, rows)]  # rows 1..6 of the image
     _assert_rounded(ours, _pct_expected(rgb, mask, params, None, IMAGENET_NORMALIZATION), mask)
+
+
+def test_fit_correction_uses_only_the_pixels_inside_the_mask():
+    """Pixels of weight 0 neither enter the fit nor get a residual: a NaN input there (which would
+    turn the whole fit into the identity fallback) changes nothing, and the residual's numerator
+    is exactly 0 there."""
+    rng = np.random.default_rng(5)
+    low = rng.uniform(0.1, 0.9, (3, 6, 6)).astype(np.float32)
+    prediction = np.clip(low * 0.7 + 0.1 + rng.normal(0, 0.02, low.shape), 0, 1).astype(np.float32)
+    weight = np.zeros((6, 6), np.float32)
+    weight[1:5, 1:5] = rng.uniform(0.2, 1.0, (4, 4))
+    clean = fit_correction(low, prediction, weight)
+    dirty = low.copy()
+    dirty[:, 0, 0] = np.nan  # outside the mask
+    dirty[:, 5, 5] = 7.0
+    fitted = fit_correction(dirty, prediction, weight)
+    assert torch.equal(fitted.colour_map.coefficients, clean.colour_map.coefficients)
+    assert torch.equal(fitted.residual_numerator, clean.residual_numerator)
+    assert not torch.allclose(clean.colour_map.coefficients[:3], torch.eye(3))  # a real fit, not the identity
+    outside = torch.from_numpy(weight == 0)
+    assert torch.all(clean.residual_numerator[:, outside] == 0)
+    assert torch.all(clean.residual_numerator[:, ~outside].abs() > 0)

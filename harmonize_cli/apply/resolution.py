@@ -359,15 +359,17 @@ def fit_correction(low_input: np.ndarray, prediction: np.ndarray, low_mask: np.n
     source = torch.from_numpy(np.ascontiguousarray(low_input, dtype=np.float32))
     target = torch.nan_to_num(torch.from_numpy(np.ascontiguousarray(prediction, dtype=np.float32)), nan=0.0)
     weight = torch.from_numpy(np.ascontiguousarray(low_mask, dtype=np.float32))
-    pixels_in = source.reshape(3, -1).T
-    pixels_out = target.reshape(3, -1).T
-    flat_weight = weight.reshape(-1)
-    colour_map = fit_colour_map(pixels_in, pixels_out, flat_weight, degree=degree)
+    # only the pixels inside the mask count (a pixel of weight 0 adds nothing to the fit and has no
+    # residual): the fit and the residual over them alone cost a third of the whole view's
+    inside = torch.nonzero(weight.reshape(-1) > 0).squeeze(1)
+    pixels_in = source.reshape(3, -1).T[inside]
+    pixels_out = target.reshape(3, -1).T[inside]
+    pixel_weight = weight.reshape(-1)[inside]
+    colour_map = fit_colour_map(pixels_in, pixels_out, pixel_weight, degree=degree)
+    numerator = torch.zeros_like(source)
     if residual:
-        leftover = (pixels_out - colour_map.apply(pixels_in)).T.reshape(source.shape)
-        numerator = leftover * weight.unsqueeze(0)
-    else:
-        numerator = torch.zeros_like(source)
+        leftover = (pixels_out - colour_map.apply(pixels_in)) * pixel_weight[:, None]
+        numerator.view(3, -1)[:, inside] = leftover.T
     return Correction(colour_map, numerator, weight.unsqueeze(0).clone())
 
 

@@ -9,10 +9,11 @@ import pytest
 from PIL import Image
 
 from harmonize_cli.apply.harmonizer import Harmonizer
-from harmonize_cli.apply.imageio import ImageData, encode_for_writing, read_image, to_pil
+from harmonize_cli.apply.imageio import ImageData, InputError, encode_for_writing, read_image, to_pil
 from harmonize_cli.apply.maskio import DecodedMask, mask_to_array, read_mask
 from harmonize_cli.apply.pipeline import DECODED_PIXEL_BUDGET, DEFAULT_PIXEL_BUDGET
 from harmonize_cli.apply.resolution import compose_auto, compose_fixed
+from harmonize_cli.limits import ImageTooLargeError
 
 
 def _mask_image(values) -> Image.Image:
@@ -87,6 +88,48 @@ def test_read_mask_as_decoded_keeps_8_bit_single_channel_masks_only(tmp_path):
     assert isinstance(read_mask(tmp_path / "l.png"), np.ndarray)  # the default is unchanged
 
 
+def test_the_peak_is_1_only_for_masks_whose_largest_value_is_1():
+    """A mask whose largest value is 2 is a soft 0..255 mask (2/255), not a 0/1 one; every reading
+    of a 0/1 mask is float32 (like mask_to_array's)."""
+    two = DecodedMask.of(_mask_image([[0, 2], [1, 0]]))
+    assert two.peak == 255
+    assert np.array_equal(two.floats(), np.float32([[0, 2], [1, 0]]) / np.float32(255))
+    ones = DecodedMask.of(_mask_image([[0, 1], [1, 1]]))
+    assert ones.peak == 1
+    for values in (ones.floats(), ones.region((0, 2, 1, 2)), ones.view((1, 1))):
+        assert values.dtype == np.float32
+    assert np.array_equal(ones.region((0, 2, 1, 2)), np.float32([[1], [1]]))
+
+
+def test_the_mask_view_reduces_first_under_a_reducing_gap_of_3():
+    """24 x 12, left half 255, to 2 x 1 (a factor of 12): Pillow first box-reduces by
+    int(12 / 3) = 4 to 6 x 3 columns 255 255 255 0 0 0, then filters by a factor of 3: output
+    column 0 is centred at 1.5, input centres 0.5 .. 4.5 within reach, weights 1 - |c - 1.5| / 3 =
+    2/3 1 2/3 1/3 0 (sum 8/3), the foreground's 7/3: 7/8 * 255 = 223.1 -> 223; column 1 mirrors:
+    31.9 -> 32. (Without the reduce step, or a gap of 4 (reduce by 3), the same filter gives 219
+    and 36: the test tells them apart.)"""
+    values = np.zeros((12, 24), np.uint8)
+    values[:, :12] = 255
+    view = DecodedMask.of(_mask_image(values)).view((1, 2))
+    assert np.array_equal(view, np.float32([[223, 32]]) / np.float32(255))
+
+
+def test_read_mask_as_decoded_keeps_the_pixel_limit_and_names_the_file(tmp_path):
+    _mask_image(np.zeros((4, 4))).save(tmp_path / "m.png")
+    assert isinstance(read_mask(tmp_path / "m.png", 16, as_decoded=True), DecodedMask)  # 16 pixels: at the limit
+    with pytest.raises(ImageTooLargeError) as refused:
+        read_mask(tmp_path / "m.png", 15, as_decoded=True)  # refused from the header
+    assert refused.value.message == f"{tmp_path / 'm.png'}: 4x4 pixels (1.6e-05 MP), over the limit of 1.5e-05 MP"
+    values = np.zeros((3, 4), np.float32)
+    values[1, 2], values[0, 0] = np.nan, np.inf
+    Image.fromarray(values, "F").save(tmp_path / "nan.tif")
+    for as_decoded in (True, False):  # a message without the file's name gets it in front, the hint kept
+        with pytest.raises(InputError) as bad:
+            read_mask(tmp_path / "nan.tif", as_decoded=as_decoded)
+        assert bad.value.message == f"{tmp_path / 'nan.tif'}: mask has 2 NaN or infinite value(s)"
+        assert bad.value.hint == "save the mask with finite values (0..1, 0..255 or 0..65535)"
+
+
 # ----------------------------------------------------------------------------------- read_image
 
 def test_read_image_as_decoded_keeps_the_pillow_image_and_its_metadata_only(tmp_path):
@@ -110,6 +153,38 @@ def test_a_pillow_result_is_encoded_as_it_is(tmp_path):
     assert np.array_equal(np.asarray(to_pil(image, gray=True)), np.asarray(image.convert("L")))
     path = encode_for_writing(tmp_path / "r.png", image)()
     assert np.array_equal(np.asarray(Image.open(path)), rgb)
+
+
+def test_image_data_size_is_width_then_height_either_way():
+    assert ImageData(rgb=np.zeros((4, 5, 3), np.uint8)).size == (5, 4)
+    assert ImageData(rgb=None, pil_rgb=Image.new("RGB", (7, 3))).size == (7, 3)
+
+
+def test_read_image_as_decoded_carries_format_mode_and_exif(tmp_path):
+    exif = Image.Exif()
+    exif[271], exif[0x0112] = "Maker", 1  # Make, and an orientation (dropped: the pixels are upright)
+    Image.new("RGB", (5, 3), (10, 20, 30)).save(tmp_path / "e.png", exif=exif.tobytes())
+    decoded = read_image(tmp_path / "e.png", as_decoded=True)
+    assert (decoded.format, decoded.mode, decoded.bit_depth, decoded.gray, decoded.alpha) == ("PNG", "RGB", 8, False,
+                                                                                            None)
+    carried = Image.Exif()
+    carried.load(decoded.exif)
+    assert dict(carried) == {271: "Maker"}
+    arrays = read_image(tmp_path / "e.png")  # the default: arrays, and the RGB image kept beside them
+    assert arrays.pil_rgb is not None and arrays.pil_rgb.mode == "RGB" and arrays.exif == decoded.exif
+    assert np.array_equal(arrays.rgb, np.full((3, 5, 3), (10, 20, 30), np.uint8))
+    Image.new("L", (5, 3), 40).save(tmp_path / "g.png")
+    gray = read_image(tmp_path / "g.png", as_decoded=True)  # not RGB: arrays, no RGB image kept
+    assert gray.pil_rgb is None and gray.gray and np.array_equal(gray.rgb, np.full((3, 5, 3), 40, np.uint8))
+
+
+def test_a_pillow_result_with_an_alpha_channel_is_merged_or_dropped_by_format():
+    rgb = np.random.default_rng(2).integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    alpha = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    png = to_pil(Image.fromarray(rgb), alpha, fmt="PNG")
+    assert png.mode == "RGBA" and np.array_equal(np.asarray(png), np.dstack((rgb, alpha)))
+    jpeg = to_pil(Image.fromarray(rgb), alpha, fmt="JPEG")  # JPEG has no alpha
+    assert jpeg.mode == "RGB" and np.array_equal(np.asarray(jpeg), rgb)
 
 
 # ------------------------------------------------------------------------------------ Harmonizer

@@ -34,6 +34,8 @@ def _normalise_mask(values: np.ndarray, sixteen_bit: bool = False) -> np.ndarray
             if low >= 0.0 and high <= 1.0:
                 return values  # already a mask in [0, 1] (read_mask's output): taken as it is
         return np.clip(values, 0.0, 1.0)
+    if values.dtype.kind == "i" and values.size and values.min() < 0:
+        values = np.maximum(values, 0)  # below 0 is background, as in [0, 1] (signed arrays only: one more pass)
     peak = int(values.max()) if values.size else 0
     if peak <= 1:
         return values.astype(np.float32)

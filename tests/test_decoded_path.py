@@ -178,6 +178,19 @@ def test_read_image_as_decoded_carries_format_mode_and_exif(tmp_path):
     assert gray.pil_rgb is None and gray.gray and np.array_equal(gray.rgb, np.full((3, 5, 3), 40, np.uint8))
 
 
+def test_read_image_keeps_the_source_format_mode_depth_and_profile_and_the_pixel_limit(tmp_path):
+    values = np.array([[0, 257 * 100], [65535, 257]], np.uint16)  # 16-bit gray: round(x / 257) in 8 bits
+    Image.fromarray(values).save(tmp_path / "g.png", icc_profile=b"gray profile")
+    image = read_image(tmp_path / "g.png")
+    assert (image.format, image.mode, image.bit_depth, image.gray) == ("PNG", "I;16", 16, True)
+    assert image.icc_profile == b"gray profile" and image.pil_rgb is None
+    assert np.array_equal(image.rgb, np.repeat(np.array([[0, 100], [255, 1]], np.uint8)[..., None], 3, axis=2))
+    Image.new("RGB", (4, 4)).save(tmp_path / "c.png")
+    for as_decoded in (False, True):
+        assert read_image(tmp_path / "c.png", 16, as_decoded=as_decoded).size == (4, 4)
+        with pytest.raises(ImageTooLargeError):
+            read_image(tmp_path / "c.png", 15, as_decoded=as_decoded)  # refused from the header
+
 def test_a_pillow_result_with_an_alpha_channel_is_merged_or_dropped_by_format():
     rgb = np.random.default_rng(2).integers(0, 256, (3, 4, 3), dtype=np.uint8)
     alpha = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20

@@ -101,6 +101,8 @@ def test_pillow_masks_of_every_mode_by_hand():
         raw = np.array([0, 200, 1000], ">u2" if mode == "I;16B" else "<u2" if mode != "I;16N" else "=u2")
         _same(mask_to_array(Image.frombytes(mode, (3, 1), raw.tobytes())),
               [[0, f32(200) / f32(65535), f32(1000) / f32(65535)]])
+    big_endian = Image.frombytes("I;16B", (2, 1), np.array([0, 200], ">u2").tobytes())  # not numpy's uint16
+    _same(mask_to_array(big_endian), [[0, f32(200) / f32(65535)]])
     _same(mask_to_array(Image.fromarray(np.array([[0, 1000]], np.int32))), [[0, f32(1000) / f32(65535)]])  # "I"
     _same(mask_to_array(Image.fromarray(np.array([[0, 200]], np.int32))), [[0, f32(200) / f32(255)]])
 
@@ -131,6 +133,8 @@ def test_alpha_modes_palettes_and_other_modes():
     _same(mask_to_array(la), [[f32(128) / f32(255), 1]])  # the alpha, not L (255, 0)
     premultiplied = Image.frombytes("La", (2, 1), bytes([100, 128, 0, 255]))
     _same(mask_to_array(premultiplied), [[f32(128) / f32(255), 1]])
+    # constant alpha 128, premultiplied L 100: unpremultiplied to 100 * 255 / 128 = 199.2 -> 199
+    _same(mask_to_array(Image.frombytes("La", (2, 1), bytes([100, 128, 0, 128]))), [[f32(199) / f32(255), 0]])
     rgba = np.array([[[255, 0, 0, 128], [0, 0, 0, 255]]], np.uint8)
     _same(mask_to_array(Image.fromarray(rgba, "RGBA")), [[f32(128) / f32(255), 1]])
     _same(mask_to_array(Image.frombytes("RGBa", (2, 1), rgba.tobytes())), [[f32(128) / f32(255), 1]])
@@ -156,3 +160,10 @@ def test_paths_as_text_or_path_give_the_file_as_float32(tmp_path):
     for path in (tmp_path / "m.png", str(tmp_path / "m.png")):
         _same(mask_to_array(path), [[0, 0.2], [1, 0]])
         _same(read_mask(path), [[0, 0.2], [1, 0]])
+
+
+def test_read_mask_names_a_missing_file_once(tmp_path):
+    for as_decoded in (False, True):
+        with pytest.raises(InputError) as missing:
+            read_mask(tmp_path / "none.png", as_decoded=as_decoded)
+        assert missing.value.message == f"{tmp_path / 'none.png'}: no such file"

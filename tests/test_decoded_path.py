@@ -191,3 +191,15 @@ def test_decoded_photos_get_twice_the_pixel_budget():
     assert DECODED_PIXEL_BUDGET == 2 * DEFAULT_PIXEL_BUDGET == 96_000_000
     assert batch._pixel_budget(comparison=False) == DECODED_PIXEL_BUDGET
     assert batch._pixel_budget(comparison=True) == DEFAULT_PIXEL_BUDGET  # the whole composite is kept
+
+
+def test_a_decoded_image_is_handed_over_once_and_a_second_use_is_one_clear_error(tmp_path, idih_checkpoint):
+    from harmonize_cli.errors import UsageError
+
+    _photo_files(tmp_path)
+    harmonizer = Harmonizer(weights=str(idih_checkpoint), device="cpu", resolution="fixed")
+    image = read_image(tmp_path / "c.png", as_decoded=True)
+    harmonizer.prepare(image, read_mask(tmp_path / "m.png", as_decoded=True))
+    with pytest.raises(UsageError, match="earlier job") as caught:
+        harmonizer.prepare(image, read_mask(tmp_path / "m.png", as_decoded=True))
+    assert "read the file again" in caught.value.hint

@@ -198,6 +198,20 @@ def test_decoded_photos_get_twice_the_pixel_budget():
     assert batch._pixel_budget(comparison=True) == DEFAULT_PIXEL_BUDGET  # the whole composite is kept
 
 
+def test_a_decoded_image_is_handed_over_once_and_a_second_use_is_one_clear_error(tmp_path, idih_checkpoint):
+    from harmonize_cli.errors import UsageError
+
+    _photo_files(tmp_path)
+    harmonizer = Harmonizer(weights=str(idih_checkpoint), device="cpu", resolution="fixed")
+    image = read_image(tmp_path / "c.png", as_decoded=True)
+    harmonizer.prepare(image, read_mask(tmp_path / "m.png", as_decoded=True))
+    with pytest.raises(UsageError, match="earlier job") as caught:
+        harmonizer.prepare(image, read_mask(tmp_path / "m.png", as_decoded=True))
+    assert "read the file again" in caught.value.hint
+    assert str(caught.value) == ("this ImageData's pixels went to an earlier job (read_image(..., as_decoded=True) hands "
+                                 "the decoded image over once) (read the file again, or without as_decoded)")
+
+
 # ------------------------------------------------------------- Harmonizer's stages, every input kind
 # "lab-transfer" (no network, no weights) stands in for a model: these tests pin what prepare and
 # finish hand on, not what a network predicts.

@@ -4,15 +4,20 @@ what gets encoded. Expected values are written out by hand."""
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from harmonize_cli.apply import harmonizer as harmonizer_module
 from harmonize_cli.apply.harmonizer import Harmonizer
 from harmonize_cli.apply.imageio import ImageData, InputError, encode_for_writing, read_image, to_pil
 from harmonize_cli.apply.maskio import DecodedMask, mask_to_array, read_mask
 from harmonize_cli.apply.pipeline import DECODED_PIXEL_BUDGET, DEFAULT_PIXEL_BUDGET
-from harmonize_cli.apply.resolution import compose_auto, compose_fixed
+from harmonize_cli.apply.resolution import compose_auto, compose_fixed, compose_native, compose_pct
 from harmonize_cli.limits import ImageTooLargeError
 
 
@@ -279,3 +284,192 @@ def test_decoded_photos_get_twice_the_pixel_budget():
     assert DECODED_PIXEL_BUDGET == 2 * DEFAULT_PIXEL_BUDGET == 96_000_000
     assert batch._pixel_budget(comparison=False) == DECODED_PIXEL_BUDGET
     assert batch._pixel_budget(comparison=True) == DEFAULT_PIXEL_BUDGET  # the whole composite is kept
+
+
+def test_a_decoded_image_is_handed_over_once_and_a_second_use_is_one_clear_error(tmp_path, idih_checkpoint):
+    from harmonize_cli.errors import UsageError
+
+    _photo_files(tmp_path)
+    harmonizer = Harmonizer(weights=str(idih_checkpoint), device="cpu", resolution="fixed")
+    image = read_image(tmp_path / "c.png", as_decoded=True)
+    harmonizer.prepare(image, read_mask(tmp_path / "m.png", as_decoded=True))
+    with pytest.raises(UsageError, match="earlier job") as caught:
+        harmonizer.prepare(image, read_mask(tmp_path / "m.png", as_decoded=True))
+    assert "read the file again" in caught.value.hint
+    assert str(caught.value) == ("this ImageData's pixels went to an earlier job (read_image(..., as_decoded=True) hands "
+                                 "the decoded image over once) (read the file again, or without as_decoded)")
+
+
+# ------------------------------------------------------------- Harmonizer's stages, every input kind
+# "lab-transfer" (no network, no weights) stands in for a model: these tests pin what prepare and
+# finish hand on, not what a network predicts.
+
+def _lab(resolution="fixed"):
+    return Harmonizer("lab-transfer", device="cpu", resolution=resolution)
+
+
+def _pillow_view(image, size=256):
+    """A network view made with Pillow directly: antialiased bilinear, reducing gap 3, / 255."""
+    small = image.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+    values = np.asarray(small, dtype=np.float32)
+    return values.transpose(2, 0, 1) / np.float32(255) if values.ndim == 3 else values / np.float32(255)
+
+
+def test_a_mask_of_another_size_names_both_sizes():
+    """Width x height of each, in that order (a 5 x 3 mask for a 6 x 4 image), and the fix; for
+    arrays and for a decoded photo alike."""
+    image = np.zeros((4, 6, 3), np.uint8)
+    mask = np.ones((3, 5), np.float32)
+    for given in (image, ImageData(rgb=None, pil_rgb=Image.fromarray(image))):
+        with pytest.raises(InputError) as caught:
+            _lab().prepare(given, mask)
+        assert str(caught.value) == "mask is 5x3 but the image is 6x4 (masks must have the composite's size)"
+        assert caught.value.hint == "masks must have the composite's size"
+
+
+def test_file_paths_are_read_as_decoded_photos_and_the_context_is_kept(tmp_path):
+    rgb, mask = _photo_files(tmp_path)
+    job = _lab().prepare(tmp_path / "c.png", tmp_path / "m.png", context="c.png's row")
+    assert job.rgb is None and job.mask is None and isinstance(job.source, Image.Image)
+    assert job.size == (56, 40) and job.bbox == (9, 30, 14, 41) and job.context == "c.png's row"
+    assert np.array_equal(job.box_rgb, rgb[9:30, 14:41]) and np.array_equal(job.box_mask, mask[9:30, 14:41] / np.float32(255))
+    arrays = _lab().prepare(rgb, mask, context=("arrays", 1))
+    assert arrays.context == ("arrays", 1) and arrays.source is None and np.array_equal(arrays.rgb, rgb)
+
+
+def test_gray_inputs_are_marked_gray():
+    mask = np.ones((4, 6), np.float32)
+    assert _lab().prepare(np.full((4, 6), 90, np.uint8), mask).gray is True
+    assert _lab().prepare(np.full((4, 6, 3), 90, np.uint8), mask).gray is False
+
+
+def test_a_read_images_view_is_made_from_its_pillow_image_which_is_then_dropped(tmp_path, monkeypatch):
+    """read_image without as_decoded keeps the decoded Pillow image beside the array: the network's
+    view is resized from it (no array copied back into Pillow), and the job does not keep it."""
+    rgb, mask = _photo_files(tmp_path)
+    image = read_image(tmp_path / "c.png")
+    assert image.rgb is not None and image.pil_rgb is not None
+
+    def no_copy_back(*args):
+        raise AssertionError("the array was copied back into Pillow for the view")
+
+    monkeypatch.setattr(harmonizer_module, "resize_rgb", no_copy_back)
+    job = _lab().prepare(image, mask)
+    assert image.pil_rgb is None
+    assert np.array_equal(job.net_image, _pillow_view(Image.fromarray(rgb)))
+
+
+@pytest.mark.parametrize("image_kind", ["array", "decoded"])
+def test_a_decoded_mask_gives_its_8_bit_view(tmp_path, image_kind):
+    """A mask read with as_decoded: the network sees its view in 8-bit steps (Pillow's resize of
+    the 8-bit mask, / 255), not the float mask resized, whatever the image's kind."""
+    rgb, mask = _photo_files(tmp_path)
+    image = rgb if image_kind == "array" else read_image(tmp_path / "c.png", as_decoded=True)
+    job = _lab().prepare(image, read_mask(tmp_path / "m.png", as_decoded=True))
+    expected = _pillow_view(Image.fromarray(mask, "L"))
+    assert job.net_mask.dtype == np.float32 and np.array_equal(job.net_mask, expected)
+    floats = np.asarray(Image.fromarray(mask / np.float32(255), "F").resize((256, 256), Image.BILINEAR, reducing_gap=3.0))
+    assert np.abs(floats - expected).max() > 1e-4  # the float mask resized is another view
+
+
+@pytest.mark.parametrize("resolution", ["fixed", "native"])
+def test_a_decoded_photo_with_an_array_mask(tmp_path, resolution):
+    """A decoded photo and a soft float mask (not a DecodedMask): the box and its mask by hand, the
+    view of the float mask (Pillow's float resize); native gets the whole photo and mask as
+    arrays, its view is the photo / 255. The result is pasted into the decoded image."""
+    rgb, mask = _photo_files(tmp_path)
+    floats = mask / np.float32(255)
+    harmonizer = _lab(resolution)
+    image = read_image(tmp_path / "c.png", as_decoded=True)
+    decoded = image.pil_rgb
+    job = harmonizer.prepare(image, floats)
+    assert job.bbox == (9, 30, 14, 41) and job.source is decoded
+    assert np.array_equal(job.box_rgb, rgb[9:30, 14:41]) and np.array_equal(job.box_mask, floats[9:30, 14:41])
+    if resolution == "native":
+        assert np.array_equal(job.rgb, rgb) and job.mask is floats
+        assert np.array_equal(job.net_image, rgb.transpose(2, 0, 1) / np.float32(255)) and job.net_mask is floats
+    else:
+        assert job.rgb is None and job.mask is None
+        view = np.asarray(Image.fromarray(floats, "F").resize((256, 256), Image.BILINEAR, reducing_gap=3.0))
+        assert np.array_equal(job.net_mask, np.clip(view, 0, 1))
+    harmonizer.predict([job])
+    prediction = job.prediction.copy()
+    result = harmonizer.finish_image(job)
+    assert result is decoded
+    expected = compose_native(rgb, floats, prediction) if resolution == "native" else compose_fixed(rgb, floats, prediction)
+    assert np.array_equal(np.asarray(result), expected) and not np.array_equal(expected, rgb)
+
+
+@pytest.mark.parametrize("mask_kind", ["decoded", "array"])
+def test_native_on_a_decoded_photo_converts_the_whole_photo(tmp_path, mask_kind):
+    rgb, mask = _photo_files(tmp_path)
+    floats = mask / np.float32(255)
+    harmonizer = _lab("native")
+    image = read_image(tmp_path / "c.png", as_decoded=True)
+    given = read_mask(tmp_path / "m.png", as_decoded=True) if mask_kind == "decoded" else floats
+    job = harmonizer.prepare(image, given)
+    assert np.array_equal(job.rgb, rgb) and job.mask.dtype == np.float32 and np.array_equal(job.mask, floats)
+    assert np.array_equal(job.box_rgb, rgb[9:30, 14:41]) and np.array_equal(job.box_mask, floats[9:30, 14:41])
+    assert np.array_equal(job.net_image, rgb.transpose(2, 0, 1) / np.float32(255)) and np.array_equal(job.net_mask, floats)
+    harmonizer.predict([job])
+    prediction = job.prediction.copy()
+    assert prediction.shape == (3, 40, 56)
+    assert np.array_equal(harmonizer.finish(job), compose_native(rgb, floats, prediction))
+
+
+def test_the_jobs_seconds_add_up_and_finish_frees_its_arrays():
+    """prepare's time is the job's first; finish adds its own to what the job had (here 100 s set
+    by hand), and drops every intermediate array."""
+    rgb = np.random.default_rng(2).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    mask = np.zeros((20, 24), np.float32)
+    mask[5:15, 4:20] = 1.0
+    harmonizer = _lab("auto")
+    started = time.perf_counter()
+    job = harmonizer.prepare(rgb, mask)
+    assert 0 < job.seconds <= time.perf_counter() - started
+    harmonizer.predict([job])
+    job.seconds = 100.0
+    started = time.perf_counter()
+    harmonizer.finish(job)
+    assert 100.0 < job.seconds <= 100.0 + time.perf_counter() - started
+    for name in ("net_image", "net_mask", "prediction", "maps", "correction", "box_rgb", "box_mask"):
+        assert getattr(job, name) is None, name
+
+
+def test_finish_returns_an_array_result_as_it_is(monkeypatch):
+    harmonizer = _lab()
+    job = harmonizer.prepare(np.zeros((4, 6, 3), np.uint8), np.zeros((4, 6), np.float32))
+    made = np.full((4, 6, 3), 9, np.uint8)
+    monkeypatch.setattr(harmonizer, "finish_image", lambda job_: made)
+    assert harmonizer.finish(job) is made  # not copied again
+    pillow = Image.fromarray(made)
+    monkeypatch.setattr(harmonizer, "finish_image", lambda job_: pillow)
+    out = harmonizer.finish(job)
+    assert isinstance(out, np.ndarray) and out.flags.writeable and np.array_equal(out, made)
+
+
+@pytest.mark.parametrize("clamp, affine", [(True, False), (False, True)])
+def test_pct_maps_are_composed_with_the_networks_options(clamp, affine):
+    """A job with PCT-Net's maps (set by hand: no network runs) is composed by PCT-Net's own path
+    with the network's clamp and affine options, its attention map and the model's normalisation
+    (compose_pct is pinned in closed form in test_resolution_values.py)."""
+    generator = torch.Generator().manual_seed(5)
+    rgb = torch.randint(0, 256, (9, 11, 3), generator=generator).numpy().astype(np.uint8)
+    mask = np.zeros((9, 11), np.float32)
+    mask[2:8, 3:9] = np.tile([1.0, 0.5, 0.25, 1.0, 0.75, 1.0], (6, 1))
+    params = torch.zeros(1, 12, 3, 4)
+    params[:, :9] = (0.2 * torch.eye(3)).reshape(1, 9, 1, 1) + 0.05 * torch.randn(1, 9, 3, 4, generator=generator)
+    params[:, 9:12] = torch.tensor([0.5, 0.9, 0.1]).view(1, 3, 1, 1) + 0.1 * torch.randn(1, 3, 3, 4, generator=generator)
+    attention = torch.tensor([[0.9, 0.2, 0.6, 1.0], [0.1, 0.8, 0.4, 0.7], [0.5, 0.3, 1.0, 0.0]]).view(1, 1, 3, 4)
+    harmonizer = _lab("auto")
+    harmonizer.network = SimpleNamespace(clamp=clamp, affine=affine)
+    job = harmonizer.prepare(rgb, mask)
+    job.maps = (params, attention)
+    normalization = harmonizer.model.normalization
+    expected = compose_pct(rgb, mask, params, attention, normalization, clamp=clamp, affine=affine)
+    assert np.array_equal(harmonizer.finish(job), expected)
+    for other in ({"clamp": clamp, "affine": affine, "attention": None}, {"clamp": not clamp, "affine": affine},
+                  {"clamp": clamp, "affine": not affine}):
+        options = {"attention": attention, **other}
+        assert not np.array_equal(compose_pct(rgb, mask, params, options.pop("attention"), normalization, **options),
+                                  expected), other  # each of them matters here

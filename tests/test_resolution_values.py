@@ -530,3 +530,92 @@ def test_fit_correction_uses_only_the_pixels_inside_the_mask():
     outside = torch.from_numpy(weight == 0)
     assert torch.all(clean.residual_numerator[:, outside] == 0)
     assert torch.all(clean.residual_numerator[:, ~outside].abs() > 0)
+
+
+def test_blend_255_weighs_with_the_mask_in_float32():
+    """The weight is the mask as float32, whatever the mask's dtype: a float64 mask blends as its
+    float32 copy does. Two pixels where it shows: weight 0.7616033265942558 is 0.76160336 in
+    float32, and 237 times that is 180.5 in float32: 243 - 180.5 = 62.5 -> 62 (half to even); the
+    float64 weight gives 62.500012 -> 63. Likewise 201 + 45 * 0.56666684 = 226.5 -> 226 (float64:
+    226.50002 -> 227)."""
+    rgb = np.array([[[243, 243, 243], [201, 201, 201]]], np.uint8)
+    mask = np.array([[0.7616033265942558, 0.5666668590425937]], np.float64)
+    for weights in (mask, mask.astype(np.float32)):
+        target = torch.tensor([[[6.0, 246.0]]] * 3)  # 3 x 1 x 2, in 0..255
+        out = np.zeros_like(rgb)
+        resolution._blend_255(out, rgb, weights, 0, 1, target)
+        assert out[0, :, 0].tolist() == [62, 226] and np.array_equal(out[..., 0:1].repeat(3, 2), out), weights.dtype
+
+
+def test_a_given_box_is_used_and_not_searched_again(monkeypatch):
+    """compose_* with ``bbox`` take the caller's box (apply passes the one it found) and never look
+    for it in the mask again; the result is the one found without the box."""
+    rgb, mask, params = _pct_case()
+    low = np.linspace(0.1, 0.9, 48, dtype=np.float32).reshape(3, 4, 4)
+    full = np.linspace(0.0, 1.0, 3 * 9 * 11, dtype=np.float32).reshape(3, 9, 11)
+    correction = fit_correction(low, np.clip(low * 0.8 + 0.15, 0, 1), np.ones((4, 4), np.float32))
+    calls = [lambda box: compose_fixed(rgb, mask, low, box), lambda box: compose_native(rgb, mask, full, box),
+             lambda box: compose_auto(rgb, mask, correction, box),
+             lambda box: compose_pct(rgb, mask, params, None, IMAGENET_NORMALIZATION, box)]
+    expected = [call(None) for call in calls]
+    assert mask_bbox(mask) == (2, 8, 3, 9)
+
+    def no_search(_mask):
+        raise AssertionError("the mask's box was searched again")
+
+    monkeypatch.setattr(resolution, "mask_bbox", no_search)
+    for call, result in zip(calls, expected):
+        ours = call((2, 8, 3, 9))
+        assert np.array_equal(ours, result) and not np.array_equal(ours, rgb)
+
+
+def test_each_strip_of_the_input_is_converted_once(monkeypatch):
+    """auto converts a strip of the input to floats once and blends with that conversion; PCT-Net
+    converts it itself and hands it to the blend; fixed and native leave it to the blend. So with
+    strips of 2 rows (budget 13, box 6 wide, rows 2..7): 3 conversions, none for PCT-Net."""
+    rgb, mask, params = _pct_case()
+    monkeypatch.setattr(resolution, "STRIP_PIXELS", 13)
+    _pct_strip_budget(monkeypatch, 13)
+    converted = []
+    original = resolution._planar_source
+    monkeypatch.setattr(resolution, "_planar_source",
+                        lambda rgb_, top, bottom: converted.append((top, bottom)) or original(rgb_, top, bottom))
+    low = np.full((3, 4, 4), 0.5, np.float32)
+    correction = fit_correction(low, low * 0.5, np.ones((4, 4), np.float32))
+    for name, call in (("fixed", lambda: compose_fixed(rgb, mask, low)),
+                       ("native", lambda: compose_native(rgb, mask, np.full((3, 9, 11), 0.5, np.float32))),
+                       ("auto", lambda: compose_auto(rgb, mask, correction))):
+        converted.clear()
+        call()
+        assert converted == [(0, 2), (2, 4), (4, 6)], name
+    converted.clear()
+    compose_pct(rgb, mask, params, None, IMAGENET_NORMALIZATION)
+    assert converted == []
+
+
+def test_auto_builds_no_upsampler_without_a_residual(monkeypatch):
+    """A correction whose residual is 0 everywhere (the map explains the prediction, or
+    residual=False) skips the upsampling altogether; the colour map alone is applied."""
+    rng = np.random.default_rng(6)
+    rgb = rng.integers(0, 256, (5, 7, 3)).astype(np.uint8)
+    mask = np.zeros((5, 7), np.float32)
+    mask[1:4, 2:6] = 1.0
+    correction = resolution.Correction(_hand_map(), torch.zeros(3, 2, 2), torch.ones(1, 2, 2))
+
+    def no_upsampler(*args):
+        raise AssertionError("an upsampler was built for a residual of 0")
+
+    monkeypatch.setattr(resolution, "Upsampler", no_upsampler)
+    mapped = _hand_map_values(rgb.reshape(-1, 3) / 255.0).reshape(rgb.shape) * 255.0
+    _assert_rounded(compose_auto(rgb, mask, correction), rgb + mask[..., None] * (np.clip(mapped, 0, 255) - rgb), mask)
+
+
+def test_pct_box_defaults_clamp_and_add_the_offset():
+    """The box form called alone: clamp=True and affine=True by default (the closed form's
+    defaults), on the box's arrays, returning the box of the result."""
+    rgb, mask, params = _pct_case()
+    box = (2, 8, 3, 9)
+    ours = resolution.pct_box(rgb[2:8, 3:9], mask[2:8, 3:9], params, None, IMAGENET_NORMALIZATION, box, mask.shape)
+    assert ours.shape == (6, 6, 3)
+    expected = _pct_expected(rgb, mask, params, None, IMAGENET_NORMALIZATION)[2:8, 3:9]
+    _assert_rounded(ours, expected, mask[2:8, 3:9])

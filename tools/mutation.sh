@@ -15,6 +15,7 @@
 # parts or re-check its survivors, e.g. 'x_compose_pct__mutmut_*' or 'xǁColourMapǁapply_255*' (a
 # glob without "harmonize_cli." is taken inside MODULE); the others count as not reached.
 # MUTATION_RESULTS=FILE keeps every mutant's state (NAME<TAB>STATE) there, to combine such parts.
+# pytest's temporary folders stay in the scratch copy (TMPDIR; with MUTATION_JOBS=1 one --basetemp).
 # pytest's unraisableexception plugin is off: its gc.collect() x 5 at the end of every session took
 # 3.6 of the 3.7 s each mutant cost on the loaded VM (torch's heap), ten times the tests themselves.
 set -euo pipefail
@@ -53,6 +54,12 @@ process_isolation = "forkserver"
 timeout_constant = 10.0
 TOML
 export HARMONIZE_HOME="$scratch/.home" XDG_CONFIG_HOME="$scratch/.config" HARMONIZE_OFFLINE=1
+# every mutant is a pytest session with its own temporary folder (66 MB for apply/harmonizer's tests:
+# a checkpoint and a cache), which pytest keeps for days: they go under the scratch folder, removed
+# at the end; one mutant at a time, each session's --basetemp replaces the previous one's
+export TMPDIR="$scratch/tmp"
+mkdir -p "$TMPDIR"
+if [ "${MUTATION_JOBS:-2}" = 1 ]; then export PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} --basetemp=$scratch/tmp/pytest"; fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" PYTHONWARNINGS="ignore::UserWarning"
 only=""
 if [ ${#globs[@]} -gt 4 ]; then only="; ${#globs[@]} mutant names/globs"; elif [ ${#globs[@]} -gt 0 ]; then only="; mutants ${globs[*]}"; fi

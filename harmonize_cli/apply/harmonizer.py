@@ -273,6 +273,9 @@ class Harmonizer:
         """A photo read with ``read_image(as_decoded=True)`` (the mask read with ``as_decoded``
         too, or any mask): only the mask's box becomes arrays; the job takes the Pillow image."""
         source, image.pil_rgb = image.pil_rgb, None
+        if source is None:
+            raise UsageError("this ImageData's pixels went to an earlier job (read_image(..., as_decoded=True) "
+                             "hands the decoded image over once)", "read the file again, or without as_decoded")
         decoded_mask = isinstance(mask, DecodedMask)
         if not decoded_mask:
             mask = mask_to_array(mask)

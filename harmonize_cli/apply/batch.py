@@ -187,8 +187,8 @@ def harmonize_folder(composites, masks, out, *, model: str = "auto", weights=Non
     if harmonizer is None:
         if not launch.grouped:  # the first images decode on the idle core while torch and the model load
             pending = [entries[position] for position in positions if entries[position].status == "pending"]
-            prefetched = Prefetch(pending, partial(_load, max_pixels=max_pixels, as_decoded=not comparison),
-                                  _pixels_of, pixel_budget=_pixel_budget(comparison))
+            load, pixel_budget = _loading(max_pixels, comparison)
+            prefetched = Prefetch(pending, load, _pixels_of, pixel_budget=pixel_budget)
         try:
             harmonizer = make_harmonizer(model, weights, rank_device(launch, device) if launch.grouped else device,
                                          resolution, batch_size, flip_tta, precision)
@@ -342,8 +342,8 @@ def _run(report: BatchReport, run: _Run, started: float, write_report: bool) -> 
             plan = plan_threads(harmonizer.device, run.workers, cores=run.cores)
             try:
                 with torch_threads(plan.torch_threads):
-                    load = partial(_load, max_pixels=run.max_pixels, as_decoded=not run.comparison)
-                    harmonizer.process(todo, load, save, on_result, pixel_budget=_pixel_budget(run.comparison),
+                    load, pixel_budget = _loading(run.max_pixels, run.comparison)
+                    harmonizer.process(todo, load, save, on_result, pixel_budget=pixel_budget,
                                        workers=plan.workers, size_of=_pixels_of, shared_pool=plan.shared,
                                        io_beside_network=plan.io_beside_network, prefetched=run.prefetched)
             finally:
@@ -378,6 +378,12 @@ def _load(entry, max_pixels=DEFAULT_MAX_PIXELS, as_decoded=True):
     composite is needed again: ``--comparison``)."""
     decoded = read_image(entry.composite, max_pixels, as_decoded=as_decoded)
     return decoded, read_mask(entry.mask, max_pixels, as_decoded=as_decoded), decoded
+
+
+def _loading(max_pixels: int, comparison: bool):
+    """The pipeline's ``load`` and its pixel budget: the prefetch must decode with the same two,
+    since the pipeline takes its images instead of decoding them again."""
+    return partial(_load, max_pixels=max_pixels, as_decoded=not comparison), _pixel_budget(comparison)
 
 
 def _pixel_budget(comparison: bool) -> int:

@@ -37,11 +37,17 @@ def _normalise_mask(values: np.ndarray, sixteen_bit: bool = False) -> np.ndarray
     if values.dtype.kind == "i" and values.size and values.min() < 0:
         values = np.maximum(values, 0)  # below 0 is background, as in [0, 1] (signed arrays only: one more pass)
     peak = int(values.max()) if values.size else 0
+    if peak <= 1 or (peak <= 255 and not (sixteen_bit or values.dtype == np.uint16)):
+        return _scaled_8_bit(values, peak)
+    return np.clip(np.divide(values, np.float32(65535.0), dtype=np.float32), 0.0, 1.0)
+
+
+def _scaled_8_bit(values: np.ndarray, peak: int) -> np.ndarray:
+    """Mask values of at most 255 to float32 in [0, 1]: a 0/1 mask (``peak`` <= 1) as it is, else
+    divided by 255 in one pass."""
     if peak <= 1:
         return values.astype(np.float32)
-    if peak <= 255 and not (sixteen_bit or values.dtype == np.uint16):
-        return np.divide(values, np.float32(255.0), dtype=np.float32)  # one pass
-    return np.clip(np.divide(values, np.float32(65535.0), dtype=np.float32), 0.0, 1.0)
+    return np.divide(values, np.float32(255.0), dtype=np.float32)
 
 
 def _pick_mask_channel(values: np.ndarray) -> np.ndarray:
@@ -154,9 +160,7 @@ class DecodedMask:
         return np.divide(np.asarray(small), np.float32(255.0), dtype=np.float32)
 
     def _scaled(self, values: np.ndarray) -> np.ndarray:
-        if self.peak == 1:
-            return values.astype(np.float32)
-        return np.divide(values, np.float32(255.0), dtype=np.float32)
+        return _scaled_8_bit(values, self.peak)
 
 
 def read_mask(path, max_pixels=DEFAULT_MAX_PIXELS, as_decoded: bool = False):

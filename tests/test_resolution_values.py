@@ -172,18 +172,25 @@ def _assert_rounded(ours, exact, mask):
     assert np.array_equal(ours[mask == 0], np.round(exact[mask == 0]).astype(np.uint8))
 
 
+def _record_strips(monkeypatch, name):
+    """Wrap ``resolution.<name>`` (a blend of rows top..bottom of a box) to record each call's
+    (top, bottom, box width); returns the list it fills."""
+    strips = []
+    original = getattr(resolution, name)
+
+    def recording(out, rgb_, mask_, top, bottom, *rest):
+        strips.append((top, bottom, rgb_.shape[1]))
+        return original(out, rgb_, mask_, top, bottom, *rest)
+
+    monkeypatch.setattr(resolution, name, recording)
+    return strips
+
+
 @pytest.mark.parametrize("options", [{}, {"clamp": False}, {"affine": False}])
 def test_compose_pct_is_the_reference_computation_in_closed_form(options, monkeypatch):
     rgb, mask, params = _pct_case()
     _pct_strip_budget(monkeypatch, 13)  # box 6 wide: strips of 2 rows
-    strips = []
-    original = resolution._blend_into
-
-    def recording(out, rgb_, mask_, top, bottom, *rest):
-        strips.append((top, bottom, rgb_.shape[1]))  # rows of the box, and its width
-        return original(out, rgb_, mask_, top, bottom, *rest)
-
-    monkeypatch.setattr(resolution, "_blend_into", recording)
+    strips = _record_strips(monkeypatch, "_blend_into")
     expected = _pct_expected(rgb, mask, params, None, IMAGENET_NORMALIZATION, **options)
     ours = compose_pct(rgb, mask, params, None, IMAGENET_NORMALIZATION, **options)
     _assert_rounded(ours, expected, mask)
@@ -213,14 +220,7 @@ def test_strategies_work_in_strips_of_the_pixel_budget(strategy, monkeypatch):
     columns once (vertical taps for the 9 rows, horizontal taps for columns 3..8)."""
     rgb, mask, _ = _pct_case()
     monkeypatch.setattr(resolution, "STRIP_PIXELS", 13)
-    strips = []
-    original = resolution._blend_255
-
-    def recording(out, rgb_, mask_, top, bottom, *rest):
-        strips.append((top, bottom, rgb_.shape[1]))  # rows of the box, and its width
-        return original(out, rgb_, mask_, top, bottom, *rest)
-
-    monkeypatch.setattr(resolution, "_blend_255", recording)
+    strips = _record_strips(monkeypatch, "_blend_255")
     taps = []
     original_taps = resolution._taps
     monkeypatch.setattr(resolution, "_taps", lambda *args: taps.append(args) or original_taps(*args))
@@ -497,16 +497,10 @@ def test_compose_pct_strips_hold_the_pixel_budget(budget, box_columns, rows, mon
     mask = np.zeros((9, 11), np.float32)
     mask[1:7, box_columns[0]:box_columns[1]] = 1.0
     _pct_strip_budget(monkeypatch, budget)
-    strips = []
-    original = resolution._blend_into
-
-    def recording(out, rgb_, mask_, top, bottom, *rest):
-        strips.append((top, bottom))
-        return original(out, rgb_, mask_, top, bottom, *rest)
-
-    monkeypatch.setattr(resolution, "_blend_into", recording)
+    strips = _record_strips(monkeypatch, "_blend_into")
     ours = compose_pct(rgb, mask, params, None, IMAGENET_NORMALIZATION)
-    assert strips == [(top - 1, min(7, top + rows) - 1) for top in range(1, 7, rows)]  # rows 1..6 of the image
+    assert [(top, bottom) for top, bottom, _ in strips] == [(top - 1, min(7, top + rows) - 1)
+                                                           for top in range(1, 7, rows)]  # rows 1..6 of the image
     _assert_rounded(ours, _pct_expected(rgb, mask, params, None, IMAGENET_NORMALIZATION), mask)
 
 

@@ -52,6 +52,21 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
+def idih_parity_checkpoint(tmp_path_factory):
+    """(fixture, path): the parity fixture ``improved_dih256`` and its reference weights (non-trivial
+    batch-norm statistics) saved as a checkpoint."""
+    import torch
+
+    from parity_utils import generate_weights, load_fixture
+
+    fixture = load_fixture("improved_dih256")
+    weights, _ = generate_weights(fixture["manifest"], fixture["seed"])
+    path = tmp_path_factory.mktemp("weights") / "idih_parity.pth"
+    torch.save(weights, path)
+    return fixture, path
+
+
+@pytest.fixture(scope="session")
 def idih_checkpoint(tmp_path_factory):
     """A randomly initialised iDIH saved as a plain state dict (the reference checkpoint layout)."""
     import torch

@@ -9,18 +9,13 @@ import pytest
 import torch
 
 from harmonize_cli import Harmonizer, zoo
-from parity_utils import generate_weights, load_fixture
 from photos import soft_photo
 
 
-@pytest.fixture(scope="module")
-def idih_with_statistics(tmp_path_factory):
+@pytest.fixture
+def idih_with_statistics(idih_parity_checkpoint):
     """iDIH with the parity fixture's weights (non-trivial batch-norm statistics to fold)."""
-    fixture = load_fixture("improved_dih256")
-    weights, _ = generate_weights(fixture["manifest"], fixture["seed"])
-    path = tmp_path_factory.mktemp("weights") / "idih_stats.pth"
-    torch.save(weights, path)
-    return path
+    return idih_parity_checkpoint[1]
 
 
 @pytest.mark.parametrize("resolution", ["fixed", "auto"])

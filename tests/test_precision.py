@@ -13,20 +13,10 @@ from PIL import Image
 
 from harmonize_cli import Harmonizer
 from harmonize_cli.errors import UsageError
-from parity_utils import generate_weights, load_fixture
 
 # the documented tolerance: the largest difference to the float32 reference output, in grey levels
 BF16_MAX_LEVELS = 3.0
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-@pytest.fixture(scope="module")
-def idih_fixture(tmp_path_factory):
-    fixture = load_fixture("improved_dih256")
-    weights, _ = generate_weights(fixture["manifest"], fixture["seed"])
-    path = tmp_path_factory.mktemp("weights") / "idih_fixture.pth"
-    torch.save(weights, path)
-    return fixture, path
 
 
 def _levels(output, expected):
@@ -34,8 +24,8 @@ def _levels(output, expected):
     return ((output.float() - expected) * STD * 255.0).abs()
 
 
-def test_bf16_output_is_within_the_documented_tolerance_of_the_reference(idih_fixture):
-    fixture, path = idih_fixture
+def test_bf16_output_is_within_the_documented_tolerance_of_the_reference(idih_parity_checkpoint):
+    fixture, path = idih_parity_checkpoint
     image, mask = fixture["image"][:1].float(), fixture["mask"][:1].float()
     expected = fixture["expected"][:1]
     with torch.inference_mode():
@@ -49,15 +39,15 @@ def test_bf16_output_is_within_the_documented_tolerance_of_the_reference(idih_fi
     assert _levels(float32, expected).max() < 0.01  # the default is the float32 network
 
 
-def test_precision_leaves_the_resolved_network_in_float32(idih_fixture):
-    _, path = idih_fixture
+def test_precision_leaves_the_resolved_network_in_float32(idih_parity_checkpoint):
+    _, path = idih_parity_checkpoint
     harmonizer = Harmonizer(weights=str(path), device="cpu", precision="bf16", quiet=True)
     assert {parameter.dtype for parameter in harmonizer.network.parameters()} == {torch.float32}
     assert harmonizer.describe()["precision"] == "bf16" and "precision='bf16'" in repr(harmonizer)
 
 
-def test_fp16_on_the_cpu_and_unknown_precisions_are_usage_errors(idih_fixture):
-    _, path = idih_fixture
+def test_fp16_on_the_cpu_and_unknown_precisions_are_usage_errors(idih_parity_checkpoint):
+    _, path = idih_parity_checkpoint
     with pytest.raises(UsageError, match="GPU only"):
         Harmonizer(weights=str(path), device="cpu", precision="fp16", quiet=True)
     with pytest.raises(UsageError, match="unknown precision"):
@@ -66,8 +56,8 @@ def test_fp16_on_the_cpu_and_unknown_precisions_are_usage_errors(idih_fixture):
         Harmonizer(model="lab-transfer", device="cpu", precision="bf16", quiet=True)
 
 
-def test_apply_precision_option_end_to_end(tmp_path, run_cli, idih_fixture):
-    _, path = idih_fixture
+def test_apply_precision_option_end_to_end(tmp_path, run_cli, idih_parity_checkpoint):
+    _, path = idih_parity_checkpoint
     (tmp_path / "c").mkdir()
     (tmp_path / "m").mkdir()
     rng = np.random.default_rng(0)

@@ -34,6 +34,15 @@ def test_integer_masks_0_1_then_8_bit_then_16_bit_by_their_peak():
     _same(mask_to_array(np.zeros((0, 3), np.uint8)), np.zeros((0, 3)))  # empty: no peak to take
 
 
+def test_16_bit_masks_of_0_and_1_are_0_1_masks_and_from_2_up_scale_by_65535():
+    """uint16 arrays and I;16 images: a peak of 1 is a 0/1 mask like any other, a peak of 2 is
+    already a 16-bit value (2 / 65535), never an 8-bit one."""
+    _same(mask_to_array(np.array([[0, 1], [1, 0]], np.uint16)), [[0, 1], [1, 0]])
+    _same(mask_to_array(Image.fromarray(np.array([[0, 1], [1, 0]], np.uint16))), [[0, 1], [1, 0]])
+    _same(mask_to_array(np.array([[0, 2]], np.uint16)), [[0, f32(2) / f32(65535)]])
+    _same(mask_to_array(Image.fromarray(np.array([[0, 2]], np.uint16))), [[0, f32(2) / f32(65535)]])
+
+
 def test_negative_values_of_signed_integer_masks_are_background():
     """A mask array with -1 for "no object" (signed integers) was read as a negative weight
     (-1 / 255 or -1), which blends outside the object; below 0 now counts as 0 on every path."""

@@ -473,3 +473,29 @@ def test_pct_maps_are_composed_with_the_networks_options(clamp, affine):
         options = {"attention": attention, **other}
         assert not np.array_equal(compose_pct(rgb, mask, params, options.pop("attention"), normalization, **options),
                                   expected), other  # each of them matters here
+
+
+def test_the_pipeline_load_is_decoded_unless_comparison_and_keeps_the_pixel_limit(tmp_path):
+    """batch._loading: the load the prefetch and the pipeline share (decoded photo and mask, or
+    arrays with --comparison) and its pixel budget; the pixel limit reaches both reads."""
+    from harmonize_cli.apply import batch
+    from harmonize_cli.limits import ImageTooLargeError
+
+    rgb, mask = _photo_files(tmp_path)  # 56 x 40 = 2240 pixels each
+    entry = SimpleNamespace(composite=tmp_path / "c.png", mask=tmp_path / "m.png")
+    load, budget = batch._loading(10_000, comparison=False)
+    image, decoded_mask, context = load(entry)
+    assert image.rgb is None and np.array_equal(np.asarray(image.pil_rgb), rgb) and context is image
+    assert isinstance(decoded_mask, DecodedMask) and np.array_equal(np.asarray(decoded_mask.image), mask)
+    assert budget == DECODED_PIXEL_BUDGET
+    load, budget = batch._loading(10_000, comparison=True)
+    image, array_mask, _ = load(entry)
+    assert np.array_equal(image.rgb, rgb) and np.array_equal(array_mask, mask / np.float32(255))
+    assert budget == DEFAULT_PIXEL_BUDGET
+    assert batch._load(entry)[0].rgb is None  # decoded by default
+    load, _ = batch._loading(2000, comparison=False)
+    with pytest.raises(ImageTooLargeError, match="c.png"):
+        load(entry)  # the composite is over the limit
+    Image.fromarray(rgb[:10, :10]).save(tmp_path / "small.png")
+    with pytest.raises(ImageTooLargeError, match="m.png"):  # the composite fits, the mask does not
+        load(SimpleNamespace(composite=tmp_path / "small.png", mask=tmp_path / "m.png"))
